@@ -1,0 +1,1 @@
+"""JAX backend for hybridc."""
