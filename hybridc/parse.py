@@ -1,0 +1,273 @@
+"""Text -> statement nodes. Lark (LALR, positions kept) builds typed nodes; nothing is resolved here.
+
+Every node keeps the `Pos` of the token it came from, so later stages can point at the exact spot.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Union
+
+from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .errors import HybridcError, Pos, suggest
+
+
+# --- nodes ------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Value:
+    """A literal as written: `raw` text, and its position."""
+
+    raw: str
+    pos: Pos
+    kind: str  # "name" | "number" | "string"
+
+
+@dataclass(frozen=True)
+class KV:
+    key: str
+    value: Value
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Single:
+    """One layer kind with its inline options: `attn(window=none)`."""
+
+    kind: str
+    options: tuple[KV, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Pair:
+    """`mamba|attn`: mixers side by side in one parallel block (a pair of one is a plain layer)."""
+
+    members: tuple[Single, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class Item:
+    """An item repeated `repeat` times; `atom` is a Pair or a tuple of Items (a group)."""
+
+    atom: Union[Pair, tuple]
+    repeat: int
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class LayoutOpt:
+    key: str
+    value: Value
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class LayersStmt:
+    count: Value | None
+    layout: str  # "none" | "ratio" | "every" | "items"
+    numbers: tuple[Value, ...] = ()
+    opts: tuple[LayoutOpt, ...] = ()
+    items: tuple[Item, ...] = ()
+    pos: Pos = Pos(1, 1)
+
+
+@dataclass(frozen=True)
+class PatternStmt:
+    text: str
+    pos: Pos
+    text_pos: Pos
+
+
+@dataclass(frozen=True)
+class PresetStmt:
+    name: str
+    pos: Pos
+    name_pos: Pos
+
+
+@dataclass(frozen=True)
+class ShareStmt:
+    kinds: tuple[Value, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class AtStmt:
+    ranges: tuple[tuple[Value, Value], ...]
+    kind: Value
+    options: tuple[KV, ...]
+    pos: Pos
+
+
+@dataclass(frozen=True)
+class GenericStmt:
+    """`NAME arg*`: model settings, mode, per-kind defaults. `args` holds Values and KVs in order."""
+
+    name: str
+    args: tuple = ()
+    pos: Pos = Pos(1, 1)
+
+
+Statement = Union[LayersStmt, PatternStmt, PresetStmt, ShareStmt, AtStmt, GenericStmt]
+
+
+@dataclass
+class Program:
+    statements: list = field(default_factory=list)
+    source: str = ""
+    source_name: str = "<string>"
+
+
+# --- parser -----------------------------------------------------------------------------------------------------------
+
+_ORIGIN: list = [None]  # origin tag for positions made by the current parse (None: the user's text)
+
+
+def _pos(tok: Token) -> Pos:
+    return Pos(tok.line, tok.column, max(1, len(str(tok))), _ORIGIN[0])
+
+
+def _value(tok: Token) -> Value:
+    kind = {"NAME": "name", "NUMBER": "number", "STRING": "string"}.get(tok.type, "name")
+    raw = str(tok)[1:-1] if kind == "string" else str(tok)
+    return Value(raw, _pos(tok), kind)
+
+
+class _Build(Transformer):
+    """Lark tree -> nodes above."""
+
+    def value(self, c):
+        return _value(c[0])
+
+    def kv(self, c):
+        return KV(str(c[0]), c[1], _pos(c[0]))
+
+    def options(self, c):
+        return tuple(x for x in c if x is not None)
+
+    def single(self, c):
+        return Single(str(c[0]), c[1] or (), _pos(c[0]))
+
+    def pair(self, c):
+        return Pair(tuple(c), c[0].pos)
+
+    def group(self, c):
+        return tuple(c)
+
+    def item(self, c):
+        atom, rep = c
+        pos = atom.pos if isinstance(atom, Pair) else atom[0].pos
+        if rep is None:
+            return Item(atom, 1, pos)
+        return Item(atom, int(str(rep)[1:]), _pos(rep))
+
+    def items(self, c):
+        return ("items", tuple(c))
+
+    def layout_opt(self, c):
+        return LayoutOpt(str(c[0]), _value(c[1]), _pos(c[0]))
+
+    def ratio_layout(self, c):
+        return ("ratio", (_value(c[1]), _value(c[2])), tuple(c[3:]), _pos(c[0]))
+
+    def every_layout(self, c):
+        return ("every", (_value(c[1]),), tuple(c[2:]), _pos(c[0]))
+
+    def layers_stmt(self, c):
+        count, kw, layout = c
+        count_v = _value(count) if count is not None else None
+        pos = count_v.pos if count_v else _pos(kw)
+        if layout is None:
+            return LayersStmt(count_v, "none", pos=pos)
+        if layout[0] == "items":
+            return LayersStmt(count_v, "items", items=layout[1], pos=pos)
+        return LayersStmt(count_v, layout[0], numbers=layout[1], opts=layout[2], pos=pos)
+
+    def pattern_stmt(self, c):
+        return PatternStmt(str(c[1])[1:-1], _pos(c[0]), Pos(c[1].line, c[1].column + 1, max(1, len(c[1]) - 2), _ORIGIN[0]))
+
+    def preset_stmt(self, c):
+        return PresetStmt(str(c[1]), _pos(c[0]), _pos(c[1]))
+
+    def share_stmt(self, c):
+        return ShareStmt(tuple(_value(t) for t in c[1:]), _pos(c[0]))
+
+    def index(self, c):
+        lo, hi = c
+        return (_value(lo), _value(hi) if hi is not None else _value(lo))
+
+    def at_stmt(self, c):
+        ranges = tuple(x for x in c[1:] if isinstance(x, tuple))
+        rest = [x for x in c[1:] if not isinstance(x, tuple)]
+        return AtStmt(ranges, _value(rest[0]), tuple(rest[1:]), _pos(c[0]))
+
+    def generic_stmt(self, c):
+        return GenericStmt(str(c[0]), tuple(c[1:]), _pos(c[0]))
+
+    def start(self, c):
+        return [x for x in c if x is not None and not isinstance(x, Token)]
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    text = resources.files("hybridc.grammar").joinpath("hybrid.lark").read_text()
+    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+
+
+_TOKEN_NAMES = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted string", "_NL": "end of line", "SEMICOLON": "';'",
+    "COLON": "':'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "COMMA": "','", "VBAR": "'|'", "REPEAT": "a repeat like x3",
+    "LAYERS": "'layers'", "RATIO": "'ratio'", "EVERY": "'every'", "LAYOUT_KEY": "backbone/placement/offset",
+    "$END": "end of input", "__ANON_0": "'..'",
+}
+
+
+def _expected(names) -> str:
+    shown = sorted({_TOKEN_NAMES.get(n, n.lower()) for n in names})
+    return ", ".join(shown[:6]) + (", ..." if len(shown) > 6 else "")
+
+
+def _syntax_error(e: UnexpectedInput, text: str, source_name: str) -> HybridcError:
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        return HybridcError(f"unexpected character {ch!r}", Pos(e.line, e.column), source=text, source_name=source_name)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        lines = text.splitlines() or [""]
+        pos = Pos(len(lines), len(lines[-1]) + 1)
+        return HybridcError(f"unexpected end of input; expected {_expected(e.expected)}", pos, source=text,
+                            source_name=source_name)
+    tok = e.token
+    what = "end of line" if tok.type == "_NL" else repr(str(tok))
+    hint = None
+    if tok.type == "NAME" and "EQUAL" in e.expected:
+        hint = "options are written key=value"
+    elif tok.type == "NAME" and "NUMBER" in e.expected:
+        hint = "a number is expected here"
+    line = tok.line if tok.type != "_NL" else tok.line
+    col = tok.column
+    return HybridcError(f"unexpected {what}; expected {_expected(e.expected)}", Pos(line, col, max(1, len(str(tok).strip()) or 1)),
+                        source=text, source_name=source_name, hint=hint)
+
+
+def parse(text: str, source_name: str = "<string>", *, origin: str | None = None) -> Program:
+    """Parse `.hyb` text into a Program of statement nodes; syntax errors become `HybridcError`.
+
+    `origin` tags every position (used for preset texts, whose errors must point into the preset).
+    """
+    try:
+        tree = _parser().parse(text + "\n")
+    except UnexpectedInput as e:
+        raise _syntax_error(e, text, source_name) from None
+    _ORIGIN[0] = origin
+    try:
+        return Program(_Build().transform(tree), text, source_name)
+    finally:
+        _ORIGIN[0] = None
+
+
+__all__ = ["parse", "Program", "Value", "KV", "Single", "Pair", "Item", "LayersStmt", "PatternStmt", "PresetStmt",
+           "ShareStmt", "AtStmt", "GenericStmt", "suggest"]

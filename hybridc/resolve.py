@@ -1,0 +1,392 @@
+"""Statements -> a resolved `Model`: layout, mode, per-kind defaults, overrides, FFNs, sharing, meta tokens.
+
+Precedence for one layer option: the spec's default < `KIND key=value` statement < inline item option < `at` override.
+A preset's statements come first; any user statement of the same setting replaces the preset's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from . import costs
+from .errors import ErrorList, HybridcError, Pos, suggest
+from .ir import KIND_SPECS, FFNSpec, Layer, Model
+from .layout import Layout, Member, build_layout, check_kind
+from .options import convert, is_auto
+from .parse import KV, AtStmt, GenericStmt, LayersStmt, PatternStmt, PresetStmt, Program, ShareStmt, Value, parse
+from .presets import PRESETS
+
+SETTINGS = {  # statement -> (IR field, how it is written)
+    "model": "name", "dim": "dim", "input": "input", "vocab": "vocab", "output": "output", "norm": "norm",
+    "dropout": "dropout", "meta_tokens": "meta_tokens", "fusion": "fusion",
+}
+FFN_KEYS = {"mult": FFNSpec.model_fields["mult"], "act": FFNSpec.model_fields["act"]}
+FFN_AFTER = ("attn", "all", "none")
+RWKV_CMIX = FFNSpec(mult=4.0, act="relu2", token_shift=True)
+STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(KIND_SPECS))
+
+
+@dataclass
+class _Settings:
+    """What the statements say, before the layers are built; each entry keeps its position."""
+
+    values: dict = field(default_factory=dict)        # IR field -> (python value, Pos)
+    kind_opts: dict = field(default_factory=dict)     # kind -> {option: (Value, Pos)}
+    ffn: dict = field(default_factory=dict)           # mult/act/after -> (Value, Pos)
+    parallel: Pos | None = None
+    layers: LayersStmt | None = None
+    pattern: PatternStmt | None = None
+    share: list = field(default_factory=list)         # [Value]
+    at: list = field(default_factory=list)            # [AtStmt]
+
+
+def _set(table: dict, key, item, pos: Pos, what: str, user_keys: set):
+    """Set once per origin: a user statement replaces a preset's, twice in the user's text is an error."""
+    if key in table and key in user_keys:
+        raise HybridcError(f"{what} is set twice", pos)
+    table[key] = item
+    if pos.origin is None:
+        user_keys.add(key)
+
+
+class Resolver:
+    def __init__(self, program: Program):
+        self.program = program
+        self.errors: list[HybridcError] = []
+        self.s = _Settings()
+        self._user: set = set()
+        self._auto_vr: set = set()  # (layer, mixer) of rwkv mixers whose value_residual is left to the core
+
+    # --- statements ----------------------------------------------------------------------------------------------
+    def run(self) -> Model:
+        stmts = list(self.program.statements)
+        presets = [s for s in stmts if isinstance(s, PresetStmt)]
+        if len(presets) > 1:
+            raise HybridcError("more than one preset", presets[1].pos)
+        if presets:
+            p = presets[0]
+            if p.name not in PRESETS:
+                raise HybridcError(f"unknown preset '{p.name}'", p.name_pos,
+                                   hint=suggest(p.name, PRESETS) or f"presets: {', '.join(PRESETS)}")
+            name = f"<preset {p.name}>"
+            stmts = parse(PRESETS[p.name], name, origin=name).statements + [s for s in stmts if s is not p]
+        for st in stmts:
+            self._guard(self._statement, st)
+        if self.errors:
+            raise ErrorList(self.errors) if len(self.errors) > 1 else self.errors[0]
+        return self._model()
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except HybridcError as e:
+            if not any(e.message == x.message and e.pos == x.pos for x in self.errors):
+                self.errors.append(e)
+            return None
+
+    def _statement(self, st):
+        if isinstance(st, (LayersStmt, PatternStmt)):
+            self._layout(st)
+        elif isinstance(st, ShareStmt):
+            self.s.share.extend(st.kinds)
+        elif isinstance(st, AtStmt):
+            self.s.at.append(st)
+        elif isinstance(st, GenericStmt):
+            self._generic(st)
+
+    def _layout(self, st):
+        slot = "pattern" if isinstance(st, PatternStmt) else "layers"
+        if isinstance(st, LayersStmt) and st.layout == "none" and self.s.pattern is not None:
+            self.s.layers = st  # `N layers` next to a pattern: a count to check
+            return
+        prev = self.s.layers if self.s.layers is not None and self.s.layers.layout != "none" else self.s.pattern
+        if slot == "layers" and st.layout == "none" and self.s.layers is None and self.s.pattern is None:
+            self.s.layers = st
+            return
+        if prev is not None and prev.pos.origin is None and st.pos.origin is None:
+            raise HybridcError(f"a second layout (the first is at line {prev.pos.line})", st.pos,
+                               hint="a model has exactly one layout")
+        if prev is not None or (self.s.layers is not None and self.s.layers.pos.origin is not None):
+            self.s.layers, self.s.pattern = None, None  # the user's layout replaces the preset's
+        if slot == "pattern":
+            self.s.pattern = st
+        else:
+            self.s.layers = st
+
+    def _generic(self, st: GenericStmt):
+        values = [a for a in st.args if isinstance(a, Value)]
+        kvs = [a for a in st.args if isinstance(a, KV)]
+        if st.name in SETTINGS:
+            if kvs or len(values) != 1:
+                raise HybridcError(f"'{st.name}' takes exactly one value, e.g. `{st.name} {_EXAMPLE[st.name]}`", st.pos)
+            self._setting(SETTINGS[st.name], values[0], st.pos)
+        elif st.name == "parallel":
+            self._parallel(st, values, kvs)
+        elif st.name == "ffn":
+            self._ffn(st, values, kvs)
+        elif st.name in KIND_SPECS:
+            if values:
+                raise HybridcError(f"options for {st.name} are written key=value", values[0].pos)
+            if not kvs:
+                raise HybridcError(f"'{st.name}' alone sets nothing; write options like `{_kind_example(st.name)}`", st.pos)
+            for kv in kvs:
+                self._guard(self._kind_opt, st.name, kv)
+        else:
+            raise HybridcError(f"unknown statement '{st.name}'", st.pos, hint=suggest(st.name, STATEMENTS))
+
+    def _setting(self, fld: str, v: Value, pos: Pos):
+        info = Model.model_fields[fld]
+        value = v.raw if fld == "name" else convert(v, info, fld)
+        _set(self.s.values, fld, (value, v.pos), pos, f"'{_WORD[fld]}'", self._user)
+
+    def _parallel(self, st, values, kvs):
+        if values:
+            raise HybridcError("parallel takes options key=value (meta_tokens=K, fusion=gate|mean)", values[0].pos)
+        _set(self.s.values, "_parallel", (True, st.pos), st.pos, "'parallel'", self._user)
+        for kv in kvs:
+            if kv.key not in ("meta_tokens", "fusion"):
+                raise HybridcError(f"unknown option '{kv.key}' for parallel", kv.pos,
+                                   hint=suggest(kv.key, ["meta_tokens", "fusion"]) or "valid: meta_tokens, fusion")
+            self._setting(kv.key, kv.value, kv.pos)
+
+    def _ffn(self, st, values, kvs):
+        if values:
+            raise HybridcError("ffn takes options key=value (mult, act, after)", values[0].pos)
+        for kv in kvs:
+            if kv.key == "after":
+                if kv.value.raw not in FFN_AFTER:
+                    raise HybridcError(f"invalid value '{kv.value.raw}' for after; expected attn, all or none",
+                                       kv.value.pos, hint=suggest(kv.value.raw, FFN_AFTER))
+                value = kv.value.raw
+            elif kv.key in FFN_KEYS:
+                value = convert(kv.value, FFN_KEYS[kv.key], kv.key)
+            else:
+                raise HybridcError(f"unknown option '{kv.key}' for ffn", kv.pos,
+                                   hint=suggest(kv.key, ["mult", "act", "after"]) or "valid: mult, act, after")
+            _set(self.s.ffn, kv.key, (value, kv.value.pos), kv.pos, f"ffn {kv.key}", self._user)
+
+    def _kind_opt(self, kind: str, kv: KV):
+        value = _option_value(kind, kv)
+        _set(self.s.kind_opts.setdefault(kind, {}), kv.key, (value, kv.value.pos), kv.pos, f"{kind} {kv.key}",
+             {k[len(kind) + 1:] for k in self._user if k.startswith(kind + ":")})
+        if kv.pos.origin is None:
+            self._user.add(f"{kind}:{kv.key}")
+
+    # --- the model -----------------------------------------------------------------------------------------------
+    def _model(self) -> Model:
+        v = {k: val for k, (val, _) in self.s.values.items() if not k.startswith("_")}
+        dim = v.get("dim", 256)
+        if v.get("input") is None and v.get("vocab") is None:
+            v["input"] = dim
+        lay = build_layout(self.s.layers, self.s.pattern)
+        slots = self._parallelise(lay)
+        for at in self.s.at:
+            self._guard(_check_ranges, at, len(slots))
+        layers = []
+        for i, slot in enumerate(slots):
+            layers.append(self._guard(self._layer, i, slot, dim))
+        if self.errors:
+            raise ErrorList(self.errors) if len(self.errors) > 1 else self.errors[0]
+        layers = _value_residual(layers, self._auto_vr)
+        layers, share = self._share(layers)
+        try:
+            return Model(**v, share=share, layers=tuple(layers))
+        except ValidationError as e:
+            raise self._model_error(e) from None
+
+    def _parallelise(self, lay: Layout) -> list:
+        if "_parallel" not in self.s.values:
+            return lay.slots
+        pos = self.s.values["_parallel"][1]
+        if not lay.explicit:
+            return [(Member(lay.backbone, (), pos), Member("attn", (), pos)) for _ in lay.slots]
+        out = [(Member(lay.backbone, (), s[0].pos), s[0]) if len(s) == 1 and s[0].kind == "attn" else s for s in lay.slots]
+        if out == lay.slots:
+            raise HybridcError("parallel: the layout has no attention layer to turn into a parallel block", pos)
+        return out
+
+    def _layer(self, index: int, slot, dim: int) -> Layer:
+        overrides = self._overrides(index, slot)
+        ffn_flag = None
+        mixers = []
+        for m in slot:
+            opts = {k: val for k, (val, _) in self.s.kind_opts.get(m.kind, {}).items()}
+            where = {k: p for k, (_, p) in self.s.kind_opts.get(m.kind, {}).items()}
+            for kv in list(m.options) + overrides.get(m.kind, []):
+                if kv.key == "ffn":
+                    ffn_flag = convert(kv.value, _FFN_FLAG, "ffn")
+                    continue
+                opts[kv.key] = _option_value(m.kind, kv)
+                where[kv.key] = kv.value.pos
+            if m.kind == "rwkv" and opts.get("value_residual", "auto") == "auto":
+                opts["value_residual"] = False
+                self._auto_vr.add((index, len(mixers)))
+            mixers.append(_spec(m, opts, where, dim))
+        ffn = self._ffn_for(mixers, ffn_flag, overrides.get("ffn", []), slot[0].pos)
+        return Layer(mixers=tuple(mixers), ffn=ffn)
+
+    def _overrides(self, index: int, slot) -> dict:
+        out: dict = {}
+        kinds = {m.kind for m in slot}
+        for at in self.s.at:
+            if not any(_int(lo) - 1 <= index <= _int(hi) - 1 for lo, hi in at.ranges):
+                continue
+            if at.kind.raw not in kinds | {"ffn"}:
+                check_kind(at.kind.raw, at.kind.pos, list(KIND_SPECS) + ["ffn"])
+                raise HybridcError(f"layer {index + 1} is '{'|'.join(m.kind for m in slot)}', it has no {at.kind.raw}",
+                                   at.kind.pos)
+            out.setdefault(at.kind.raw, []).extend(at.options)
+        return out
+
+    def _ffn_for(self, mixers, flag, ffn_kvs, pos: Pos):
+        kinds = [m.kind for m in mixers]
+        after = self.s.ffn.get("after", ("attn", None))[0]
+        if kinds == ["mlp"]:
+            if flag or ffn_kvs:
+                raise HybridcError("an mlp layer takes no FFN sub-block", pos)
+            return None
+        default = RWKV_CMIX if kinds == ["rwkv"] else FFNSpec(
+            **{k: val for k, (val, _) in self.s.ffn.items() if k in FFN_KEYS})
+        on = kinds == ["rwkv"] or after == "all" or (after == "attn" and "attn" in kinds)
+        if flag is not None:
+            on = flag
+        if not on:
+            if ffn_kvs:
+                raise HybridcError("this layer has no FFN to override", ffn_kvs[0].pos, hint="add ffn=true")
+            return None
+        if not ffn_kvs:
+            return default
+        opts = default.model_dump()
+        for kv in ffn_kvs:
+            if kv.key not in FFNSpec.model_fields:
+                raise HybridcError(f"unknown option '{kv.key}' for ffn", kv.pos, hint=suggest(kv.key, FFNSpec.model_fields))
+            opts[kv.key] = convert(kv.value, FFNSpec.model_fields[kv.key], kv.key)
+        try:
+            return FFNSpec(**opts)
+        except ValidationError as e:
+            raise HybridcError(f"ffn: {_first_msg(e)}", ffn_kvs[0].value.pos) from None
+
+    def _share(self, layers):
+        kinds = []
+        for v in self.s.share:
+            check_kind(v.raw, v.pos)
+            hit = [l for l in layers if l.kind == v.raw]
+            if not hit:
+                raise HybridcError(f"share {v.raw}: no layer is a plain '{v.raw}' layer", v.pos,
+                                   hint="parallel blocks cannot be shared")
+            if any(l != hit[0] for l in hit):
+                raise HybridcError(f"share {v.raw}: the '{v.raw}' layers differ in their options, so they cannot share weights",
+                                   v.pos)
+            if v.raw in kinds:
+                raise HybridcError(f"{v.raw} is shared twice", v.pos)
+            kinds.append(v.raw)
+        return [l.model_copy(update={"shared": True}) if l.kind in kinds else l for l in layers], tuple(kinds)
+
+    def _model_error(self, e: ValidationError) -> HybridcError:
+        err = e.errors()[0]
+        loc = err.get("loc") or ()
+        fld = loc[0] if loc else None
+        if fld in self.s.values:
+            return HybridcError(f"{_WORD.get(fld, fld)}: {_clean(err['msg'])}", self.s.values[fld][1])
+        msg = _clean(err["msg"])
+        if "meta tokens" in msg:
+            pos = self.s.values.get("meta_tokens", (None, Pos(1, 1)))[1]
+        elif "logits" in msg:
+            pos = self.s.values.get("output", (None, Pos(1, 1)))[1]
+        else:
+            pos = self.s.values.get("vocab", self.s.values.get("input", (None, Pos(1, 1))))[1]
+        return HybridcError(msg, pos)
+
+
+_EXAMPLE = {"model": "my_model", "dim": "256", "input": "32", "vocab": "32000", "output": "last", "norm": "rms",
+            "dropout": "0.1", "meta_tokens": "4", "fusion": "mean"}
+_WORD = {v: k for k, v in SETTINGS.items()}
+_FFN_FLAG = Layer.model_fields["shared"]  # a bool field, used to read `ffn=true|false`
+
+
+def _kind_example(kind: str) -> str:
+    name, fld = next((n, f) for n, f in KIND_SPECS[kind].model_fields.items() if n != "kind")
+    return f"{kind} {name}={'auto' if is_auto(fld) else fld.default}"
+
+
+def _int(v: Value) -> int:
+    if v.kind != "number" or any(c in v.raw for c in ".eE") or int(v.raw) < 1:
+        raise HybridcError(f"a layer index is a positive integer, got '{v.raw}'", v.pos)
+    return int(v.raw)
+
+
+def _check_ranges(at: AtStmt, n: int):
+    for lo, hi in at.ranges:
+        a, b = _int(lo), _int(hi)
+        if a > b:
+            raise HybridcError(f"empty range {a}..{b}", lo.pos)
+        if b > n:
+            bad = hi if b > n else lo
+            raise HybridcError(f"layer {b} is out of range: the model has {n} layers (1-based)", bad.pos)
+
+
+def _option_value(kind: str, kv: KV):
+    fields = {k: f for k, f in KIND_SPECS[kind].model_fields.items() if k != "kind"}
+    if kv.key == "ffn":
+        return convert(kv.value, _FFN_FLAG, "ffn")
+    if kv.key not in fields:
+        raise HybridcError(f"unknown option '{kv.key}' for {kind}", kv.pos,
+                           hint=(suggest(kv.key, fields) or "") + f" valid options: {', '.join(fields)}")
+    return convert(kv.value, fields[kv.key], f"{kind} {kv.key}")
+
+
+def _clean(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def _first_msg(e: ValidationError) -> str:
+    return _clean(e.errors()[0]["msg"])
+
+
+def _spec(m: Member, opts: dict, where: dict, dim: int):
+    cls = KIND_SPECS[m.kind]
+    for name, fld in cls.model_fields.items():
+        if is_auto(fld):
+            opts.setdefault(name, "auto")
+    try:
+        opts = costs.resolve(m.kind, dict(opts), dim)
+    except ValueError as e:
+        raise HybridcError(f"{m.kind}: {e}", m.pos) from None
+    try:
+        return cls(**opts)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = err.get("loc") or ()
+        key = loc[0] if loc and loc[0] in where else next((k for k in ("kv_heads", "heads", "head_dim") if k in where), None)
+        pos = where.get(key, m.pos)
+        label = f"{m.kind} {loc[0]}" if loc else m.kind
+        return _raise(f"{label}: {_clean(err['msg'])}", pos)
+
+
+def _raise(msg, pos):
+    raise HybridcError(msg, pos)
+
+
+def _value_residual(layers, auto: set):
+    """RWKV-7's value residual: the first rwkv mixer produces v_first, every later one lerps towards it."""
+    out, first = [], True
+    for i, l in enumerate(layers):
+        mixers = list(l.mixers)
+        for j, m in enumerate(mixers):
+            if m.kind == "rwkv":
+                if (i, j) in auto:
+                    mixers[j] = m.model_copy(update={"value_residual": not first})
+                first = False
+        out.append(l.model_copy(update={"mixers": tuple(mixers)}) if mixers != list(l.mixers) else l)
+    return out
+
+
+def load(text: str, source_name: str = "<string>") -> Model:
+    """Parse and resolve `.hyb` text into a `Model`; every user mistake raises `HybridcError` with its position."""
+    try:
+        return Resolver(parse(text, source_name)).run()
+    except ErrorList as e:
+        raise ErrorList([x.located(text, source_name) for x in e.errors]) from None
+    except HybridcError as e:
+        raise e.located(text, source_name) from None
