@@ -13,7 +13,7 @@ Act = Literal["gelu", "silu", "relu", "relu2", "swiglu"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def _auto(description: str, **kw):

@@ -215,7 +215,7 @@ class _Build(Transformer):
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     text = resources.files("hybridc.grammar").joinpath("hybrid.lark").read_text()
-    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
 _TOKEN_NAMES = {

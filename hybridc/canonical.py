@@ -1,0 +1,130 @@
+"""Model -> canonical text (`hybridc fmt`, `hybridc.dumps`): `load(dumps(m)) == m` for every model.
+
+The text is compact: per-kind statements carry each kind's most common options, the layer list carries the
+exceptions inline and is compressed with repeats (`(mamba x3 attn) x4`).
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from . import costs
+from .ir import KIND_SPECS, FFNSpec, Layer, Model
+from .options import is_auto, render
+from .resolve import FFN_AFTER, RWKV_CMIX
+
+_KEYWORDS = {"layers", "ratio", "every", "pattern", "preset", "share", "at", "backbone", "placement", "offset"}
+
+
+def _name(text: str) -> str:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) and text not in _KEYWORDS and not re.fullmatch(r"x[0-9]+", text):
+        return text
+    return '"' + text.replace('"', "'") + '"'
+
+
+def _defaults(kind: str, dim: int) -> dict:
+    """The values a bare `kind` resolves to (class defaults, `auto` resolved)."""
+    cls = KIND_SPECS[kind]
+    opts = {n: ("auto" if is_auto(f) else f.default) for n, f in cls.model_fields.items() if n != "kind"}
+    opts.pop("value_residual", None)
+    return costs.resolve(kind, opts, dim)
+
+
+def _kind_lines(model: Model) -> tuple[list[str], dict]:
+    lines, base = [], {}
+    mixers = [m for l in model.layers for m in l.mixers]
+    for kind in KIND_SPECS:
+        mine = [m for m in mixers if m.kind == kind]
+        if not mine:
+            continue
+        default = _defaults(kind, model.dim)
+        chosen = {}
+        for name in default:
+            common = Counter(getattr(m, name) for m in mine).most_common(1)[0][0]
+            if common != default[name]:
+                chosen[name] = common
+        base[kind] = {**default, **chosen}
+        if chosen:
+            lines.append(f"{kind} " + " ".join(f"{k}={render(v)}" for k, v in chosen.items()))
+    return lines, base
+
+
+def _ffn_on_by_rule(layer: Layer, after: str) -> bool:
+    kinds = [m.kind for m in layer.mixers]
+    if kinds == ["mlp"]:
+        return False
+    return kinds == ["rwkv"] or after == "all" or (after == "attn" and "attn" in kinds)
+
+
+def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
+    after = min(FFN_AFTER, key=lambda a: sum(_ffn_on_by_rule(l, a) != (l.ffn is not None) for l in model.layers))
+    plain = [l.ffn for l in model.layers if l.ffn is not None and not l.ffn.token_shift]
+    spec = Counter(plain).most_common(1)[0][0] if plain else FFNSpec()
+    spec = FFNSpec(mult=spec.mult, act=spec.act)
+    parts = [f"{k}={render(getattr(spec, k))}" for k in ("mult", "act") if getattr(spec, k) != getattr(FFNSpec(), k)]
+    if after != "attn":
+        parts.append(f"after={after}")
+    return ("ffn " + " ".join(parts) if parts else None), after, spec
+
+
+def _item(layer: Layer, base: dict, after: str, first_rwkv: bool) -> str:
+    members = []
+    for i, m in enumerate(layer.mixers):
+        opts = {k: getattr(m, k) for k in base[m.kind] if getattr(m, k) != base[m.kind][k]}
+        if m.kind == "rwkv" and m.value_residual != (not first_rwkv):
+            opts["value_residual"] = m.value_residual
+        if i == 0 and _ffn_on_by_rule(layer, after) != (layer.ffn is not None):
+            opts["ffn"] = layer.ffn is not None
+        members.append(m.kind + ("(" + ", ".join(f"{k}={render(v)}" for k, v in opts.items()) + ")" if opts else ""))
+    return "|".join(members)
+
+
+def _compress(items: list[str]) -> str:
+    n = len(items)
+    for period in range(1, n // 2 + 1):
+        if n % period == 0 and items[:period] * (n // period) == items:
+            inner = _runs(items[:period])
+            return inner + f" x{n // period}" if period == 1 else f"({inner}) x{n // period}"
+    return _runs(items)
+
+
+def _runs(items: list[str]) -> str:
+    out, i = [], 0
+    while i < len(items):
+        j = i
+        while j < len(items) and items[j] == items[i]:
+            j += 1
+        out.append(items[i] + (f" x{j - i}" if j - i > 1 else ""))
+        i = j
+    return " ".join(out)
+
+
+def dumps(model: Model) -> str:
+    """Canonical text of a model."""
+    lines = [f"model {_name(model.name)}", f"dim {model.dim}"]
+    lines.append(f"vocab {model.vocab}" if model.vocab is not None else f"input {model.input}")
+    lines += [f"output {model.output}", f"norm {model.norm}", f"dropout {render(model.dropout)}"]
+    if model.meta_tokens:
+        lines.append(f"meta_tokens {model.meta_tokens}")
+    if model.fusion != "gate":
+        lines.append(f"fusion {model.fusion}")
+    ffn_line, after, ffn_spec = _ffn_line(model)
+    if ffn_line:
+        lines.append(ffn_line)
+    kind_lines, base = _kind_lines(model)
+    lines += kind_lines
+    items, seen_rwkv = [], False
+    for layer in model.layers:
+        items.append(_item(layer, base, after, not seen_rwkv))
+        seen_rwkv = seen_rwkv or any(m.kind == "rwkv" for m in layer.mixers)
+    lines.append("layers " + _compress(items))
+    if model.share:
+        lines.append("share " + " ".join(model.share))
+    for i, layer in enumerate(model.layers):
+        if layer.ffn is None:
+            continue
+        default = RWKV_CMIX if layer.kind == "rwkv" else ffn_spec
+        diff = {k: getattr(layer.ffn, k) for k in ("mult", "act", "token_shift") if getattr(layer.ffn, k) != getattr(default, k)}
+        if diff:
+            lines.append(f"at {i + 1} ffn " + " ".join(f"{k}={render(v)}" for k, v in diff.items()))
+    return "\n".join(lines) + "\n"

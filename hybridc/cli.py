@@ -1,0 +1,135 @@
+"""`hybridc describe | check | fmt | schema | compile`. Exit codes: 0 ok, 1 invalid model, 2 usage."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import BackendError, HybridcError
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class _Usage(Exception):
+    pass
+
+
+def _read(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    p = Path(path)
+    if not p.is_file():
+        raise _Usage(f"no such file: {path}")
+    return p.read_text(), str(p)
+
+
+def _load(path: str):
+    from .resolve import load
+
+    text, name = _read(path)
+    return load(text, name)
+
+
+def cmd_describe(a) -> int:
+    from .describe import describe
+
+    if a.context < 0:
+        raise _Usage("--context must be >= 0")
+    info = describe(_load(a.file), context=a.context, dtype=a.dtype)
+    if a.json:
+        print(json.dumps(info, indent=2))
+    else:
+        from .render import print_describe
+
+        print_describe(info)
+    return EXIT_OK
+
+
+def cmd_check(a) -> int:
+    bad = 0
+    for f in a.files:
+        try:
+            _load(f)
+        except HybridcError as e:
+            print(e.render(), file=sys.stderr)
+            bad += 1
+    if not bad:
+        print("ok" if len(a.files) == 1 else f"{len(a.files)} files ok")
+    return EXIT_INVALID if bad else EXIT_OK
+
+
+def cmd_fmt(a) -> int:
+    from .canonical import dumps
+
+    sys.stdout.write(dumps(_load(a.file)))
+    return EXIT_OK
+
+
+def cmd_schema(a) -> int:
+    from .ir import Model
+
+    print(json.dumps(Model.model_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_compile(a) -> int:
+    from . import backends
+
+    model = _load(a.file)
+    be = backends.get(a.backend)
+    if a.check:
+        info = be.check(model)
+        print(f"output shape {tuple(info['output_shape'])}, {info['params']:,} parameters, forward {info['seconds'] * 1e3:.1f} ms")
+        return EXIT_OK
+    code = be.emit(model)
+    if a.output:
+        Path(a.output).write_text(code)
+    else:
+        sys.stdout.write(code)
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybridc", description="A compiler for hybrid SSM/attention sequence models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("describe", help="schedule, parameters, inference state, FLOPs")
+    d.add_argument("file", help=".hyb file, or - for stdin")
+    d.add_argument("--json", action="store_true", help="print a JSON dict")
+    d.add_argument("--context", type=int, default=4096, help="context length for the state and FLOPs (default 4096)")
+    d.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    d.set_defaults(fn=cmd_describe)
+    c = sub.add_parser("check", help="validate; print every error")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(fn=cmd_check)
+    f = sub.add_parser("fmt", help="print the canonical text")
+    f.add_argument("file")
+    f.set_defaults(fn=cmd_fmt)
+    s = sub.add_parser("schema", help="the IR's JSON schema")
+    s.set_defaults(fn=cmd_schema)
+    k = sub.add_parser("compile", help="emit a Python module for a backend")
+    k.add_argument("file")
+    k.add_argument("--backend", default="torch")
+    k.add_argument("-o", "--output", help="write the module here (default: stdout)")
+    k.add_argument("--check", action="store_true", help="build, run one forward, print shape, parameters, time")
+    k.set_defaults(fn=cmd_compile)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)  # usage errors exit 2
+    try:
+        return args.fn(args)
+    except _Usage as e:
+        print(f"hybridc: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BackendError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_USAGE if e.pos is None else EXIT_INVALID
+    except HybridcError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
