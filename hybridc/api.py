@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
-from . import backends as _backends
+from . import registry as _backends
 from .canonical import dumps
-from .describe import describe as _describe
+from .summary import describe as _describe
 from .errors import HybridcError
 from .ir import Model
 from .resolve import load

@@ -32,7 +32,7 @@ def _load(path: str):
 
 
 def cmd_describe(a) -> int:
-    from .describe import describe
+    from .summary import describe
 
     if a.context < 0:
         raise _Usage("--context must be >= 0")
@@ -74,7 +74,7 @@ def cmd_schema(a) -> int:
 
 
 def cmd_compile(a) -> int:
-    from . import backends
+    from . import registry as backends
 
     model = _load(a.file)
     be = backends.get(a.backend)

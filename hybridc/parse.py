@@ -214,7 +214,12 @@ class _Build(Transformer):
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    text = resources.files("hybridc.grammar").joinpath("hybrid.lark").read_text()
+    try:  # installed: the grammar ships inside the package as hybridc.grammar
+        text = resources.files("hybridc.grammar").joinpath("hybrid.lark").read_text()
+    except ModuleNotFoundError:  # a source checkout on sys.path
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parent.parent / "grammar" / "hybrid.lark").read_text()
     return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 

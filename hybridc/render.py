@@ -1,7 +1,7 @@
 """Terminal rendering of `describe` with rich (imported only when printing)."""
 from __future__ import annotations
 
-from .describe import human
+from .summary import human
 
 
 def print_describe(info: dict) -> None:

@@ -49,8 +49,8 @@ def _inputs(T, seed=0, dtype=torch.float32):
     )
 
 
-def _run_dr(x, T_init, impl="auto"):
-    return dr.delta_rule(x["q"], x["k"], x["v"], x["beta"], initial_state=T_init, output_final_state=True, impl=impl)
+def _run_dr(x, h0, impl="auto"):
+    return dr.delta_rule(x["q"], x["k"], x["v"], x["beta"], initial_state=h0, output_final_state=True, impl=impl)
 
 
 def _run_gdr(x, h0, impl="auto"):

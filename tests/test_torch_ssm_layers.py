@@ -74,8 +74,7 @@ def test_forward_shapes_and_state_layout(spec_id):
         assert value.shape == init[key].shape and value.dtype == init[key].dtype, key
     for key, value in init.items():
         assert not value.any(), key
-        if key != "conv":
-            assert value.dtype == torch.float32, key
+        assert value.dtype == {"conv": torch.float32, "pos": torch.int64}.get(key, torch.float32), key
 
 
 @pytest.mark.parametrize("spec_id", SPEC_IDS)
@@ -115,11 +114,25 @@ def test_decoding_equality_fp32(spec_id, L1):
 
 
 @pytest.mark.parametrize("spec_id", SPEC_IDS)
-def test_decoding_equality_without_ctx_after_prefill(spec_id):
+@pytest.mark.parametrize("L1", [0, 2], ids=lambda n: f"L1-{n}")
+def test_decoding_equality_without_ctx(spec_id, L1):
     layer = make(spec_id)
-    x = rand_x(length=6)
+    x = rand_x(length=5)
     with torch.no_grad():
-        torch.testing.assert_close(decode(layer, x, 2, with_ctx=False)[0], layer(x)[0], rtol=0, atol=1e-5)
+        torch.testing.assert_close(decode(layer, x, L1, with_ctx=False)[0], layer(x)[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec_id", SPEC_IDS)
+def test_chunked_prefill_equals_full_forward(spec_id):
+    layer = make(spec_id)
+    x = rand_x(length=8)
+    with torch.no_grad():
+        y1, state = layer(x[:, :3], layer.init_state(2))
+        y2, state = layer(x[:, 3:], state)
+        y_full, state_full = layer(x, layer.init_state(2))
+    torch.testing.assert_close(torch.cat([y1, y2], dim=1), y_full, rtol=0, atol=1e-5)
+    for key in state:
+        torch.testing.assert_close(state[key], state_full[key], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec_id", ["mamba-N4-E2-K4-R3", "mamba2-N8-P8-G2-K4-C4", "gru-H12", "griffin-W24-M4-K4"])
@@ -129,7 +142,7 @@ def test_decoding_equality_fp64(spec_id):
     with torch.no_grad():
         y_dec, state = decode(layer, x, 2)
         torch.testing.assert_close(y_dec, layer(x)[0], rtol=0, atol=1e-12)
-    assert all(v.dtype == torch.float64 for v in state.values())
+    assert all(v.dtype == torch.float64 for k, v in state.items() if k != "pos")
 
 
 @pytest.mark.parametrize("spec_id", SPEC_IDS)
@@ -153,7 +166,7 @@ def test_bf16_runs_with_fp32_recurrent_state(spec_id):
         y, state = decode(layer, x, 2)
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
     for key, value in state.items():
-        assert value.dtype == (torch.bfloat16 if key == "conv" else torch.float32), key
+        assert value.dtype == {"conv": torch.bfloat16, "pos": torch.int64}.get(key, torch.float32), key
 
 
 @pytest.mark.parametrize("spec_id", ["mamba-N4-E2-K4-R3", "mamba2-N8-P8-G2-K4-C4", "griffin-W24-M4-K4"])
@@ -337,11 +350,9 @@ def test_matches_transformers_decoding(spec_id, build):
                          [hf(x[:, t:t + 1], cache_params=cache) for t in range(L1, 8)], dim=1)
         y, state = decode(layer, x, L1)
     torch.testing.assert_close(y, hf_y, rtol=1e-5, atol=1e-5)
-    cache_layer = cache.layers[0]
-    torch.testing.assert_close(state["ssm"], cache_layer.recurrent_states[0], rtol=1e-5, atol=1e-5)
-    k = SPECS[spec_id].conv - 1
-    torch.testing.assert_close(state["conv"], cache_layer.conv_states[0][..., cache_layer.conv_states[0].shape[-1] - k:],
-                               rtol=0, atol=1e-6)
+    hf_ssm, hf_conv = cache.layers[0].recurrent_states[0], cache.layers[0].conv_states[0]  # conv: (B, X, K)
+    torch.testing.assert_close(state["ssm"], hf_ssm, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state["conv"], hf_conv[..., 1:], rtol=0, atol=1e-6)
 
 
 def _hf_griffin(layer, spec):
@@ -391,3 +402,19 @@ def test_griffin_reset_only_at_absolute_position_zero():
         y5, _ = layer(x, layer.init_state(2), {"pos_offset": 5})
     torch.testing.assert_close(y0_ctx, y0, rtol=0, atol=1e-7)
     assert not torch.allclose(y5[:, 0], y0[:, 0])  # no reset: input scaled by sqrt(1 - a^2) at t=0
+
+
+def test_griffin_positions_per_sequence_and_ctx_override():
+    layer = make("griffin-W24-M4-K4")
+    x = rand_x(length=4)
+    state = layer.init_state(2)
+    state["pos"] = torch.tensor([0, 5])
+    with torch.no_grad():
+        y, new_state = layer(x, state)
+        y0, _ = layer(x)
+        y5, _ = layer(x, layer.init_state(2), {"pos_offset": 5})
+        y_ctx, ctx_state = layer(x, state, {"pos_offset": 0})
+    torch.testing.assert_close(y[0], y0[0], rtol=0, atol=1e-7)
+    torch.testing.assert_close(y[1], y5[1], rtol=0, atol=1e-7)
+    assert new_state["pos"].tolist() == [4, 9] and ctx_state["pos"].tolist() == [4, 4]
+    torch.testing.assert_close(y_ctx, y0, rtol=0, atol=1e-7)
