@@ -1,1 +1,52 @@
-"""PyTorch backend for hybridc."""
+"""PyTorch backend for hybridc: `hybridc.build(model, backend="torch")` returns a `HybridModel` (an nn.Module).
+
+Registered under the entry-point group `hybridc.backends` as `torch`.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .generate import generate
+from .model import HybridModel, state_bytes
+
+__all__ = ["backend", "build", "generate", "HybridModel", "state_bytes"]
+
+
+def build(model, *, impl: str = "auto", device=None, dtype=None) -> HybridModel:
+    """Lower a resolved hybridc `Model` to an nn.Module (deterministic under `torch.manual_seed`)."""
+    net = HybridModel(model, impl=impl)
+    if device is not None or dtype is not None:
+        net = net.to(device=device, dtype=dtype)
+    return net
+
+
+def example_input(model, batch: int = 2, length: int = 16):
+    if model.vocab is not None:
+        return torch.randint(0, model.vocab, (batch, length))
+    return torch.randn(batch, length, model.input)
+
+
+class _Backend:
+    name = "torch"
+
+    def build(self, model, **options):
+        return build(model, **options)
+
+    def emit(self, model) -> str:
+        from .emit import emit
+
+        return emit(model)
+
+    def check(self, model) -> dict:
+        net = build(model).eval()
+        x = example_input(model)
+        with torch.no_grad():
+            t = time.perf_counter()
+            y = net(x)
+            dt = time.perf_counter() - t
+        return {"output_shape": tuple(y.shape), "params": sum(p.numel() for p in net.parameters()), "seconds": dt}
+
+
+backend = _Backend()

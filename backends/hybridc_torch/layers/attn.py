@@ -1,0 +1,110 @@
+"""Causal multi-head attention: GQA, sliding window or global, QK-norm, optional RoPE, meta tokens always visible.
+
+Attention itself is `F.scaled_dot_product_attention` with a boolean mask. Meta tokens (Hymba, Dong et al. 2024,
+arXiv:2411.13676) are the first `ctx["meta"]` positions of the stream; every query sees them, also through a window.
+Decoding keeps a KV cache: the meta tokens' keys/values and the last `window` keys/values (all of them when global).
+RoPE is the rotate-half form (Su et al. 2021, as in transformers' Llama).
+
+Glossary: B batch, L new steps, S cached + new keys, H query heads, G kv heads, E head_dim, D model dim, M meta tokens.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def rope(x, pos, base: float):
+    """Rotate-half RoPE. x (B, H, L, E); pos (L,) absolute positions."""
+    half = x.shape[-1] // 2
+    inv = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)  # (E/2,)
+    ang = pos.to(torch.float32)[:, None] * inv[None, :]  # (L, E/2)
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def attention_mask(q_pos, k_pos, n_meta: int, window):
+    """(L, S) boolean: key j visible to query i if causal and (inside the window or a meta token)."""
+    causal = k_pos[None, :] <= q_pos[:, None]
+    if window is None:
+        return causal
+    near = q_pos[:, None] - k_pos[None, :] < window
+    return causal & (near | (k_pos[None, :] < n_meta))
+
+
+class Attention(nn.Module):
+    """spec: heads, head_dim, kv_heads, window (int or None), qk_norm, rope, rope_base."""
+
+    def __init__(self, dim: int, spec, *, impl: str = "auto"):
+        super().__init__()
+        self.spec, self.h, self.g, self.e = spec, spec.heads, spec.kv_heads, spec.head_dim
+        self.q_proj = nn.Linear(dim, self.h * self.e, bias=False)
+        self.k_proj = nn.Linear(dim, self.g * self.e, bias=False)
+        self.v_proj = nn.Linear(dim, self.g * self.e, bias=False)
+        self.o_proj = nn.Linear(self.h * self.e, dim, bias=False)
+        if spec.qk_norm:
+            self.q_norm = nn.RMSNorm(self.e, eps=1e-6)
+            self.k_norm = nn.RMSNorm(self.e, eps=1e-6)
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
+        empty = torch.zeros(batch_size, self.g, 0, self.e, device=device, dtype=dtype)
+        return {"meta_k": empty, "meta_v": empty.clone(), "k": empty.clone(), "v": empty.clone()}
+
+    def _qkv(self, x, pos):
+        b, l, _ = x.shape
+        q = self.q_proj(x).view(b, l, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
+        k = self.k_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
+        v = self.v_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
+        if self.spec.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.spec.rope:
+            q, k = rope(q, pos, self.spec.rope_base), rope(k, pos, self.spec.rope_base)
+        return q, k, v
+
+    def forward(self, x, state=None, ctx=None):
+        """x (B, L, D) normed -> (y (B, L, D), new_state or None)."""
+        ctx = ctx or {}
+        start, n_meta = ctx.get("pos", 0), ctx.get("meta", 0)
+        b, l, _ = x.shape
+        pos = torch.arange(start, start + l, device=x.device)  # (L,)
+        q, k, v = self._qkv(x, pos)
+        if state is not None:
+            r = state["k"].shape[2]
+            past = torch.arange(start - r, start, device=x.device)
+            m = state["meta_k"].shape[2]
+            k_all = torch.cat([state["meta_k"], state["k"], k], dim=2)  # (B, G, S, E)
+            v_all = torch.cat([state["meta_v"], state["v"], v], dim=2)
+            k_pos = torch.cat([torch.arange(m, device=x.device), past, pos])
+        else:
+            k_all, v_all, k_pos = k, v, pos
+        y = self._attend(q, k_all, v_all, pos, k_pos, n_meta)  # (B, H, L, E)
+        y = self.o_proj(y.transpose(1, 2).reshape(b, l, self.h * self.e))
+        return y, (None if state is None else self._update(state, k, v, pos, n_meta))
+
+    def _attend(self, q, k, v, q_pos, k_pos, n_meta):
+        rep = self.h // self.g
+        if rep > 1:
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, S, E)
+        window = self.spec.window
+        if (window is None or window >= int(k_pos[-1]) + 1) and torch.equal(q_pos, k_pos):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        mask = attention_mask(q_pos, k_pos, n_meta, window)  # (L, S)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def _update(self, state, k, v, pos, n_meta):
+        """Append the new keys/values: meta tokens to the meta cache, the rest to the (window-capped) cache."""
+        is_meta = pos < n_meta
+        nm = int(is_meta.sum())
+        meta_k = torch.cat([state["meta_k"], k[:, :, :nm]], dim=2)
+        meta_v = torch.cat([state["meta_v"], v[:, :, :nm]], dim=2)
+        new_k = torch.cat([state["k"], k[:, :, nm:]], dim=2)
+        new_v = torch.cat([state["v"], v[:, :, nm:]], dim=2)
+        w = self.spec.window
+        if w is not None and new_k.shape[2] > w:
+            new_k, new_v = new_k[:, :, -w:], new_v[:, :, -w:]
+        return {"meta_k": meta_k, "meta_v": meta_v, "k": new_k, "v": new_v}
+
+    def step(self, x_t, state, ctx=None):
+        y, new = self.forward(x_t[:, None], state, ctx)
+        return y[:, 0], new

@@ -1,0 +1,208 @@
+"""The hybrid model: blocks built from the IR, the residual stream, meta tokens, the outputs, decoding.
+
+Block i: `x = x + drop(mixer(norm(x)))`, then, if the layer has an FFN, `x = x + drop(ffn(ffn_norm(x)))`.
+A parallel block runs two mixers on the same normed input and fuses them: `gate` (the seeds'):
+`g*ssm + (1-g)*attn` with `g = sigmoid(W x_norm)` per channel; `mean` (Hymba): `(norm(ssm) + norm(attn)) / 2`.
+Meta tokens (Hymba) are prepended to the stream before the first block and removed before the output.
+
+Decoding: `state = model.init_state(B)`; `y, state = model(x, state=state)` (prefill, any number of chunks);
+`y_t, state = model.step(x_t, state)`. The state is `{"pos": int, "layers": [block states]}`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import KINDS
+from .layers.ffn import FFN
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    return nn.LayerNorm(dim) if kind == "layer" else nn.RMSNorm(dim, eps=1e-6)
+
+
+def make_mixer(spec, dim: int, impl: str) -> nn.Module:
+    return KINDS[spec.kind](dim, spec, impl=impl)
+
+
+def make_ffn(spec, dim: int, impl: str) -> nn.Module:
+    if spec.token_shift:
+        from .layers.rwkv import RWKV7ChannelMix
+
+        return RWKV7ChannelMix(dim, spec.mult)
+    return FFN(dim, spec, impl=impl)
+
+
+class Parallel(nn.Module):
+    """Two mixers side by side on the same input, fused by a learned gate or by Hymba's normalised mean."""
+
+    def __init__(self, dim: int, specs, fusion: str, norm: str, impl: str):
+        super().__init__()
+        self.ssm = make_mixer(specs[0], dim, impl)
+        self.attn = make_mixer(specs[1], dim, impl)
+        self.fusion = fusion
+        if fusion == "gate":
+            self.gate = nn.Linear(dim, dim)
+        else:
+            self.norm_ssm, self.norm_attn = make_norm(norm, dim), make_norm(norm, dim)
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
+        return {"ssm": self.ssm.init_state(batch_size, device, dtype), "attn": self.attn.init_state(batch_size, device, dtype)}
+
+    def _fuse(self, x, a, b):
+        if self.fusion == "gate":
+            g = torch.sigmoid(self.gate(x))  # (..., D)
+            return g * a + (1 - g) * b
+        return (self.norm_ssm(a) + self.norm_attn(b)) / 2
+
+    def forward(self, x, state=None, ctx=None):
+        a, sa = self.ssm(x, None if state is None else state["ssm"], ctx)
+        b, sb = self.attn(x, None if state is None else state["attn"], ctx)
+        return self._fuse(x, a, b), (None if state is None else {"ssm": sa, "attn": sb})
+
+    def step(self, x_t, state, ctx=None):
+        a, sa = self.ssm.step(x_t, state["ssm"], ctx)
+        b, sb = self.attn.step(x_t, state["attn"], ctx)
+        return self._fuse(x_t, a, b), {"ssm": sa, "attn": sb}
+
+
+class Block(nn.Module):
+    """One layer of the IR: pre-norm mixer (or parallel pair) with residual, then the optional FFN sub-block."""
+
+    def __init__(self, layer, dim: int, norm: str, fusion: str, dropout: float, impl: str):
+        super().__init__()
+        self.norm = make_norm(norm, dim)
+        if layer.parallel:
+            self.mixer = Parallel(dim, layer.mixers, fusion, norm, impl)
+        else:
+            self.mixer = make_mixer(layer.mixers[0], dim, impl)
+        if layer.ffn is not None:
+            self.ffn_norm = make_norm(norm, dim)
+            self.ffn = make_ffn(layer.ffn, dim, impl)
+        self.has_ffn = layer.ffn is not None
+        self.drop = nn.Dropout(dropout)
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
+        st = {"mixer": self.mixer.init_state(batch_size, device, dtype)}
+        if self.has_ffn:
+            st["ffn"] = self.ffn.init_state(batch_size, device, dtype)
+        return st
+
+    def forward(self, x, state=None, ctx=None):
+        y, sm = self.mixer(self.norm(x), None if state is None else state["mixer"], ctx)
+        x = x + self.drop(y)
+        new = None if state is None else {"mixer": sm}
+        if self.has_ffn:
+            y, sf = self.ffn(self.ffn_norm(x), None if state is None else state["ffn"], ctx)
+            x = x + self.drop(y)
+            if new is not None:
+                new["ffn"] = sf
+        return x, new
+
+    def step(self, x_t, state, ctx=None):
+        y, sm = self.mixer.step(self.norm(x_t), state["mixer"], ctx)
+        x_t = x_t + y
+        new = {"mixer": sm}
+        if self.has_ffn:
+            y, new["ffn"] = self.ffn.step(self.ffn_norm(x_t), state["ffn"], ctx)
+            x_t = x_t + y
+        return x_t, new
+
+
+class HybridModel(nn.Module):
+    """A hybridc `Model` lowered to torch. forward: (B, L, F) floats or (B, L) token ids."""
+
+    def __init__(self, model, *, impl: str = "auto"):
+        super().__init__()
+        self.ir, d = model, model.dim
+        if model.vocab is not None:
+            self.embed = nn.Embedding(model.vocab, d)
+        elif model.input != d:
+            self.in_proj = nn.Linear(model.input, d)
+        if model.meta_tokens:
+            self.meta_tokens = nn.Parameter(torch.randn(model.meta_tokens, d) * 0.02)
+        shared: dict = {}
+        blocks = []
+        for layer in model.layers:
+            if layer.shared and layer.kind in shared:
+                blocks.append(shared[layer.kind])
+                continue
+            blk = Block(layer, d, model.norm, model.fusion, model.dropout, impl)
+            shared.setdefault(layer.kind, blk) if layer.shared else None
+            blocks.append(blk)
+        self.layers = nn.ModuleList(blocks)
+        self.norm_f = make_norm(model.norm, d)
+        if model.output == "logits":
+            self.lm_head = nn.Linear(d, model.vocab, bias=False)
+        self.drop = nn.Dropout(model.dropout)
+
+    # --- pieces ------------------------------------------------------------------------------------------------
+    def _embed(self, x):
+        if self.ir.vocab is not None:
+            return self.embed(x)
+        return self.in_proj(x) if self.ir.input != self.ir.dim else x
+
+    def _out(self, h, last_only: bool):
+        h = self.norm_f(h)
+        if self.ir.output == "logits":
+            return self.lm_head(h)
+        return h[:, -1] if (self.ir.output == "last" and last_only) else h
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
+        """Zero decoding state: position 0, each block's empty caches / zero recurrent states."""
+        device = device if device is not None else self.norm_f.weight.device
+        return {"pos": 0, "layers": [blk.init_state(batch_size, device, dtype) for blk in self.layers]}
+
+    # --- forward / decoding ------------------------------------------------------------------------------------
+    def forward(self, x, state=None):
+        """x (B, L, F) or (B, L) ids -> output (`last`: (B, D); `sequence`: (B, L, D); `logits`: (B, L, V)).
+
+        With `state`: continues from it and returns `(y, new_state)`; meta tokens are prepended at position 0.
+        """
+        h = self._embed(x)  # (B, L, D)
+        pos = 0 if state is None else state["pos"]
+        m = self.ir.meta_tokens
+        if m and pos == 0:
+            h = torch.cat([self.meta_tokens.to(h.dtype).expand(h.shape[0], -1, -1), h], dim=1)  # (B, M+L, D)
+        h = self.drop(h)
+        ctx = {"pos": pos, "pos_offset": pos, "meta": m}
+        states = []
+        for i, blk in enumerate(self.layers):
+            h, st = blk(h, None if state is None else state["layers"][i], ctx)
+            states.append(st)
+        if m and pos == 0:
+            h = h[:, m:]
+        y = self._out(h, last_only=True)
+        if state is None:
+            return y
+        return y, {"pos": pos + x.shape[1] + (m if pos == 0 else 0), "layers": states}
+
+    def step(self, x_t, state):
+        """One step: x_t (B, F) or (B,) ids -> (y_t, new_state); y_t (B, D) or (B, V) logits."""
+        if self.ir.meta_tokens and state["pos"] == 0:
+            y, state = self.forward(x_t[:, None], state)
+            return (y[:, -1] if y.dim() == 3 else y), state
+        h = self._embed(x_t)  # (B, D)
+        ctx = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.ir.meta_tokens}
+        states = []
+        for i, blk in enumerate(self.layers):
+            h, st = blk.step(h, state["layers"][i], ctx)
+            states.append(st)
+        y = self._out(h, last_only=False)
+        return y, {"pos": state["pos"] + 1, "layers": states}
+
+
+def state_tensors(state) -> list:
+    """All tensors of a decoding state (for byte counts and comparisons)."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for v in state.values() for t in state_tensors(v)]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in state_tensors(v)]
+    return []
+
+
+def state_bytes(state) -> int:
+    """Bytes of the floating-point tensors of a state (what `hybridc describe` reports)."""
+    return sum(t.numel() * t.element_size() for t in state_tensors(state) if t.is_floating_point())
