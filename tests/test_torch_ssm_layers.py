@@ -100,10 +100,10 @@ def test_causality(spec_id, t):
 
 
 @pytest.mark.parametrize("spec_id", SPEC_IDS)
-@pytest.mark.parametrize("L1", [0, 1, 4, 9], ids=lambda n: f"L1-{n}")
+@pytest.mark.parametrize("L1", [0, 3, 7], ids=lambda n: f"L1-{n}")
 def test_decoding_equality_fp32(spec_id, L1):
     layer = make(spec_id)
-    x = rand_x(length=9)
+    x = rand_x(length=7)
     with torch.no_grad():
         y_full, _ = layer(x)
         y_dec, state = decode(layer, x, L1)
@@ -117,7 +117,7 @@ def test_decoding_equality_fp32(spec_id, L1):
 @pytest.mark.parametrize("L1", [0, 2], ids=lambda n: f"L1-{n}")
 def test_decoding_equality_without_ctx(spec_id, L1):
     layer = make(spec_id)
-    x = rand_x(length=5)
+    x = rand_x(length=4)
     with torch.no_grad():
         torch.testing.assert_close(decode(layer, x, L1, with_ctx=False)[0], layer(x)[0], rtol=0, atol=1e-5)
 
@@ -199,9 +199,10 @@ def test_costs_match_module(case):
     torch.manual_seed(0)
     layer = CLASSES[spec.kind](dim, spec)
     assert costs.params(spec, dim) == sum(p.numel() for p in layer.parameters())
-    assert costs.state_numel(spec, dim) == sum(t.numel() for t in layer.init_state(1).values())
+    assert costs.state_numel(spec, dim) == sum(t.numel() for t in layer.init_state(1).values() if t.is_floating_point())
     fl = costs.flops(spec, dim)
-    assert isinstance(fl, int) and fl >= 2 * costs.params(spec, dim) - 2 * dim * 8 - 20 * dim
+    # every weight takes part in >= 1 multiply-add per token (a bias in >= 1 add: the 2*dim slack covers out biases)
+    assert isinstance(fl, int) and fl >= 2 * costs.params(spec, dim) - 2 * dim
     p_fn, s_fn, f_fn, _ = costs.FORMULAS[spec.kind]
     assert (p_fn(spec, dim), s_fn(spec, dim), f_fn(spec, dim)) == (
         costs.params(spec, dim), costs.state_numel(spec, dim), fl)
@@ -393,17 +394,6 @@ def test_griffin_matches_transformers_recurrent_gemma(spec_id, offset):
     torch.testing.assert_close(y, hf_y, rtol=1e-5, atol=1e-5)
 
 
-def test_griffin_reset_only_at_absolute_position_zero():
-    layer = make("griffin-W24-M4-K4")
-    x = rand_x(length=5)
-    with torch.no_grad():
-        y0, _ = layer(x)
-        y0_ctx, _ = layer(x, layer.init_state(2), {"pos_offset": 0})
-        y5, _ = layer(x, layer.init_state(2), {"pos_offset": 5})
-    torch.testing.assert_close(y0_ctx, y0, rtol=0, atol=1e-7)
-    assert not torch.allclose(y5[:, 0], y0[:, 0])  # no reset: input scaled by sqrt(1 - a^2) at t=0
-
-
 def test_griffin_positions_per_sequence_and_ctx_override():
     layer = make("griffin-W24-M4-K4")
     x = rand_x(length=4)
@@ -418,3 +408,4 @@ def test_griffin_positions_per_sequence_and_ctx_override():
     torch.testing.assert_close(y[1], y5[1], rtol=0, atol=1e-7)
     assert new_state["pos"].tolist() == [4, 9] and ctx_state["pos"].tolist() == [4, 4]
     torch.testing.assert_close(y_ctx, y0, rtol=0, atol=1e-7)
+    assert not torch.allclose(y5[:, 0], y0[:, 0])  # no reset at position 5: input scaled by sqrt(1 - a^2)

@@ -7,7 +7,7 @@ import torch
 @torch.no_grad()
 def generate(model, prompt_ids, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None, generator=None):
     """prompt_ids (B, T) -> (B, T + max_new_tokens). temperature 0 is greedy; top_k keeps the k most likely tokens."""
-    if model.ir.output != "logits":
+    if model.cfg.output != "logits":
         raise ValueError("generate needs a model with `output logits`")
     state = model.init_state(prompt_ids.shape[0], device=prompt_ids.device)
     logits, state = model(prompt_ids, state=state)  # (B, T, V)

@@ -10,6 +10,8 @@ Decoding: `state = model.init_state(B)`; `y, state = model(x, state=state)` (pre
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
@@ -66,20 +68,26 @@ class Parallel(nn.Module):
         return self._fuse(x_t, a, b), {"ssm": sa, "attn": sb}
 
 
-class Block(nn.Module):
-    """One layer of the IR: pre-norm mixer (or parallel pair) with residual, then the optional FFN sub-block."""
+def spec(kind: str | None = None, **options) -> SimpleNamespace:
+    """A plain spec object (what layers read: attributes), as the compile emitter writes them."""
+    return SimpleNamespace(kind=kind, **options) if kind is not None else SimpleNamespace(**options)
 
-    def __init__(self, layer, dim: int, norm: str, fusion: str, dropout: float, impl: str):
+
+class Block(nn.Module):
+    """One layer: pre-norm mixer (or parallel pair of mixers) with residual, then the optional FFN sub-block."""
+
+    def __init__(self, mixers, ffn=None, *, dim: int, norm: str = "layer", fusion: str = "gate", dropout: float = 0.0,
+                 impl: str = "auto"):
         super().__init__()
         self.norm = make_norm(norm, dim)
-        if layer.parallel:
-            self.mixer = Parallel(dim, layer.mixers, fusion, norm, impl)
+        if len(mixers) == 2:
+            self.mixer = Parallel(dim, mixers, fusion, norm, impl)
         else:
-            self.mixer = make_mixer(layer.mixers[0], dim, impl)
-        if layer.ffn is not None:
+            self.mixer = make_mixer(mixers[0], dim, impl)
+        if ffn is not None:
             self.ffn_norm = make_norm(norm, dim)
-            self.ffn = make_ffn(layer.ffn, dim, impl)
-        self.has_ffn = layer.ffn is not None
+            self.ffn = make_ffn(ffn, dim, impl)
+        self.has_ffn = ffn is not None
         self.drop = nn.Dropout(dropout)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
@@ -109,44 +117,38 @@ class Block(nn.Module):
         return x_t, new
 
 
-class HybridModel(nn.Module):
-    """A hybridc `Model` lowered to torch. forward: (B, L, F) floats or (B, L) token ids."""
+class HybridBase(nn.Module):
+    """Everything around the blocks: input embedding/projection, meta tokens, final norm, head, decoding.
 
-    def __init__(self, model, *, impl: str = "auto"):
+    Subclasses set `self.layers` (an nn.ModuleList of `Block`s). forward takes (B, L, F) floats or (B, L) token ids.
+    """
+
+    def __init__(self, *, dim: int, input=None, vocab=None, output: str = "last", norm: str = "layer",
+                 dropout: float = 0.0, meta_tokens: int = 0):
         super().__init__()
-        self.ir, d = model, model.dim
-        if model.vocab is not None:
-            self.embed = nn.Embedding(model.vocab, d)
-        elif model.input != d:
-            self.in_proj = nn.Linear(model.input, d)
-        if model.meta_tokens:
-            self.meta_tokens = nn.Parameter(torch.randn(model.meta_tokens, d) * 0.02)
-        shared: dict = {}
-        blocks = []
-        for layer in model.layers:
-            if layer.shared and layer.kind in shared:
-                blocks.append(shared[layer.kind])
-                continue
-            blk = Block(layer, d, model.norm, model.fusion, model.dropout, impl)
-            shared.setdefault(layer.kind, blk) if layer.shared else None
-            blocks.append(blk)
-        self.layers = nn.ModuleList(blocks)
-        self.norm_f = make_norm(model.norm, d)
-        if model.output == "logits":
-            self.lm_head = nn.Linear(d, model.vocab, bias=False)
-        self.drop = nn.Dropout(model.dropout)
+        self.cfg = spec(dim=dim, input=input, vocab=vocab, output=output, meta_tokens=meta_tokens)
+        if vocab is not None:
+            self.embed = nn.Embedding(vocab, dim)
+        elif input != dim:
+            self.in_proj = nn.Linear(input, dim)
+        if meta_tokens:
+            self.meta_tokens = nn.Parameter(torch.randn(meta_tokens, dim) * 0.02)
+        self.norm_f = make_norm(norm, dim)
+        if output == "logits":
+            self.lm_head = nn.Linear(dim, vocab, bias=False)
+        self.drop = nn.Dropout(dropout)
 
     # --- pieces ------------------------------------------------------------------------------------------------
     def _embed(self, x):
-        if self.ir.vocab is not None:
+        if self.cfg.vocab is not None:
             return self.embed(x)
-        return self.in_proj(x) if self.ir.input != self.ir.dim else x
+        return self.in_proj(x) if self.cfg.input != self.cfg.dim else x
 
     def _out(self, h, last_only: bool):
         h = self.norm_f(h)
-        if self.ir.output == "logits":
+        if self.cfg.output == "logits":
             return self.lm_head(h)
-        return h[:, -1] if (self.ir.output == "last" and last_only) else h
+        return h[:, -1] if (self.cfg.output == "last" and last_only) else h
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
         """Zero decoding state: position 0, each block's empty caches / zero recurrent states."""
@@ -161,7 +163,7 @@ class HybridModel(nn.Module):
         """
         h = self._embed(x)  # (B, L, D)
         pos = 0 if state is None else state["pos"]
-        m = self.ir.meta_tokens
+        m = self.cfg.meta_tokens
         if m and pos == 0:
             h = torch.cat([self.meta_tokens.to(h.dtype).expand(h.shape[0], -1, -1), h], dim=1)  # (B, M+L, D)
         h = self.drop(h)
@@ -179,17 +181,43 @@ class HybridModel(nn.Module):
 
     def step(self, x_t, state):
         """One step: x_t (B, F) or (B,) ids -> (y_t, new_state); y_t (B, D) or (B, V) logits."""
-        if self.ir.meta_tokens and state["pos"] == 0:
+        if self.cfg.meta_tokens and state["pos"] == 0:
             y, state = self.forward(x_t[:, None], state)
             return (y[:, -1] if y.dim() == 3 else y), state
         h = self._embed(x_t)  # (B, D)
-        ctx = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.ir.meta_tokens}
+        ctx = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens}
         states = []
         for i, blk in enumerate(self.layers):
             h, st = blk.step(h, state["layers"][i], ctx)
             states.append(st)
         y = self._out(h, last_only=False)
         return y, {"pos": state["pos"] + 1, "layers": states}
+
+
+def ir_spec(m) -> SimpleNamespace:
+    """IR spec (Pydantic) -> plain spec object."""
+    return spec(**m.model_dump())
+
+
+class HybridModel(HybridBase):
+    """A hybridc `Model` lowered to torch; shared layers are one module at several positions."""
+
+    def __init__(self, model, *, impl: str = "auto"):
+        super().__init__(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
+                         dropout=model.dropout, meta_tokens=model.meta_tokens)
+        self.ir = model
+        shared: dict = {}
+        blocks = []
+        for layer in model.layers:
+            if layer.shared and layer.kind in shared:
+                blocks.append(shared[layer.kind])
+                continue
+            blk = Block([ir_spec(m) for m in layer.mixers], None if layer.ffn is None else spec(**layer.ffn.model_dump()),
+                        dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout, impl=impl)
+            if layer.shared:
+                shared[layer.kind] = blk
+            blocks.append(blk)
+        self.layers = nn.ModuleList(blocks)
 
 
 def state_tensors(state) -> list:

@@ -155,7 +155,7 @@ def griffin_lru_params(spec, dim: int) -> int:
 
 def griffin_lru_state_numel(spec, dim: int) -> int:
     W, K = spec.width, spec.conv
-    return W * (K - 1) + W + 1  # conv window + RG-LRU state + position counter
+    return W * (K - 1) + W  # conv window + RG-LRU state (the int64 position counter is bookkeeping, not counted)
 
 
 def griffin_lru_flops(spec, dim: int) -> int:

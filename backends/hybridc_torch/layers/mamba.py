@@ -1,0 +1,120 @@
+"""Mamba-1 mixer (selective SSM block).
+
+Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), Fig. 3 / Sec. 3.4.
+Reference implementation: mamba_ssm ``Mamba`` (mamba_ssm/modules/mamba_simple.py) -- parameter names, shapes and
+init order follow it -- and transformers' ``MambaMixer`` (models/mamba/modeling_mamba.py), whose pure-torch path we
+match numerically. Also holds the causal depthwise convolution shared by the Mamba-2 and Griffin layers.
+
+Glossary of dimension letters:
+    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    N: state size
+    R: dt_rank    K: conv width    C: conv channels
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels.selective_scan import selective_scan, selective_scan_step
+
+__all__ = ["Mamba", "causal_conv1d", "init_dt_bias", "recurrent_dtype"]
+
+
+def recurrent_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of recurrent states: fp32, or fp64 for fp64 models (the kernels accumulate in the same)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def causal_conv1d(x, weight, bias=None, conv_state=None):
+    """Causal depthwise conv over time, continuing from `conv_state` (the previous K-1 inputs, zeros if None).
+
+    x (B, C, L); weight (C, K); bias (C,); conv_state (B, C, K-1).
+    Returns (y (B, C, L), new_conv_state (B, C, K-1)) -- the last K-1 inputs seen, in x's dtype.
+    """
+    batch, channels, _ = x.shape
+    keep = weight.shape[-1] - 1
+    if conv_state is None:
+        conv_state = x.new_zeros(batch, channels, keep)
+    xp = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # (B, C, K-1+L)
+    if x.shape[-1] == 0:
+        return x, xp
+    y = F.conv1d(xp, weight[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype),
+                 groups=channels)  # (B, C, L)
+    return y, xp[..., xp.shape[-1] - keep:]
+
+
+def init_dt_bias(n: int, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> torch.Tensor:
+    """mamba_ssm dt init: dt log-uniform in [dt_min, dt_max], floored, returned as inverse-softplus(dt) (n,)."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+class Mamba(nn.Module):
+    """Mamba-1 mixer. spec: state (N), expand, conv (K), dt_rank (R)."""
+
+    def __init__(self, dim: int, spec, *, impl: str = "auto"):
+        super().__init__()
+        self.dim, self.impl = dim, impl
+        self.d_state, self.d_conv, self.dt_rank = int(spec.state), int(spec.conv), int(spec.dt_rank)
+        self.d_inner = int(spec.expand * dim)
+        E, N, R, K = self.d_inner, self.d_state, self.dt_rank, self.d_conv
+        # Construction and init order follow mamba_ssm (same RNG draw order).
+        self.in_proj = nn.Linear(dim, 2 * E, bias=False)
+        self.conv1d = nn.Conv1d(E, E, kernel_size=K, groups=E, padding=K - 1, bias=True)
+        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        with torch.no_grad():
+            nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
+            self.dt_proj.bias.copy_(init_dt_bias(E))
+        A = torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)  # (E, N), S4D-real
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(E))
+        self.out_proj = nn.Linear(E, dim, bias=False)
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
+        E = self.d_inner
+        return {
+            "conv": torch.zeros(batch_size, E, self.d_conv - 1, device=device, dtype=dtype),  # (B, E, K-1)
+            "ssm": torch.zeros(batch_size, E, self.d_state, device=device, dtype=recurrent_dtype(dtype)),  # (B, E, N)
+        }
+
+    def _A(self) -> torch.Tensor:
+        """A = -exp(A_log) (E, N), computed in fp32 (fp64 for fp64 params)."""
+        return -torch.exp(self.A_log.to(recurrent_dtype(self.A_log.dtype)))
+
+    def _ssm_inputs(self, xc: torch.Tensor):
+        """xc (..., E) post-conv activations -> dt (..., E) (before bias), B (..., N), C (..., N)."""
+        dt, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.linear(dt, self.dt_proj.weight), B, C
+
+    def forward(self, x, state=None, ctx=None):
+        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
+        conv_in = None if state is None else state["conv"]
+        xc, conv_state = causal_conv1d(xi.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_in)
+        xc = F.silu(xc)  # (B, E, L)
+        dt, B, C = self._ssm_inputs(xc.transpose(1, 2))  # (B, L, E), (B, L, N), (B, L, N)
+        y, ssm_state = selective_scan(
+            xc, dt.transpose(1, 2), self._A(), B.transpose(1, 2), C.transpose(1, 2),
+            D=self.D, z=z.transpose(1, 2), delta_bias=self.dt_proj.bias, delta_softplus=True,
+            return_last_state=True, initial_state=None if state is None else state["ssm"], impl=self.impl,
+        )  # (B, E, L), (B, E, N)
+        out = self.out_proj(y.transpose(1, 2).to(x.dtype))  # (B, L, D)
+        if state is None:
+            return out, None
+        return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
+
+    def step(self, x_t, state, ctx=None):
+        xi, z = self.in_proj(x_t).chunk(2, dim=-1)  # (B, E) each
+        xc, conv_state = causal_conv1d(xi[..., None], self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
+        xc = F.silu(xc[..., 0])  # (B, E)
+        dt, B, C = self._ssm_inputs(xc)  # (B, E), (B, N), (B, N)
+        y, ssm_state = selective_scan_step(
+            state["ssm"], xc, dt, self._A(), B, C, D=self.D, z_t=z,
+            delta_bias=self.dt_proj.bias, delta_softplus=True,
+        )  # (B, E), (B, E, N)
+        out = self.out_proj(y.to(x_t.dtype))  # (B, D)
+        return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}

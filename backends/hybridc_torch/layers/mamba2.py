@@ -1,0 +1,113 @@
+"""Mamba-2 mixer (SSD block with gated RMSNorm).
+
+Paper: Dao & Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured State Space
+Duality" (ICML 2024), Sec. 7 (the Mamba-2 block). Reference implementation: mamba_ssm ``Mamba2``
+(mamba_ssm/modules/mamba2.py; defaults D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_limit=(0, inf),
+no d_mlp part) -- init order follows it; parameter names match transformers' ``Mamba2Mixer``
+(models/mamba2/modeling_mamba2.py), whose pure-torch path we match numerically.
+
+Glossary of dimension letters:
+    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    H: heads (E / P)    P: head dim
+    G: groups of B/C    N: state size    K: conv width    X: conv channels (E + 2 G N)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels.ssd import ssd, ssd_step
+from .mamba import causal_conv1d, init_dt_bias, recurrent_dtype
+
+__all__ = ["Mamba2", "RMSNormGated"]
+
+NORM_EPS = 1e-5  # mamba_ssm Mamba2 builds its RMSNormGated with eps=1e-5
+
+
+class RMSNormGated(nn.Module):
+    """norm_before_gate=False gated RMSNorm: weight * rmsnorm_groupwise(y * silu(z)), computed in fp32."""
+
+    def __init__(self, width: int, group_size: int, eps: float = NORM_EPS):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.group_size, self.eps = group_size, eps
+
+    def forward(self, y, z):
+        acc = recurrent_dtype(y.dtype)
+        h = y.to(acc) * F.silu(z.to(acc))  # (..., E)
+        hg = h.unflatten(-1, (-1, self.group_size))  # (..., G, E/G)
+        hg = hg * torch.rsqrt(hg.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * hg.flatten(-2).to(y.dtype)  # (..., E)
+
+
+class Mamba2(nn.Module):
+    """Mamba-2 mixer. spec: state (N), expand, conv (K), head_dim (P), groups (G), chunk."""
+
+    def __init__(self, dim: int, spec, *, impl: str = "auto"):
+        super().__init__()
+        self.dim, self.impl = dim, impl
+        self.d_state, self.d_conv = int(spec.state), int(spec.conv)
+        self.head_dim, self.n_groups, self.chunk_size = int(spec.head_dim), int(spec.groups), int(spec.chunk)
+        self.d_inner = int(spec.expand * dim)
+        if self.d_inner % self.head_dim or (self.d_inner // self.head_dim) % self.n_groups:
+            raise ValueError(f"mamba2: expand*dim={self.d_inner} must split into heads of head_dim="
+                             f"{self.head_dim}, and the head count must be divisible by groups={self.n_groups}")
+        self.num_heads = self.d_inner // self.head_dim
+        E, H, GN, K = self.d_inner, self.num_heads, self.n_groups * self.d_state, self.d_conv
+        self.conv_dim = E + 2 * GN
+        # Construction order = mamba_ssm's Mamba2 (RNG stream): in_proj, conv1d, dt_bias, A_log, D, norm, out_proj.
+        self.in_proj = nn.Linear(dim, 2 * E + 2 * GN + H, bias=False)  # [z, x, B, C, dt]
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=K, groups=self.conv_dim,
+                                padding=K - 1, bias=True)
+        self.dt_bias = nn.Parameter(init_dt_bias(H))
+        self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1.0, 16.0)))
+        self.D = nn.Parameter(torch.ones(H))
+        self.norm = RMSNormGated(E, group_size=E // self.n_groups)
+        self.out_proj = nn.Linear(E, dim, bias=False)
+
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
+        return {
+            "conv": torch.zeros(batch_size, self.conv_dim, self.d_conv - 1, device=device, dtype=dtype),  # (B, X, K-1)
+            "ssm": torch.zeros(batch_size, self.num_heads, self.head_dim, self.d_state, device=device,
+                               dtype=recurrent_dtype(dtype)),  # (B, H, P, N)
+        }
+
+    def _A(self) -> torch.Tensor:
+        """A = -exp(A_log) (H,), computed in fp32 (fp64 for fp64 params)."""
+        return -torch.exp(self.A_log.to(recurrent_dtype(self.A_log.dtype)))
+
+    def _split(self, zxbcdt):
+        """(..., 2E + 2GN + H) -> z (..., E), xBC (..., X), dt (..., H)."""
+        return zxbcdt.split([self.d_inner, self.conv_dim, self.num_heads], dim=-1)
+
+    def _heads(self, xBC):
+        """Post-conv (..., X) -> x (..., H, P), B (..., G, N), C (..., G, N)."""
+        GN = self.n_groups * self.d_state
+        x, B, C = xBC.split([self.d_inner, GN, GN], dim=-1)
+        groups = (self.n_groups, self.d_state)
+        return x.unflatten(-1, (self.num_heads, self.head_dim)), B.unflatten(-1, groups), C.unflatten(-1, groups)
+
+    def forward(self, x, state=None, ctx=None):
+        z, xBC, dt = self._split(self.in_proj(x))  # (B, L, E), (B, L, X), (B, L, H)
+        conv_in = None if state is None else state["conv"]
+        xBC, conv_state = causal_conv1d(xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_in)
+        xs, B, C = self._heads(F.silu(xBC).transpose(1, 2))  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
+        y, ssm_state = ssd(
+            xs, dt, self._A(), B, C, self.chunk_size, D=self.D, dt_bias=self.dt_bias,
+            initial_states=None if state is None else state["ssm"], dt_softplus=True,
+            return_final_states=True, impl=self.impl,
+        )  # (B, L, H, P), (B, H, P, N)
+        out = self.out_proj(self.norm(y.flatten(-2), z).to(x.dtype))  # (B, L, D)
+        if state is None:
+            return out, None
+        return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
+
+    def step(self, x_t, state, ctx=None):
+        z, xBC, dt = self._split(self.in_proj(x_t))  # (B, E), (B, X), (B, H)
+        xBC, conv_state = causal_conv1d(xBC[..., None], self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
+        xs, B, C = self._heads(F.silu(xBC[..., 0]))  # (B, H, P), (B, G, N), (B, G, N)
+        y, ssm_state = ssd_step(state["ssm"], xs, dt, self._A(), B, C, D=self.D, dt_bias=self.dt_bias,
+                                dt_softplus=True)  # (B, H, P), (B, H, P, N)
+        out = self.out_proj(self.norm(y.flatten(-2), z).to(x_t.dtype))  # (B, D)
+        return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
