@@ -1,0 +1,129 @@
+"""Causal multi-head attention in JAX: GQA, sliding window or global, QK-norm, optional RoPE, meta tokens always visible.
+
+Mirrors hybridc_torch/layers/attn.py (same parameters, same math). Decoding uses fixed-shape caches so `step` jits
+once: the meta tokens' keys/values, and a ring buffer of `window` slots (global attention: `max_len` slots, which must
+cover the context). Non-meta stream position p lives in slot (p - M) % size.
+
+Glossary: B batch, L new steps, S keys, H query heads, G kv heads, E head_dim, D model dim, M meta tokens.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .common import linear, linear_init, rms_norm
+
+
+def rope(x, pos, base: float):
+    """Rotate-half RoPE. x (B, H, L, E); pos (L,) absolute positions."""
+    half = x.shape[-1] // 2
+    inv = base ** (-jnp.arange(half, dtype=jnp.float32) / half)  # (E/2,)
+    ang = pos.astype(jnp.float32)[:, None] * inv[None, :]  # (L, E/2)
+    cos, sin = jnp.cos(ang).astype(x.dtype), jnp.sin(ang).astype(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+def init(dim: int, spec, *, key) -> dict:
+    kq, kk, kv, ko = jax.random.split(key, 4)
+    inner, kvd = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
+    p = {"q_proj.weight": linear_init(kq, inner, dim), "k_proj.weight": linear_init(kk, kvd, dim),
+         "v_proj.weight": linear_init(kv, kvd, dim), "o_proj.weight": linear_init(ko, dim, inner)}
+    if spec.qk_norm:
+        p["q_norm.weight"] = jnp.ones((spec.head_dim,))
+        p["k_norm.weight"] = jnp.ones((spec.head_dim,))
+    return p
+
+
+def cache_size(spec, max_len: int | None) -> int:
+    if spec.window is not None:
+        return spec.window
+    if max_len is None:
+        raise ValueError("global attention needs init_state(..., max_len=N) for its fixed-size KV cache")
+    return max_len
+
+
+def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32, *, max_len=None, meta: int = 0) -> dict:
+    g, e, size = spec.kv_heads, spec.head_dim, cache_size(spec, max_len)
+    return {"meta_k": jnp.zeros((batch_size, g, meta, e), dtype), "meta_v": jnp.zeros((batch_size, g, meta, e), dtype),
+            "k": jnp.zeros((batch_size, g, size, e), dtype), "v": jnp.zeros((batch_size, g, size, e), dtype)}
+
+
+def _qkv(params, x, spec, pos):
+    b, l, _ = x.shape
+    h, g, e = spec.heads, spec.kv_heads, spec.head_dim
+    q = linear(params, "q_proj", x).reshape(b, l, h, e).transpose(0, 2, 1, 3)  # (B, H, L, E)
+    k = linear(params, "k_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
+    v = linear(params, "v_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
+    if spec.qk_norm:
+        q, k = rms_norm(q, params["q_norm.weight"], 1e-6), rms_norm(k, params["k_norm.weight"], 1e-6)
+    if spec.rope:
+        q, k = rope(q, pos, spec.rope_base), rope(k, pos, spec.rope_base)
+    return q, k, v
+
+
+def _attend(q, k, v, mask, spec):
+    """q (B, H, L, E); k, v (B, G, S, E); mask (L, S) bool -> (B, H, L, E)."""
+    rep = spec.heads // spec.kv_heads
+    k, v = jnp.repeat(k, rep, axis=1), jnp.repeat(v, rep, axis=1)  # (B, H, S, E)
+    s = jnp.einsum("bhle,bhse->bhls", q, k) / jnp.sqrt(jnp.asarray(spec.head_dim, q.dtype))
+    s = jnp.where(mask, s, -jnp.inf)
+    return jnp.einsum("bhls,bhse->bhle", jax.nn.softmax(s, axis=-1), v)
+
+
+def _mask(q_pos, k_pos, k_valid, n_meta: int, window):
+    ok = k_valid[None, :] & (k_pos[None, :] <= q_pos[:, None])
+    if window is None:
+        return ok
+    return ok & ((q_pos[:, None] - k_pos[None, :] < window) | (k_pos[None, :] < n_meta))
+
+
+def _cached_keys(state, pos, n_meta: int):
+    """Positions and validity of the cached keys (meta cache, then ring slots) before a chunk starting at `pos`."""
+    m, size = state["meta_k"].shape[2], state["k"].shape[2]
+    meta_pos = jnp.arange(m)
+    meta_ok = jnp.broadcast_to(pos >= m, (m,))
+    slot = jnp.arange(size)
+    ring_pos = pos - 1 - jnp.mod(pos - 1 - n_meta - slot, size)  # latest position held by each slot
+    ring_ok = ring_pos >= n_meta
+    return jnp.concatenate([meta_pos, ring_pos]), jnp.concatenate([meta_ok, ring_ok])
+
+
+def apply(params, x, spec, state=None, ctx=None):
+    """x (B, L, D) normed -> (y (B, L, D), new_state or None). ctx: pos (int or traced), meta (int), meta_in_chunk (int)."""
+    ctx = ctx or {}
+    pos, n_meta = ctx.get("pos", 0), ctx.get("meta", 0)
+    b, l, _ = x.shape
+    q_pos = pos + jnp.arange(l)  # (L,)
+    q, k, v = _qkv(params, x, spec, q_pos)
+    if state is None:
+        mask = _mask(q_pos, q_pos, jnp.ones((l,), bool), n_meta, spec.window)
+        y = _attend(q, k, v, mask, spec)
+    else:
+        c_pos, c_ok = _cached_keys(state, pos, n_meta)
+        k_all = jnp.concatenate([state["meta_k"], state["k"], k], axis=2)  # (B, G, S, E)
+        v_all = jnp.concatenate([state["meta_v"], state["v"], v], axis=2)
+        mask = _mask(q_pos, jnp.concatenate([c_pos, q_pos]), jnp.concatenate([c_ok, jnp.ones((l,), bool)]),
+                     n_meta, spec.window)
+        y = _attend(q, k_all, v_all, mask, spec)
+    y = linear(params, "o_proj", y.transpose(0, 2, 1, 3).reshape(b, l, -1))
+    return y, (None if state is None else _update(state, k, v, q_pos, n_meta, ctx.get("meta_in_chunk", 0)))
+
+
+def _update(state, k, v, q_pos, n_meta: int, meta_in_chunk: int):
+    """Meta tokens of this chunk go to the meta cache; the last `size` others to their ring slots."""
+    new = dict(state)
+    if meta_in_chunk:
+        new["meta_k"], new["meta_v"] = k[:, :, :meta_in_chunk], v[:, :, :meta_in_chunk]
+    size = state["k"].shape[2]
+    keep = min(k.shape[2] - meta_in_chunk, size)
+    if keep > 0:
+        slots = jnp.mod(q_pos[-keep:] - n_meta, size)  # (keep,) distinct
+        new["k"] = state["k"].at[:, :, slots].set(k[:, :, -keep:])
+        new["v"] = state["v"].at[:, :, slots].set(v[:, :, -keep:])
+    return new
+
+
+def step(params, x_t, spec, state, ctx=None):
+    y, new = apply(params, x_t[:, None], spec, state, ctx)
+    return y[:, 0], new

@@ -1,0 +1,209 @@
+"""The hybrid model in JAX (mirrors hybridc_torch/model.py): pure `init`, `apply`, `init_state`, `step`.
+
+Parameters are one flat dict whose names and shapes are the torch backend's (`layers.3.mixer.in_proj.weight`, ...);
+a shared layer's weights appear once, under the first position that uses them (torch's `named_parameters`).
+Block i: `x = x + drop(mixer(norm(x)))`, then `x = x + drop(ffn(ffn_norm(x)))` when the layer has an FFN.
+"""
+from __future__ import annotations
+
+import importlib
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+
+from .layers.common import linear, linear_init, bias_init, norm_apply, norm_init, prefixed, sub
+
+MODULES = {"mamba": "mamba", "mamba2": "mamba2", "gru": "gru", "rwkv": "rwkv", "delta_net": "delta_net",
+           "gated_delta_net": "gated_delta_net", "griffin_lru": "griffin_lru", "attn": "attn", "mlp": "ffn"}
+
+
+def kind_module(kind: str):
+    return importlib.import_module(f"{__package__}.layers.{MODULES[kind]}")
+
+
+def ffn_module(spec):
+    return importlib.import_module(f"{__package__}.layers.{'rwkv' if spec.token_shift else 'ffn'}")
+
+
+def spec(kind=None, **options) -> SimpleNamespace:
+    return SimpleNamespace(kind=kind, **options) if kind is not None else SimpleNamespace(**options)
+
+
+class Config:
+    """Static description of a model: the model-wide settings and per-block specs (plain Python, hashable enough)."""
+
+    def __init__(self, model):
+        self.dim, self.input, self.vocab, self.output = model.dim, model.input, model.vocab, model.output
+        self.norm, self.dropout, self.meta, self.fusion = model.norm, model.dropout, model.meta_tokens, model.fusion
+        self.blocks, self.owner, first = [], [], {}
+        for i, layer in enumerate(model.layers):
+            mixers = [spec(**m.model_dump()) for m in layer.mixers]
+            ffn = None if layer.ffn is None else spec(**layer.ffn.model_dump())
+            self.blocks.append((mixers, ffn))
+            self.owner.append(first.setdefault(layer.kind, i) if layer.shared else i)
+
+
+# --- init --------------------------------------------------------------------------------------------------------------
+def _init_ffn_layer(cfg, ffn, key) -> dict:
+    if ffn.token_shift:
+        return ffn_module(ffn).init_channel_mix(cfg.dim, ffn, key=key)
+    return ffn_module(ffn).init(cfg.dim, ffn, key=key)
+
+
+def _init_block(cfg, mixers, ffn, key) -> dict:
+    k = jax.random.split(key, 5)
+    p = prefixed("norm", norm_init(cfg.norm, cfg.dim))
+    if len(mixers) == 1:
+        p |= prefixed("mixer", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
+    else:
+        p |= prefixed("mixer.ssm", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
+        p |= prefixed("mixer.attn", kind_module(mixers[1].kind).init(cfg.dim, mixers[1], key=k[1]))
+        if cfg.fusion == "gate":
+            p |= {"mixer.gate.weight": linear_init(k[2], cfg.dim, cfg.dim), "mixer.gate.bias": bias_init(k[3], cfg.dim, cfg.dim)}
+        else:
+            p |= prefixed("mixer.norm_ssm", norm_init(cfg.norm, cfg.dim)) | prefixed("mixer.norm_attn", norm_init(cfg.norm, cfg.dim))
+    if ffn is not None:
+        p |= prefixed("ffn_norm", norm_init(cfg.norm, cfg.dim)) | prefixed("ffn", _init_ffn_layer(cfg, ffn, k[4]))
+    return p
+
+
+def init(cfg: Config, key) -> dict:
+    keys = jax.random.split(key, len(cfg.blocks) + 4)
+    p = {}
+    if cfg.vocab is not None:
+        p["embed.weight"] = jax.random.normal(keys[0], (cfg.vocab, cfg.dim))
+    elif cfg.input != cfg.dim:
+        p["in_proj.weight"] = linear_init(keys[0], cfg.dim, cfg.input)
+        p["in_proj.bias"] = bias_init(keys[1], cfg.dim, cfg.input)
+    if cfg.meta:
+        p["meta_tokens"] = jax.random.normal(keys[2], (cfg.meta, cfg.dim)) * 0.02
+    for i, (mixers, ffn) in enumerate(cfg.blocks):
+        if cfg.owner[i] == i:
+            p |= prefixed(f"layers.{i}", _init_block(cfg, mixers, ffn, keys[4 + i]))
+    p |= prefixed("norm_f", norm_init(cfg.norm, cfg.dim))
+    if cfg.output == "logits":
+        p["lm_head.weight"] = linear_init(keys[3], cfg.vocab, cfg.dim)
+    return p
+
+
+# --- state ---------------------------------------------------------------------------------------------------------------
+def _mixer_state(cfg, s, batch, dtype, max_len):
+    mod = kind_module(s.kind)
+    if s.kind == "attn":
+        return mod.init_state(cfg.dim, s, batch, dtype, max_len=max_len, meta=cfg.meta)
+    return mod.init_state(cfg.dim, s, batch, dtype)
+
+
+def init_state(cfg: Config, batch_size: int, *, max_len: int | None = None, dtype=jnp.float32) -> dict:
+    """Zero decoding state with fixed shapes; `max_len` (stream length incl. meta tokens) sizes global attention caches."""
+    layers = []
+    for mixers, ffn in cfg.blocks:
+        ms = [_mixer_state(cfg, s, batch_size, dtype, max_len) for s in mixers]
+        st = {"mixer": ms[0] if len(ms) == 1 else {"ssm": ms[0], "attn": ms[1]}}
+        if ffn is not None:
+            mod = ffn_module(ffn)
+            fn = mod.channel_mix_init_state if ffn.token_shift else mod.init_state
+            st["ffn"] = fn(cfg.dim, ffn, batch_size, dtype)
+        layers.append(st)
+    return {"pos": jnp.zeros((), jnp.int32), "layers": layers}
+
+
+# --- forward -------------------------------------------------------------------------------------------------------------
+def _dropout(x, rate, key):
+    if key is None or rate == 0:
+        return x
+    keep = jax.random.bernoulli(key, 1 - rate, x.shape)
+    return jnp.where(keep, x / (1 - rate), 0)
+
+
+def _fuse(cfg, p, x, a, b):
+    if cfg.fusion == "gate":
+        g = jax.nn.sigmoid(linear(p, "mixer.gate", x))  # (..., D)
+        return g * a + (1 - g) * b
+    return (norm_apply(p, "mixer.norm_ssm", a, cfg.norm) + norm_apply(p, "mixer.norm_attn", b, cfg.norm)) / 2
+
+
+def _mix(cfg, p, mixers, h, st, ctx, fn: str):
+    if len(mixers) == 1:
+        return getattr(kind_module(mixers[0].kind), fn)(sub(p, "mixer"), h, mixers[0], st, ctx)
+    a, sa = getattr(kind_module(mixers[0].kind), fn)(sub(p, "mixer.ssm"), h, mixers[0], None if st is None else st["ssm"], ctx)
+    b, sb = getattr(kind_module(mixers[1].kind), fn)(sub(p, "mixer.attn"), h, mixers[1], None if st is None else st["attn"], ctx)
+    return _fuse(cfg, p, h, a, b), (None if st is None else {"ssm": sa, "attn": sb})
+
+
+def _block(cfg, p, i, x, st, ctx, fn, keys):
+    mixers, ffn = cfg.blocks[i]
+    y, sm = _mix(cfg, p, mixers, norm_apply(p, "norm", x, cfg.norm), None if st is None else st["mixer"], ctx, fn)
+    x = x + _dropout(y, cfg.dropout, keys[0])
+    new = None if st is None else {"mixer": sm}
+    if ffn is not None:
+        mod = ffn_module(ffn)
+        call = getattr(mod, ("channel_mix_" if ffn.token_shift else "") + fn)
+        y, sf = call(sub(p, "ffn"), norm_apply(p, "ffn_norm", x, cfg.norm), ffn, None if st is None else st["ffn"], ctx)
+        x = x + _dropout(y, cfg.dropout, keys[1])
+        if new is not None:
+            new["ffn"] = sf
+    return x, new
+
+
+def _embed(cfg, params, x):
+    if cfg.vocab is not None:
+        return params["embed.weight"][x]
+    return linear(params, "in_proj", x) if cfg.input != cfg.dim else x
+
+
+def _out(cfg, params, h, last_only):
+    h = norm_apply(params, "norm_f", h, cfg.norm)
+    if cfg.output == "logits":
+        return linear(params, "lm_head", h)
+    return h[:, -1] if (cfg.output == "last" and last_only) else h
+
+
+def _concrete_zero(pos) -> bool:
+    try:
+        return int(pos) == 0
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return False
+
+
+def apply(cfg: Config, params, x, state=None, *, key=None, train=False):
+    """x (B, L, F) or (B, L) ids -> y, or (y, new_state) when a state is given (see the torch backend)."""
+    key = key if train else None
+    h = _embed(cfg, params, x)  # (B, L, D)
+    pos = 0 if state is None else state["pos"]
+    lead = cfg.meta if (cfg.meta and (state is None or _concrete_zero(pos))) else 0
+    if cfg.meta and state is not None and not lead and isinstance(pos, jax.core.Tracer):
+        raise ValueError("with meta tokens, the prefill decides on a concrete state['pos'] whether to prepend them: "
+                         "jit `step`, or jit the prefill with the state's pos passed as a static value")
+    if lead:
+        h = jnp.concatenate([jnp.broadcast_to(params["meta_tokens"].astype(h.dtype), (h.shape[0],) + params["meta_tokens"].shape), h], 1)
+    keys = list(jax.random.split(key, 2 * len(cfg.blocks) + 1)) if key is not None else [None] * (2 * len(cfg.blocks) + 1)
+    h = _dropout(h, cfg.dropout, keys[-1])
+    ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": lead}
+    states = []
+    for i in range(len(cfg.blocks)):
+        h, st = _block(cfg, sub_owner(cfg, params, i), i, h, None if state is None else state["layers"][i], ctx, "apply",
+                       keys[2 * i:2 * i + 2])
+        states.append(st)
+    h = h[:, lead:]
+    y = _out(cfg, params, h, last_only=True)
+    if state is None:
+        return y
+    return y, {"pos": pos + x.shape[1] + lead, "layers": states}
+
+
+def sub_owner(cfg, params, i):
+    return sub(params, f"layers.{cfg.owner[i]}")
+
+
+def step(cfg: Config, params, x_t, state):
+    """One step: x_t (B, F) or (B,) ids -> (y_t, new_state). With meta tokens, decoding starts with a prefill (`apply`)."""
+    h = _embed(cfg, params, x_t)  # (B, D)
+    pos = state["pos"]
+    ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": 0}
+    states = []
+    for i in range(len(cfg.blocks)):
+        h, st = _block(cfg, sub_owner(cfg, params, i), i, h, state["layers"][i], ctx, "step", [None, None])
+        states.append(st)
+    return _out(cfg, params, h, last_only=False), {"pos": pos + 1, "layers": states}
