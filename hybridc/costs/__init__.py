@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import functools
 
-import importlib
-
-from . import attn
+from . import attn, delta, ssm
 
 
 @functools.lru_cache(maxsize=None)
 def _table() -> dict:
     table = {}
-    for name in ("ssm", "delta", "attn"):
-        try:  # TODO(dev): remove the tolerance once ssm/delta land
-            table.update(importlib.import_module(f"{__name__}.{name}").FORMULAS)
-        except ImportError:
-            pass
+    for mod in (ssm, delta, attn):
+        table.update(mod.FORMULAS)
     return table
 
 
@@ -44,6 +39,4 @@ def flops(spec, dim: int, context: int = 0, meta: int = 0) -> int:
 
 def resolve(kind: str, options: dict, dim: int) -> dict:
     """Fill `auto` options of `kind` from `dim`; raises ValueError for inconsistent options."""
-    if kind not in _table():  # TODO(dev)
-        return {k: (8 if v == "auto" else v) for k, v in options.items()}
     return formulas(kind)[3](options, dim)

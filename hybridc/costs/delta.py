@@ -8,7 +8,8 @@ RWKV7FeedForward (papers: arXiv:2406.06484, arXiv:2412.06464, arXiv:2503.14456).
     state_numel(spec, dim) elements of the decode state per sequence (init_state(1))
     flops(spec, dim)       forward FLOPs per token, 2 per multiply-add: matmuls + short convs + recurrence
                            (elementwise activations / norms / lerps are not counted)
-    resolve(options, dim)  fill defaults and "auto" options, validate; returns a new dict
+    resolve(options, dim)  fill defaults and "auto" options, validate; returns a new dict. Error messages do not
+                           name the kind (the core prefixes it).
 
 Dimension glossary:
     D model dim, H heads, K key head dim, V value head dim, W short-conv width, R LoRA rank,
@@ -31,17 +32,16 @@ DEFAULTS = {
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _int(value, name: str, kind: str, minimum: int = 1) -> int:
+def _int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{kind}: option {name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"option {name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
 def _value_head_dim(head_dim: int, expand_v) -> int:
     head_v = int(head_dim * expand_v)
     if head_v <= 0 or not math.isclose(head_dim * expand_v, head_v, rel_tol=1e-5):
-        raise ValueError(f"gated_delta_net: head_dim * expand_v must be a positive integer, "
-                         f"got {head_dim} * {expand_v!r}")
+        raise ValueError(f"head_dim * expand_v must be a positive integer, got {head_dim} * {expand_v!r}")
     return head_v
 
 
@@ -94,13 +94,13 @@ def delta_net_flops(spec, dim: int) -> int:
 
 def delta_net_resolve(options: dict, dim: int) -> dict:
     o = {**DEFAULTS["delta_net"], **options}
-    heads = _int(o["heads"], "heads", "delta_net")
+    heads = _int(o["heads"], "heads")
     if o["head_dim"] == AUTO:
         if dim % heads:
-            raise ValueError(f"delta_net: dim={dim} is not divisible by heads={heads} (head_dim='auto')")
+            raise ValueError(f"dim={dim} is not divisible by heads={heads} (needed for head_dim='auto')")
         o["head_dim"] = dim // heads
-    _int(o["head_dim"], "head_dim", "delta_net")
-    _int(o["conv"], "conv", "delta_net", minimum=0)
+    _int(o["head_dim"], "head_dim")
+    _int(o["conv"], "conv", minimum=0)
     return o
 
 
@@ -134,13 +134,13 @@ def gated_delta_net_flops(spec, dim: int) -> int:
 
 def gated_delta_net_resolve(options: dict, dim: int) -> dict:
     o = {**DEFAULTS["gated_delta_net"], **options}
-    heads = _int(o["heads"], "heads", "gated_delta_net")
+    heads = _int(o["heads"], "heads")
     if o["head_dim"] == AUTO:
         if dim % heads:
-            raise ValueError(f"gated_delta_net: dim={dim} is not divisible by heads={heads} (head_dim='auto')")
+            raise ValueError(f"dim={dim} is not divisible by heads={heads} (needed for head_dim='auto')")
         o["head_dim"] = dim // heads
-    _value_head_dim(_int(o["head_dim"], "head_dim", "gated_delta_net"), o["expand_v"])
-    _int(o["conv"], "conv", "gated_delta_net", minimum=0)
+    _value_head_dim(_int(o["head_dim"], "head_dim"), o["expand_v"])
+    _int(o["conv"], "conv", minimum=0)
     return o
 
 
@@ -171,15 +171,15 @@ def rwkv_resolve(options: dict, dim: int) -> dict:
     o = {**DEFAULTS["rwkv"], **options}
     if o["head_dim"] == AUTO:
         o["head_dim"] = 64
-    head_dim = _int(o["head_dim"], "head_dim", "rwkv")
+    head_dim = _int(o["head_dim"], "head_dim")
     if dim % head_dim:
-        raise ValueError(f"rwkv: dim={dim} is not divisible by head_dim={head_dim}")
+        raise ValueError(f"dim={dim} is not divisible by head_dim={head_dim}")
     for name, value in rwkv_default_ranks(dim, head_dim).items():
         if o[name] == AUTO:
             o[name] = value
-        _int(o[name], name, "rwkv")
+        _int(o[name], name)
     if "value_residual" in o and not isinstance(o["value_residual"], bool):
-        raise ValueError(f"rwkv: option value_residual must be a bool, got {o['value_residual']!r}")
+        raise ValueError(f"option value_residual must be a bool, got {o['value_residual']!r}")
     return o
 
 
@@ -201,7 +201,7 @@ def rwkv_cmix_resolve(options: dict, dim: int) -> dict:
     if o["mult"] == AUTO:
         o["mult"] = 4
     if isinstance(o["mult"], bool) or not isinstance(o["mult"], (int, float)) or int(dim * o["mult"]) <= 0:
-        raise ValueError(f"rwkv_cmix: option mult must be a positive number, got {o['mult']!r}")
+        raise ValueError(f"option mult must be a positive number, got {o['mult']!r}")
     return o
 
 

@@ -1,0 +1,88 @@
+"""Gated DeltaNet mixer layer (torch).
+
+Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule" (ICLR 2025,
+arXiv:2412.06464).
+Reference implementation: flash-linear-attention ``fla/layers/gated_deltanet.py`` (class ``GatedDeltaNet`` with
+num_v_heads = num_heads, conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5).
+Parameter names, shapes, construction order and init (A_log ~ log U(0, 16), dt_bias = softplus^-1 of a log-uniform
+dt in [1e-3, 1e-1]) match it, so fla checkpoints map 1:1 by name.
+
+    q = l2norm(silu(conv_q(q_proj x)));  k = l2norm(silu(conv_k(k_proj x)));  v = silu(conv_v(v_proj x))
+    g = -exp(A_log) * softplus(a_proj x + dt_bias)   (log decay, fp32);   beta = sigmoid(b_proj x)
+    o = gated_delta_rule(q, k, v, g, beta);  y = o_proj(o_norm(o [, g_proj x]))
+
+Dimension glossary:
+    B batch, L sequence length, D model dim, H heads, K key head dim (head_dim), V value head dim
+    (head_dim * expand_v), W short-conv width.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..kernels.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
+from .delta_net import _DeltaFamily
+
+__all__ = ["GatedDeltaNet"]
+
+DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4
+
+
+def _value_head_dim(head_dim: int, expand_v) -> int:
+    head_v = int(head_dim * expand_v)
+    if not math.isclose(head_dim * expand_v, head_v, rel_tol=1e-5):
+        raise ValueError(f"GatedDeltaNet: head_dim * expand_v must be an integer, got {head_dim} * {expand_v}")
+    return head_v
+
+
+class GatedDeltaNet(_DeltaFamily):
+    """Gated DeltaNet mixer. spec: heads, head_dim, expand_v, conv (0 = no short conv), gate (bool)."""
+
+    def __init__(self, dim: int, spec, *, impl: str = "auto"):
+        super().__init__()
+        heads, head_dim = int(spec.heads), int(spec.head_dim)
+        head_v = _value_head_dim(head_dim, spec.expand_v)
+        self._setup(dim, heads, head_dim, head_v, int(spec.conv), bool(spec.gate), impl)
+        self.q_proj = nn.Linear(dim, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(dim, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(dim, self.value_dim, bias=False)
+        self.a_proj = nn.Linear(dim, heads, bias=False)
+        self.b_proj = nn.Linear(dim, heads, bias=False)
+        self._init_decay(heads)
+        self._build_convs()
+        self._build_output()
+
+    def _init_decay(self, heads: int):
+        A = torch.empty(heads, dtype=torch.float32).uniform_(0, 16)                  # (H,)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        log_dt = torch.rand(heads) * (math.log(DT_MAX) - math.log(DT_MIN)) + math.log(DT_MIN)
+        dt = torch.exp(log_dt).clamp(min=DT_INIT_FLOOR)                              # (H,)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))               # softplus^-1(dt)
+        self.dt_bias._no_weight_decay = True
+
+    def _gates(self, x):
+        """x (..., D) -> log decay g (..., H) in >= fp32 and beta (..., H)."""
+        acc = torch.promote_types(x.dtype, torch.float32)
+        a = self.a_proj(x).to(acc) + self.dt_bias.to(acc)                            # (..., H)
+        g = -self.A_log.to(acc).exp() * F.softplus(a)                                # (..., H)
+        return g, self.b_proj(x).sigmoid()
+
+    def forward(self, x, state=None, ctx=None):
+        """x (B, L, D) -> (y (B, L, D), new_state or None)."""
+        q, k, v, conv_state = self._qkv(x, state, step=False)                        # (B, L, H, K/V)
+        g, beta = self._gates(x)                                                     # (B, L, H)
+        o, S = gated_delta_rule(q, k, v, g, beta, initial_state=None if state is None else state["recurrent"],
+                                output_final_state=state is not None, impl=self.impl)  # (B, L, H, V)
+        y = self._out(o, x)                                                          # (B, L, D)
+        return y, (None if state is None else {**conv_state, "recurrent": S})
+
+    def step(self, x_t, state, ctx=None):
+        """x_t (B, D) -> (y_t (B, D), new_state)."""
+        q, k, v, conv_state = self._qkv(x_t, state, step=True)                       # (B, H, K/V)
+        g, beta = self._gates(x_t)                                                   # (B, H)
+        o, S = gated_delta_rule_step(q, k, v, g, beta, state["recurrent"])           # (B, H, V)
+        return self._out(o, x_t), {**conv_state, "recurrent": S}
