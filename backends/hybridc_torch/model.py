@@ -31,7 +31,8 @@ def make_ffn(spec, dim: int, impl: str) -> nn.Module:
     if spec.token_shift:
         from .layers.rwkv import RWKV7ChannelMix
 
-        return RWKV7ChannelMix(dim, spec.mult)
+        return RWKV7ChannelMix(dim, spec.mult, layer_idx=getattr(spec, "layer_idx", 0) or 0,
+                               n_layers=getattr(spec, "n_layers", 1) or 1)
     return FFN(dim, spec, impl=impl)
 
 
@@ -194,9 +195,9 @@ class HybridBase(nn.Module):
         return y, {"pos": state["pos"] + 1, "layers": states}
 
 
-def ir_spec(m) -> SimpleNamespace:
-    """IR spec (Pydantic) -> plain spec object."""
-    return spec(**m.model_dump())
+def ir_spec(m, **extra) -> SimpleNamespace:
+    """IR spec (Pydantic) -> plain spec object (plus init-only hints such as RWKV's layer_idx)."""
+    return spec(**m.model_dump(), **extra)
 
 
 class HybridModel(HybridBase):
@@ -208,11 +209,15 @@ class HybridModel(HybridBase):
         self.ir = model
         shared: dict = {}
         blocks = []
-        for layer in model.layers:
+        n = len(model.layers)
+        for i, layer in enumerate(model.layers):
             if layer.shared and layer.kind in shared:
                 blocks.append(shared[layer.kind])
                 continue
-            blk = Block([ir_spec(m) for m in layer.mixers], None if layer.ffn is None else spec(**layer.ffn.model_dump()),
+            hint = {"layer_idx": i, "n_layers": n}  # RWKV-7's init depends on depth
+            mixers = [ir_spec(m, **(hint if m.kind == "rwkv" else {})) for m in layer.mixers]
+            ffn = None if layer.ffn is None else ir_spec(layer.ffn, **(hint if layer.ffn.token_shift else {}))
+            blk = Block(mixers, ffn,
                         dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout, impl=impl)
             if layer.shared:
                 shared[layer.kind] = blk
