@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # we use none; looking them up costs startup time
     args = _parser().parse_args(argv)  # usage errors exit 2
     try:
         return args.fn(args)

@@ -1,7 +1,6 @@
 """Located errors: every user mistake becomes a `HybridcError` with file, line, column, caret and suggestion."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -66,6 +65,8 @@ class BackendError(HybridcError):
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     """`did you mean 'x'?` for the closest valid choice, or None."""
+    import difflib  # only on the error path: keeps `hybridc describe` fast
+
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
