@@ -331,8 +331,12 @@ def _option_value(kind: str, kv: KV):
     if kv.key == "ffn":
         return convert(kv.value, _FFN_FLAG, "ffn")
     if kv.key not in fields:
+        from .options import type_text
+
+        valid = "; ".join(f"{n}: {type_text(f)}" for n, f in fields.items())
+        hint = suggest(kv.key, fields)
         raise HybridcError(f"unknown option '{kv.key}' for {kind}", kv.pos,
-                           hint=(suggest(kv.key, fields) or "") + f" valid options: {', '.join(fields)}")
+                           hint=(hint + "\n  " if hint else "") + f"valid options: {valid}")
     return convert(kv.value, fields[kv.key], f"{kind} {kv.key}")
 
 

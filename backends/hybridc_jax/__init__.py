@@ -21,13 +21,13 @@ class JaxModel:
 
     def __init__(self, model):
         self.ir = model
-        self.cfg = _m.Config(model)
+        self.cfg = _m.Config.from_ir(model)
 
     def init(self, key) -> dict:
         return _m.init(self.cfg, key)
 
-    def apply(self, params, x, state=None, *, key=None, train=False):
-        return _m.apply(self.cfg, params, x, state, key=key, train=train)
+    def apply(self, params, x, state=None, *, key=None, train=False, start=None):
+        return _m.apply(self.cfg, params, x, state, key=key, train=train, start=start)
 
     def init_state(self, batch_size: int, *, max_len: int | None = None, dtype=None):
         import jax.numpy as jnp
@@ -64,6 +64,7 @@ class _Backend:
         x = (jnp.zeros((2, 16), jnp.int32) if model.vocab is not None
              else jax.random.normal(jax.random.PRNGKey(1), (2, 16, model.input)))
         fn = jax.jit(net.apply)
+        jax.block_until_ready(fn(params, x))  # compile
         t = time.perf_counter()
         y = jax.block_until_ready(fn(params, x))
         dt = time.perf_counter() - t

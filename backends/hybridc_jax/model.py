@@ -31,17 +31,25 @@ def spec(kind=None, **options) -> SimpleNamespace:
 
 
 class Config:
-    """Static description of a model: the model-wide settings and per-block specs (plain Python, hashable enough)."""
+    """Static description of a model: model-wide settings, per-block `(mixer specs, ffn spec)`, and for each block
+    the index of the block whose weights it uses (itself, or the first position of a shared layer)."""
 
-    def __init__(self, model):
-        self.dim, self.input, self.vocab, self.output = model.dim, model.input, model.vocab, model.output
-        self.norm, self.dropout, self.meta, self.fusion = model.norm, model.dropout, model.meta_tokens, model.fusion
-        self.blocks, self.owner, first = [], [], {}
+    def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner):
+        self.dim, self.input, self.vocab, self.output = dim, input, vocab, output
+        self.norm, self.dropout, self.meta, self.fusion = norm, dropout, meta, fusion
+        self.blocks, self.owner = list(blocks), list(owner)
+
+    @classmethod
+    def from_ir(cls, model) -> "Config":
+        blocks, owner, first, n = [], [], {}, len(model.layers)
         for i, layer in enumerate(model.layers):
-            mixers = [spec(**m.model_dump()) for m in layer.mixers]
-            ffn = None if layer.ffn is None else spec(**layer.ffn.model_dump())
-            self.blocks.append((mixers, ffn))
-            self.owner.append(first.setdefault(layer.kind, i) if layer.shared else i)
+            hint = {"layer_idx": i, "n_layers": n}  # RWKV-7's init depends on depth
+            mixers = [spec(**m.model_dump(), **(hint if m.kind == "rwkv" else {})) for m in layer.mixers]
+            ffn = None if layer.ffn is None else spec(**layer.ffn.model_dump(), **(hint if layer.ffn.token_shift else {}))
+            blocks.append((mixers, ffn))
+            owner.append(first.setdefault(layer.kind, i) if layer.shared else i)
+        return cls(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
+                   dropout=model.dropout, meta=model.meta_tokens, fusion=model.fusion, blocks=blocks, owner=owner)
 
 
 # --- init --------------------------------------------------------------------------------------------------------------
@@ -167,15 +175,20 @@ def _concrete_zero(pos) -> bool:
         return False
 
 
-def apply(cfg: Config, params, x, state=None, *, key=None, train=False):
-    """x (B, L, F) or (B, L) ids -> y, or (y, new_state) when a state is given (see the torch backend)."""
+def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=None):
+    """x (B, L, F) or (B, L) ids -> y, or (y, new_state) when a state is given (see the torch backend).
+
+    With meta tokens they are prepended when this chunk starts the stream: `start=True/False`, or (default) when
+    `state["pos"]` is a concrete 0. Under `jit`, pass `start` (a static Python bool) for a prefill.
+    """
     key = key if train else None
     h = _embed(cfg, params, x)  # (B, L, D)
     pos = 0 if state is None else state["pos"]
-    lead = cfg.meta if (cfg.meta and (state is None or _concrete_zero(pos))) else 0
-    if cfg.meta and state is not None and not lead and isinstance(pos, jax.core.Tracer):
-        raise ValueError("with meta tokens, the prefill decides on a concrete state['pos'] whether to prepend them: "
-                         "jit `step`, or jit the prefill with the state's pos passed as a static value")
+    if start is None and cfg.meta and state is not None and isinstance(pos, jax.core.Tracer):
+        raise ValueError("with meta tokens, a jitted prefill needs start=True (first chunk) or start=False")
+    if start is None:
+        start = state is None or _concrete_zero(pos)
+    lead = cfg.meta if (cfg.meta and start) else 0
     if lead:
         h = jnp.concatenate([jnp.broadcast_to(params["meta_tokens"].astype(h.dtype), (h.shape[0],) + params["meta_tokens"].shape), h], 1)
     keys = list(jax.random.split(key, 2 * len(cfg.blocks) + 1)) if key is not None else [None] * (2 * len(cfg.blocks) + 1)

@@ -1,1 +1,1 @@
-"""JAX scan kernels: one module per recurrence, each with a lax.scan reference and `impl=`."""
+"""JAX kernels: `lax.scan` references with the torch kernels' entry points, signatures and layouts."""

@@ -1,0 +1,68 @@
+"""Depthwise causal short convolution with a decode state (shared by DeltaNet / Gated DeltaNet), in JAX.
+
+Follows flash-linear-attention's ``fla.modules.ShortConvolution`` (an ``nn.Conv1d`` subclass: parameter ``weight``
+(C, 1, W), optional ``bias`` (C,), ``nn.Conv1d``'s default init, optional SiLU), used by the DeltaNet family
+(Yang et al. 2024, arXiv:2406.06484). Mirrors hybridc_torch/layers/_shortconv.py: the torch class's methods become
+the pure functions ``init`` / ``init_state`` / ``apply`` (forward) / ``step`` over a params dict {"weight"[, "bias"]}.
+Unlike fla (whose cache keeps W inputs) the decode state keeps exactly the last W-1 inputs, channel-major like fla's
+cache:
+
+    y_t = act(bias + sum_{j<W} weight[:, 0, j] * x_{t-W+1+j})        # zero history before t = 0
+
+Dimension glossary:
+    B batch, L sequence length, C channels, W kernel width.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["init", "init_state", "apply", "step"]
+
+ACTIVATIONS = (None, "silu", "swish")
+
+
+def init(channels: int, kernel_size: int, bias: bool = False, *, key) -> dict[str, jax.Array]:
+    """nn.Conv1d(groups=channels) default init: weight (C, 1, W) [and bias (C,)] ~ U(-1/sqrt(W), 1/sqrt(W))."""
+    kw, kb = jax.random.split(key)
+    bound = 1.0 / math.sqrt(kernel_size)
+    p = {"weight": jax.random.uniform(kw, (channels, 1, kernel_size), jnp.float32, -bound, bound)}  # (C, 1, W)
+    if bias:
+        p["bias"] = jax.random.uniform(kb, (channels,), jnp.float32, -bound, bound)                # (C,)
+    return p
+
+
+def init_state(channels: int, kernel_size: int, batch_size: int, dtype=jnp.float32) -> jax.Array:
+    return jnp.zeros((batch_size, channels, kernel_size - 1), dtype)                                # (B, C, W-1)
+
+
+def _act(y, activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"ShortConvolution activation must be None, 'silu' or 'swish', got {activation!r}")
+    return jax.nn.silu(y) if activation is not None else y
+
+
+def apply(params, x, cache=None, activation: str | None = "silu"):
+    """x (B, L, C); cache (B, C, W-1) or None (zeros). Returns (y (B, L, C), new cache (B, C, W-1))."""
+    B, L, C = x.shape
+    W = params["weight"].shape[-1]
+    if cache is None:
+        cache = init_state(C, W, B, x.dtype)                                    # (B, C, W-1)
+    xp = jnp.concatenate([cache.astype(x.dtype), x.transpose(0, 2, 1)], axis=-1)  # (B, C, W-1+L)
+    w = params["weight"][:, 0, :].astype(x.dtype)                               # (C, W)
+    y = sum(w[:, j, None] * xp[..., j:j + L] for j in range(W))                 # (B, C, L), cross-correlation
+    if "bias" in params:
+        y = y + params["bias"].astype(x.dtype)[:, None]
+    new_cache = xp[..., xp.shape[-1] - (W - 1):]                                # (B, C, W-1)
+    return _act(y.transpose(0, 2, 1), activation), new_cache                    # (B, L, C)
+
+
+def step(params, x_t, cache, activation: str | None = "silu"):
+    """x_t (B, C); cache (B, C, W-1). Returns (y_t (B, C), new cache (B, C, W-1))."""
+    xp = jnp.concatenate([cache.astype(x_t.dtype), x_t[..., None]], axis=-1)   # (B, C, W)
+    y = (xp * params["weight"][:, 0, :].astype(x_t.dtype)).sum(-1)              # (B, C)
+    if "bias" in params:
+        y = y + params["bias"].astype(x_t.dtype)
+    return _act(y, activation), xp[..., 1:]                                      # (B, C), (B, C, W-1)

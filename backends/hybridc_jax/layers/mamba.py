@@ -1,0 +1,141 @@
+"""Mamba-1 mixer (selective SSM block), in JAX.
+
+Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), Fig. 3 / Sec. 3.4.
+Reference implementation: mamba_ssm ``Mamba`` (mamba_ssm/modules/mamba_simple.py) -- parameter names, shapes and
+init follow it -- and transformers' ``MambaMixer`` (models/mamba/modeling_mamba.py). Mirrors
+hybridc_torch/layers/mamba.py (same parameters and math). Also holds the causal depthwise convolution shared by the
+Mamba-2 and Griffin layers.
+
+Glossary of dimension letters:
+    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    N: state size
+    R: dt_rank    K: conv width    C: conv channels
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ..kernels.selective_scan import selective_scan, selective_scan_step
+from .common import linear, linear_init
+
+__all__ = ["init", "init_state", "apply", "step", "causal_conv1d", "conv_init", "init_dt_bias", "recurrent_dtype"]
+
+
+def recurrent_dtype(dtype) -> jnp.dtype:
+    """dtype of recurrent states: fp32, or fp64 for fp64 models (the kernels accumulate in the same)."""
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
+
+
+def causal_conv1d(x, weight, bias=None, conv_state=None):
+    """Causal depthwise conv over time, continuing from `conv_state` (the previous K-1 inputs, zeros if None).
+
+    x (B, C, L); weight (C, K); bias (C,); conv_state (B, C, K-1).
+    Returns (y (B, C, L), new_conv_state (B, C, K-1)) -- the last K-1 inputs seen, in x's dtype.
+    """
+    batch, channels, length = x.shape
+    width = weight.shape[-1]
+    keep = width - 1
+    if conv_state is None:
+        conv_state = jnp.zeros((batch, channels, keep), x.dtype)
+    xp = jnp.concatenate([conv_state.astype(x.dtype), x], axis=-1)  # (B, C, K-1+L)
+    w = weight.astype(x.dtype)
+    y = sum(w[None, :, k, None] * xp[..., k:k + length] for k in range(width))  # (B, C, L), cross-correlation
+    if bias is not None:
+        y = y + bias.astype(x.dtype)[None, :, None]
+    return y, xp[..., xp.shape[-1] - keep:]
+
+
+def conv_init(key, channels: int, width: int) -> tuple[jax.Array, jax.Array]:
+    """nn.Conv1d(groups=channels) default init: weight (C, 1, K) and bias (C,) ~ U(-1/sqrt(K), 1/sqrt(K))."""
+    kw, kb = jax.random.split(key)
+    bound = 1.0 / math.sqrt(width)
+    return (jax.random.uniform(kw, (channels, 1, width), jnp.float32, -bound, bound),
+            jax.random.uniform(kb, (channels,), jnp.float32, -bound, bound))
+
+
+def init_dt_bias(key, n: int, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> jax.Array:
+    """mamba_ssm dt init: dt log-uniform in [dt_min, dt_max], floored, returned as inverse-softplus(dt) (n,)."""
+    dt = jnp.exp(jax.random.uniform(key, (n,)) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = jnp.maximum(dt, dt_floor)
+    return dt + jnp.log(-jnp.expm1(-dt))
+
+
+def _dims(dim: int, spec) -> tuple[int, int, int, int]:
+    """(E, N, R, K) from the spec: state (N), expand, conv (K), dt_rank (R)."""
+    return int(spec.expand * dim), int(spec.state), int(spec.dt_rank), int(spec.conv)
+
+
+def init(dim: int, spec, *, key) -> dict[str, jax.Array]:
+    """Parameters named and shaped as the torch layer's state_dict (same order)."""
+    E, N, R, K = _dims(dim, spec)
+    k_in, k_conv, k_x, k_dtw, k_dtb, k_out = jax.random.split(key, 6)
+    conv_w, conv_b = conv_init(k_conv, E, K)
+    return {
+        "A_log": jnp.log(jnp.tile(jnp.arange(1, N + 1, dtype=jnp.float32), (E, 1))),  # (E, N), S4D-real
+        "D": jnp.ones((E,), jnp.float32),
+        "in_proj.weight": linear_init(k_in, 2 * E, dim),
+        "conv1d.weight": conv_w,  # (E, 1, K)
+        "conv1d.bias": conv_b,
+        "x_proj.weight": linear_init(k_x, R + 2 * N, E),
+        "dt_proj.weight": jax.random.uniform(k_dtw, (E, R), jnp.float32, -R ** -0.5, R ** -0.5),
+        "dt_proj.bias": init_dt_bias(k_dtb, E),
+        "out_proj.weight": linear_init(k_out, dim, E),
+    }
+
+
+def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    E, N, _, K = _dims(dim, spec)
+    return {
+        "conv": jnp.zeros((batch_size, E, K - 1), dtype),  # (B, E, K-1)
+        "ssm": jnp.zeros((batch_size, E, N), recurrent_dtype(dtype)),  # (B, E, N)
+    }
+
+
+def _A(params) -> jax.Array:
+    """A = -exp(A_log) (E, N), computed in fp32 (fp64 for fp64 params)."""
+    return -jnp.exp(params["A_log"].astype(recurrent_dtype(params["A_log"].dtype)))
+
+
+def _ssm_inputs(params, xc, spec):
+    """xc (..., E) post-conv activations -> dt (..., E) (before bias), B (..., N), C (..., N)."""
+    R, N = int(spec.dt_rank), int(spec.state)
+    dbc = linear(params, "x_proj", xc)  # (..., R + 2N)
+    dt, B, C = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:]
+    return dt @ params["dt_proj.weight"].T.astype(dt.dtype), B, C
+
+
+def apply(params, x, spec, state=None, ctx=None):
+    """x (B, L, D) -> (out (B, L, D), new_state or None)."""
+    xi, z = jnp.split(linear(params, "in_proj", x), 2, axis=-1)  # (B, L, E) each
+    conv_in = None if state is None else state["conv"]
+    xc, conv_state = causal_conv1d(xi.transpose(0, 2, 1), params["conv1d.weight"][:, 0], params["conv1d.bias"],
+                                   conv_in)
+    xc = jax.nn.silu(xc)  # (B, E, L)
+    dt, B, C = _ssm_inputs(params, xc.transpose(0, 2, 1), spec)  # (B, L, E), (B, L, N), (B, L, N)
+    y, ssm_state = selective_scan(
+        xc, dt.transpose(0, 2, 1), _A(params), B.transpose(0, 2, 1), C.transpose(0, 2, 1),
+        D=params["D"], z=z.transpose(0, 2, 1), delta_bias=params["dt_proj.bias"], delta_softplus=True,
+        return_last_state=True, initial_state=None if state is None else state["ssm"],
+    )  # (B, E, L), (B, E, N)
+    out = linear(params, "out_proj", y.transpose(0, 2, 1).astype(x.dtype))  # (B, L, D)
+    if state is None:
+        return out, None
+    return out, {"conv": conv_state.astype(state["conv"].dtype), "ssm": ssm_state}
+
+
+def step(params, x_t, spec, state, ctx=None):
+    """x_t (B, D) -> (out_t (B, D), new_state)."""
+    xi, z = jnp.split(linear(params, "in_proj", x_t), 2, axis=-1)  # (B, E) each
+    xc, conv_state = causal_conv1d(xi[..., None], params["conv1d.weight"][:, 0], params["conv1d.bias"],
+                                   state["conv"])
+    xc = jax.nn.silu(xc[..., 0])  # (B, E)
+    dt, B, C = _ssm_inputs(params, xc, spec)  # (B, E), (B, N), (B, N)
+    y, ssm_state = selective_scan_step(
+        state["ssm"], xc, dt, _A(params), B, C, D=params["D"], z_t=z,
+        delta_bias=params["dt_proj.bias"], delta_softplus=True,
+    )  # (B, E), (B, E, N)
+    out = linear(params, "out_proj", y.astype(x_t.dtype))  # (B, D)
+    return out, {"conv": conv_state.astype(state["conv"].dtype), "ssm": ssm_state}

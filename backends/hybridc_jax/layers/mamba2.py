@@ -1,0 +1,126 @@
+"""Mamba-2 mixer (SSD block with gated RMSNorm), in JAX.
+
+Paper: Dao & Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured State Space
+Duality" (ICML 2024), Sec. 7 (the Mamba-2 block). Reference implementation: mamba_ssm ``Mamba2``
+(mamba_ssm/modules/mamba2.py; defaults D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_limit=(0, inf),
+no d_mlp part); parameter names match transformers' ``Mamba2Mixer`` (models/mamba2/modeling_mamba2.py). Mirrors
+hybridc_torch/layers/mamba2.py (same parameters and math).
+
+Glossary of dimension letters:
+    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    H: heads (E / P)    P: head dim
+    G: groups of B/C    N: state size    K: conv width    X: conv channels (E + 2 G N)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..kernels.ssd import ssd, ssd_step
+from .common import linear, linear_init
+from .mamba import causal_conv1d, conv_init, init_dt_bias, recurrent_dtype
+
+__all__ = ["init", "init_state", "apply", "step", "rms_norm_gated"]
+
+NORM_EPS = 1e-5  # mamba_ssm Mamba2 builds its RMSNormGated with eps=1e-5
+
+
+def rms_norm_gated(weight, y, z, group_size: int, eps: float = NORM_EPS):
+    """norm_before_gate=False gated RMSNorm: weight * rmsnorm_groupwise(y * silu(z)), computed in fp32."""
+    acc = recurrent_dtype(y.dtype)
+    h = y.astype(acc) * jax.nn.silu(z.astype(acc))  # (..., E)
+    hg = h.reshape(h.shape[:-1] + (-1, group_size))  # (..., G, E/G)
+    hg = hg * jax.lax.rsqrt(jnp.mean(jnp.square(hg), axis=-1, keepdims=True) + eps)
+    return weight * hg.reshape(h.shape).astype(y.dtype)  # (..., E)
+
+
+def _dims(dim: int, spec) -> dict[str, int]:
+    """E, H, P, G, N, K, X from the spec: state (N), expand, conv (K), head_dim (P), groups (G)."""
+    E, P, G = int(spec.expand * dim), int(spec.head_dim), int(spec.groups)
+    if E % P or (E // P) % G:
+        raise ValueError(f"mamba2: expand*dim={E} must split into heads of head_dim={P}, and the head count must be "
+                         f"divisible by groups={G}")
+    N = int(spec.state)
+    return {"E": E, "H": E // P, "P": P, "G": G, "N": N, "K": int(spec.conv), "X": E + 2 * G * N}
+
+
+def init(dim: int, spec, *, key) -> dict[str, jax.Array]:
+    """Parameters named and shaped as the torch layer's state_dict (same order)."""
+    d = _dims(dim, spec)
+    E, H, X = d["E"], d["H"], d["X"]
+    k_in, k_conv, k_dt, k_a, k_out = jax.random.split(key, 5)
+    conv_w, conv_b = conv_init(k_conv, X, d["K"])
+    return {
+        "dt_bias": init_dt_bias(k_dt, H),
+        "A_log": jnp.log(jax.random.uniform(k_a, (H,), jnp.float32, 1.0, 16.0)),
+        "D": jnp.ones((H,), jnp.float32),
+        "in_proj.weight": linear_init(k_in, 2 * E + 2 * d["G"] * d["N"] + H, dim),  # [z, x, B, C, dt]
+        "conv1d.weight": conv_w,  # (X, 1, K)
+        "conv1d.bias": conv_b,
+        "norm.weight": jnp.ones((E,), jnp.float32),
+        "out_proj.weight": linear_init(k_out, dim, E),
+    }
+
+
+def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32) -> dict[str, jax.Array]:
+    d = _dims(dim, spec)
+    return {
+        "conv": jnp.zeros((batch_size, d["X"], d["K"] - 1), dtype),  # (B, X, K-1)
+        "ssm": jnp.zeros((batch_size, d["H"], d["P"], d["N"]), recurrent_dtype(dtype)),  # (B, H, P, N)
+    }
+
+
+def _A(params) -> jax.Array:
+    """A = -exp(A_log) (H,), computed in fp32 (fp64 for fp64 params)."""
+    return -jnp.exp(params["A_log"].astype(recurrent_dtype(params["A_log"].dtype)))
+
+
+def _split(zxbcdt, d):
+    """(..., 2E + 2GN + H) -> z (..., E), xBC (..., X), dt (..., H)."""
+    E, X = d["E"], d["X"]
+    return zxbcdt[..., :E], zxbcdt[..., E:E + X], zxbcdt[..., E + X:]
+
+
+def _heads(xBC, d):
+    """Post-conv (..., X) -> x (..., H, P), B (..., G, N), C (..., G, N)."""
+    E, GN, lead = d["E"], d["G"] * d["N"], xBC.shape[:-1]
+    x, B, C = xBC[..., :E], xBC[..., E:E + GN], xBC[..., E + GN:]
+    groups = lead + (d["G"], d["N"])
+    return x.reshape(lead + (d["H"], d["P"])), B.reshape(groups), C.reshape(groups)
+
+
+def _out(params, y, z, d, dtype):
+    """y (..., H, P), z (..., E) -> out_proj(norm(y, z)) (..., D)."""
+    g = rms_norm_gated(params["norm.weight"], y.reshape(y.shape[:-2] + (-1,)), z, d["E"] // d["G"])
+    return linear(params, "out_proj", g.astype(dtype))
+
+
+def apply(params, x, spec, state=None, ctx=None):
+    """x (B, L, D) -> (out (B, L, D), new_state or None)."""
+    d = _dims(x.shape[-1], spec)
+    z, xBC, dt = _split(linear(params, "in_proj", x), d)  # (B, L, E), (B, L, X), (B, L, H)
+    conv_in = None if state is None else state["conv"]
+    xBC, conv_state = causal_conv1d(xBC.transpose(0, 2, 1), params["conv1d.weight"][:, 0], params["conv1d.bias"],
+                                    conv_in)
+    xs, B, C = _heads(jax.nn.silu(xBC).transpose(0, 2, 1), d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
+    y, ssm_state = ssd(
+        xs, dt, _A(params), B, C, int(spec.chunk), D=params["D"], dt_bias=params["dt_bias"],
+        initial_states=None if state is None else state["ssm"], dt_softplus=True, return_final_states=True,
+    )  # (B, L, H, P), (B, H, P, N)
+    out = _out(params, y, z, d, x.dtype)  # (B, L, D)
+    if state is None:
+        return out, None
+    return out, {"conv": conv_state.astype(state["conv"].dtype), "ssm": ssm_state}
+
+
+def step(params, x_t, spec, state, ctx=None):
+    """x_t (B, D) -> (out_t (B, D), new_state)."""
+    d = _dims(x_t.shape[-1], spec)
+    z, xBC, dt = _split(linear(params, "in_proj", x_t), d)  # (B, E), (B, X), (B, H)
+    xBC, conv_state = causal_conv1d(xBC[..., None], params["conv1d.weight"][:, 0], params["conv1d.bias"],
+                                    state["conv"])
+    xs, B, C = _heads(jax.nn.silu(xBC[..., 0]), d)  # (B, H, P), (B, G, N), (B, G, N)
+    y, ssm_state = ssd_step(state["ssm"], xs, dt, _A(params), B, C, D=params["D"], dt_bias=params["dt_bias"],
+                            dt_softplus=True)  # (B, H, P), (B, H, P, N)
+    out = _out(params, y, z, d, x_t.dtype)  # (B, D)
+    return out, {"conv": conv_state.astype(state["conv"].dtype), "ssm": ssm_state}

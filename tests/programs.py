@@ -1,0 +1,33 @@
+"""Small models shared by the backend tests: one per layer kind, per preset, and per feature."""
+
+SMALL = ("dim 32\nattn heads=2 head_dim=16 window=6\nmamba2 head_dim=16 state=8 chunk=8\nrwkv head_dim=16\n"
+         "gated_delta_net heads=2 head_dim=16\ndelta_net heads=2\ngriffin_lru heads=2\nmamba state=4\n")
+KINDS = ["mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru", "attn", "mlp"]
+PRESETS = ["nemotron_h", "jamba", "parallel", "minimal_attn", "hymba", "zamba", "samba", "griffin"]
+FEATURES = {
+    "meta": "layers mamba attn rwkv|attn; meta_tokens 3",
+    "fusion_mean": "layers gru|attn mamba|attn; fusion mean",
+    "shared": "layers mamba attn mamba attn; share attn",
+    "global_rope_gqa": "layers attn(window=none, rope=true, kv_heads=1) gated_delta_net attn(rope=true)",
+    "rms_swiglu": "layers mamba2 attn; norm rms; ffn mult=2 act=swiglu after=all",
+    "vocab_logits": "layers griffin_lru attn delta_net; vocab 50; output logits",
+    "sequence_in_proj": "layers mamba attn; input 5; output sequence",
+    "rwkv_chain": "layers rwkv attn rwkv rwkv",
+}
+
+
+def programs() -> dict:
+    out = {f"kind-{k}": f"layers {k} {k}" + ("" if k == "attn" else " attn") for k in KINDS}
+    out.update({f"preset-{p}": f"preset {p}" for p in PRESETS})
+    out.update({f"feat-{k}": v for k, v in FEATURES.items()})
+    return out
+
+
+PROGRAMS = programs()
+
+
+def source(name: str, dropout: float = 0.0, sequence: bool = False) -> str:
+    text = PROGRAMS[name]
+    if sequence and "output" not in text:
+        text += "\noutput sequence"
+    return text + "\n" + SMALL + f"dropout {dropout}\n"
