@@ -4,8 +4,8 @@ Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with D
 arXiv:2412.06464).
 Reference implementation: flash-linear-attention ``fla/layers/gated_deltanet.py`` (class ``GatedDeltaNet`` with
 num_v_heads = num_heads, conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5).
-Mirrors hybridc_torch/layers/gated_delta_net.py: same parameter names, shapes and init distributions (A_log ~ log U(0, 16),
-dt_bias = softplus^-1 of a log-uniform dt in [1e-3, 1e-1]) and the same math.
+Mirrors hybridc_torch/layers/gated_delta_net.py: same parameter names, shapes and init distributions
+(A_log ~ log U(0, 16), dt_bias = softplus^-1 of a log-uniform dt in [1e-3, 1e-1]) and the same math.
 
     q = l2norm(silu(conv_q(q_proj x)));  k = l2norm(silu(conv_k(k_proj x)));  v = silu(conv_v(v_proj x))
     g = -exp(A_log) * softplus(a_proj x + dt_bias)   (log decay, fp32);   beta = sigmoid(b_proj x)
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 
 from ..kernels.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from .common import linear, linear_init
-from .delta_net import Dims, family_dims, family_init_convs, family_init_output, family_init_state, family_out, family_qkv
+from .delta_net import (Dims, family_dims, family_init_convs, family_init_output, family_init_state, family_out,
+                        family_qkv)
 
 __all__ = ["init", "init_state", "apply", "step"]
 
