@@ -107,17 +107,18 @@ def test_load_weights_rejects_a_mismatch(tmp_path):
         hybridc.load_weights(jn, f)
 
 
-@pytest.mark.parametrize("name", ["preset-nemotron_h", "feat-meta", "kind-gated_delta_net"])
+@pytest.mark.parametrize("name", ["kind-mamba", "feat-meta"])
 def test_jit_grad_vmap_and_causality(name):
     m, _, jn, params = pair(name)
     x = jnp.asarray(inputs(m))
-    y = jax.jit(jn.apply)(params, x)
+    fwd = jax.jit(jn.apply)
+    y = fwd(params, x)
     per_example = jax.vmap(lambda xi: jn.apply(params, xi[None])[0])(x)
     np.testing.assert_allclose(np.asarray(per_example), np.asarray(y), atol=1e-5, rtol=1e-5)
     g = jax.jit(jax.grad(lambda p: jn.apply(p, x).sum()))(params)
     assert all(bool(jnp.isfinite(v).all()) for v in g.values())
     x2 = x.at[:, 6:].add(1.0)
-    y2 = jn.apply(params, x2)
+    y2 = fwd(params, x2)
     np.testing.assert_array_equal(np.asarray(y2[:, :6]), np.asarray(y[:, :6]))
 
 
