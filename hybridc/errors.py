@@ -44,7 +44,7 @@ class HybridcError(ValueError):
         return type(self)(self.message, self.pos, source=source, source_name=source_name, hint=self.hint)
 
     def render(self) -> str:
-        where = self.source_name
+        where = "hybridc" if (self.pos is None and self.source_name == "<string>") else self.source_name
         if self.pos is not None:
             where += f":{self.pos.line}:{self.pos.column}"
         out = [f"{where}: error: {self.message}"]

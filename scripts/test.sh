@@ -15,6 +15,9 @@ core=$(mktemp -d)
 "$core/venv/bin/python" -m pip install -q .
 (cd "$core" && venv/bin/hybridc describe "$OLDPWD/examples/nemotron_h.hyb" >/dev/null)
 (cd "$core" && venv/bin/python -c "import sys, hybridc; hybridc.describe(hybridc.load('preset hymba')); assert 'torch' not in sys.modules and 'jax' not in sys.modules")
+# compile needs a backend: without torch it must fail clearly (exit 2), naming the extra to install
+set +e; (cd "$core" && venv/bin/hybridc compile "$OLDPWD/examples/nemotron_h.hyb" --backend torch 2>"$core/err"); rc=$?; set -e
+[ "$rc" = 2 ] && grep -q "hybridc\[torch\]" "$core/err" || { echo "compile without torch: rc=$rc"; cat "$core/err"; exit 1; }
 rm -rf "$core"
 echo "core-only install: hybridc describe ok without torch/jax"
 

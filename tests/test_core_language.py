@@ -153,3 +153,21 @@ def test_preset_details_and_override():
 def test_comments_whitespace_and_separators():
     a = hybridc.load("# a model\n  10 layers   ratio 9 : 1  # trailing\n\n;;dim 64;\n")
     assert a == hybridc.load("10 layers ratio 9:1; dim 64")
+
+
+def test_every_example_loads_and_round_trips():
+    import pathlib
+
+    files = sorted(pathlib.Path("examples").glob("*.hyb"))
+    assert len(files) >= 14
+    for f in files:
+        m = hybridc.load_file(f)
+        assert hybridc.load(hybridc.dumps(m)) == m, f
+
+
+def test_example_details():
+    m = hybridc.load_file("examples/ratio_megatron.hyb")
+    assert [i for i, k in enumerate(m.schedule) if k == "attn"] == [7, 16, 24] and m.layers[0].kind == "mamba2"
+    h = hybridc.load_file("examples/hymba_mean_fusion.hyb")
+    assert [l.mixers[1].window for l in h.layers] == [None, 128, 128, None, 128, 128, 128, None]
+    assert h.fusion == "mean" and h.meta_tokens == 8

@@ -168,3 +168,15 @@ def test_emitter_round_trip(name, tmp_path):
     x = inputs(m)
     with torch.no_grad():
         assert torch.equal(em(x), net(x))
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("examples/*.hyb")))
+def test_every_example_builds_and_runs(path):
+    m = hybridc.load_file(path)
+    torch.manual_seed(0)
+    net = hybridc.build(m).eval()
+    x = torch.randint(0, m.vocab, (1, 5)) if m.vocab is not None else torch.randn(1, 5, m.input)
+    with torch.no_grad():
+        y = net(x)
+    assert torch.isfinite(y).all()
+    assert sum(p.numel() for p in net.parameters()) == hybridc.describe(m)["params"]
