@@ -73,11 +73,20 @@ def total_params(model: Model) -> int:
     return n + sum(io_params(model).values())
 
 
+KEY_OPTIONS = {"mamba": ("state", "expand"), "mamba2": ("state", "head_dim"), "gru": ("hidden",), "rwkv": ("head_dim",),
+               "delta_net": ("heads", "head_dim"), "gated_delta_net": ("heads", "head_dim"), "griffin_lru": ("width",),
+               "attn": ("heads", "kv_heads", "head_dim", "window"), "mlp": ("mult", "act")}
+
+
 def _options_text(layer: Layer) -> str:
+    """The key options of each mixer, plus any option that differs from the kind's default."""
     parts = []
     for m in layer.mixers:
-        opts = " ".join(f"{k}={'none' if v is None else v}" for k, v in m.model_dump().items() if k != "kind")
-        parts.append(opts)
+        fields = type(m).model_fields
+        shown = [k for k in fields if k != "kind" and (k in KEY_OPTIONS[m.kind] or (
+            fields[k].default is not None and not callable(fields[k].default) and
+            fields[k].json_schema_extra is None and getattr(m, k) != fields[k].default))]
+        parts.append(" ".join(f"{k}={'none' if getattr(m, k) is None else getattr(m, k)}" for k in shown))
     text = " | ".join(parts)
     if layer.ffn is not None:
         text += f"  +ffn x{layer.ffn.mult:g} {layer.ffn.act}" + (" shift" if layer.ffn.token_shift else "")
