@@ -29,7 +29,7 @@ def rms_norm_gated(weight, y, z, group_size: int, eps: float = NORM_EPS):
     """norm_before_gate=False gated RMSNorm: weight * rmsnorm_groupwise(y * silu(z)), computed in fp32."""
     acc = recurrent_dtype(y.dtype)
     h = y.astype(acc) * jax.nn.silu(z.astype(acc))  # (..., E)
-    hg = h.reshape(h.shape[:-1] + (-1, group_size))  # (..., G, E/G)
+    hg = h.reshape(h.shape[:-1] + (h.shape[-1] // group_size, group_size))  # (..., G, E/G)
     hg = hg * jax.lax.rsqrt(jnp.mean(jnp.square(hg), axis=-1, keepdims=True) + eps)
     return weight * hg.reshape(h.shape).astype(y.dtype)  # (..., E)
 
@@ -91,7 +91,7 @@ def _heads(xBC, d):
 
 def _out(params, y, z, d, dtype):
     """y (..., H, P), z (..., E) -> out_proj(norm(y, z)) (..., D)."""
-    g = rms_norm_gated(params["norm.weight"], y.reshape(y.shape[:-2] + (-1,)), z, d["E"] // d["G"])
+    g = rms_norm_gated(params["norm.weight"], y.reshape(y.shape[:-2] + (d["E"],)), z, d["E"] // d["G"])
     return linear(params, "out_proj", g.astype(dtype))
 
 
