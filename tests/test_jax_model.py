@@ -34,7 +34,7 @@ def to_torch(x):
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
-def test_values_and_gradients_match_torch(name):
+def test_values_and_gradients_match_torch(name, tmp_path):
     m, tn, jn, params = pair(name)
     x = inputs(m)
     w = np.random.default_rng(2).standard_normal(tn(to_torch(x)).shape).astype(np.float32)
@@ -44,8 +44,18 @@ def test_values_and_gradients_match_torch(name):
         y = jn.apply(p, jnp.asarray(x))
         return (y * w).sum(), y
 
-    (_, yj), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)  # one compile for both
+    value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))  # one compile for both
+    (_, yj), grads = value_and_grad(params)
     np.testing.assert_allclose(np.asarray(yj), yt.detach().numpy(), atol=1e-4, rtol=1e-4)
+    # the other way round: JAX-side weights through a safetensors file into a fresh torch model
+    rng = np.random.default_rng(5)
+    pj = {k: np.asarray(v) + 0.01 * rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+    hybridc.save_weights(pj, tmp_path / "w.safetensors")
+    torch.manual_seed(7)
+    tn2 = hybridc.load_weights(hybridc.build(m).eval(), tmp_path / "w.safetensors")
+    (_, yj2), _ = value_and_grad({k: jnp.asarray(v) for k, v in pj.items()})
+    with torch.no_grad():
+        np.testing.assert_allclose(tn2(to_torch(x)).numpy(), np.asarray(yj2), atol=1e-4, rtol=1e-4)
     for k, p in tn.named_parameters():
         gt, gj = p.grad.numpy(), np.asarray(grads[k])
         scale = max(np.abs(gt).max(), 1e-6)
