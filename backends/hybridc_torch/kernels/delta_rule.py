@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["delta_rule", "delta_rule_step", "reference"]
+from .gated_delta_rule import chunk_delta_core
+
+__all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule"]
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -58,22 +60,36 @@ def reference(q, k, v, beta, scale=None, initial_state=None, output_final_state=
     return o.to(q.dtype), (S if output_final_state else None)
 
 
-_IMPLS = {"reference": reference}
+def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=64):
+    """Chunked delta rule (WY / UT-transform form, chunk 64 by default); same contract as ``reference``.
+
+    Shares its core with the gated delta rule (``gated_delta_rule.chunk_delta_core`` with no decay).
+    """
+    return chunk_delta_core(q, k, v, None, beta, scale, initial_state, output_final_state, chunk_size)
 
 
-def _pick(impl: str):
-    name = "reference" if impl == "auto" else impl
+_IMPLS = {"reference": reference, "chunk": chunk_delta_rule}
+
+
+def _pick(impl: str, x: torch.Tensor):
+    """"auto" is the chunked form on CPU tensors and the reference elsewhere."""
+    name = ("chunk" if x.device.type == "cpu" else "reference") if impl == "auto" else impl
     if name not in _IMPLS:
         valid = ", ".join(repr(n) for n in ["auto", *_IMPLS])
         raise ValueError(f"unknown delta_rule impl {impl!r}; valid choices: {valid}")
     return _IMPLS[name]
 
 
-def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto"):
+def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto",
+               chunk_size=None):
     """Delta rule over a sequence, as fla's ``chunk_delta_rule`` (without in-kernel l2norm).
 
     q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H); scale defaults to K**-0.5;
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
+    impl: "auto" (chunked on CPU), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
+    reference.
     """
-    return _pick(impl)(q, k, v, beta, scale=scale, initial_state=initial_state,
-                       output_final_state=output_final_state)
+    fn = _pick(impl, q)
+    extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}
+    return fn(q, k, v, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+              **extra)
