@@ -226,8 +226,9 @@ def test_linear_recurrence_dtypes_and_step():
 # -------------------------------------------------------------------------------------------- impl dispatch
 @pytest.mark.parametrize("module", [ss_mod, ssd_mod, lr_mod], ids=["selective_scan", "ssd", "linear_recurrence"])
 def test_impl_registry_and_unknown_impl(module):
-    assert set(module._IMPLS) == {"reference"}
-    assert module._pick("auto") is module.reference and module._pick("reference") is module.reference
+    assert "reference" in module._IMPLS and len(module._IMPLS) >= 2  # the reference plus a fast CPU kernel
+    assert module._pick("reference") is module.reference
+    assert module._pick("auto", device="cuda") is module.reference  # no GPU kernel yet: auto falls back
     with pytest.raises(ValueError, match="auto.*reference"):
         module._pick("triton-nope")
 

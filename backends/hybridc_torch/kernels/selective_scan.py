@@ -10,6 +10,9 @@ Per channel d and state index n (ZOH for A, Euler for B, as in the reference):
     y_t      = sum_n C_t * h_t + D * u_t
     out_t    = y_t * silu(z_t)                           (if z is given)
 
+Fast form (``impl="cpp"``, what ``auto`` picks on CPU when it builds): a fused C++ kernel, see
+``selective_scan_cpu.py`` (compiled on first use; if that fails, ``auto`` warns once and uses the reference).
+
 Glossary of dimension letters:
     B: batch    D: channels (d_inner)    L: sequence length    N: state size    G: groups of B/C (D % G == 0)
 """
@@ -84,11 +87,29 @@ def reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus
     return y.to(u.dtype), h
 
 
-_IMPLS = {"reference": reference}
+def cpp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None):
+    """Fused C++ scan (forward and backward); CPU tensors only. Raises if the kernel cannot be built here."""
+    from . import selective_scan_cpu
+
+    if selective_scan_cpu.load() is None:
+        raise RuntimeError("the C++ selective scan kernel is unavailable here (see the warning); use impl='reference'")
+    return selective_scan_cpu.selective_scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
 
 
-def _pick(impl: str):
-    name = "reference" if impl == "auto" else impl
+_IMPLS = {"reference": reference, "cpp": cpp}
+
+
+def _auto(device) -> str:
+    """CPU: the C++ kernel when it builds (warns once and falls back otherwise); elsewhere the reference."""
+    if torch.device(device).type != "cpu":
+        return "reference"
+    from . import selective_scan_cpu
+
+    return "cpp" if selective_scan_cpu.load() is not None else "reference"
+
+
+def _pick(impl: str, device: torch.device | str = "cpu"):
+    name = _auto(device) if impl == "auto" else impl
     if name not in _IMPLS:
         raise ValueError(f"unknown selective_scan impl {impl!r}; valid: {sorted(['auto', *_IMPLS])}")
     return _IMPLS[name]
@@ -101,5 +122,5 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     u, delta (B, D, L); A (D, N); B, C (B, N, L) or (B, G, N, L); D (D,); z (B, D, L); delta_bias (D,);
     initial_state (B, D, N). Returns out (B, D, L), or (out, last_state (B, D, N) fp32) if return_last_state.
     """
-    out, last_state = _pick(impl)(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    out, last_state = _pick(impl, u.device)(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     return (out, last_state) if return_last_state else out
