@@ -20,6 +20,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from ._dispatch import choose
+
 __all__ = ["gated_delta_rule", "gated_delta_rule_step", "reference"]
 
 
@@ -65,11 +67,7 @@ _IMPLS = {"reference": reference}
 
 
 def _pick(impl: str):
-    name = "reference" if impl == "auto" else impl
-    if name not in _IMPLS:
-        valid = ", ".join(repr(n) for n in ["auto", *_IMPLS])
-        raise ValueError(f"unknown gated_delta_rule impl {impl!r}; valid choices: {valid}")
-    return _IMPLS[name]
+    return choose("gated_delta_rule", _IMPLS, impl, "reference")
 
 
 def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto"):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from ._dispatch import choose
+
 __all__ = ["linear_recurrence", "linear_recurrence_step", "reference"]
 
 
@@ -46,10 +48,7 @@ _IMPLS = {"reference": reference}
 
 
 def _pick(impl: str):
-    name = "reference" if impl == "auto" else impl
-    if name not in _IMPLS:
-        raise ValueError(f"unknown linear_recurrence impl {impl!r}; valid: {sorted(['auto', *_IMPLS])}")
-    return _IMPLS[name]
+    return choose("linear_recurrence", _IMPLS, impl, "reference")
 
 
 def linear_recurrence(a, x, initial_state=None, *, impl="auto"):

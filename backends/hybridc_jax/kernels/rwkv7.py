@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from ._dispatch import choose
+
 __all__ = ["rwkv7", "rwkv7_step", "reference"]
 
 
@@ -64,11 +66,7 @@ _IMPLS = {"reference": reference}
 
 
 def _pick(impl: str):
-    name = "reference" if impl == "auto" else impl
-    if name not in _IMPLS:
-        valid = ", ".join(repr(n) for n in ["auto", *_IMPLS])
-        raise ValueError(f"unknown rwkv7 impl {impl!r}; valid choices: {valid}")
-    return _IMPLS[name]
+    return choose("rwkv7", _IMPLS, impl, "reference")
 
 
 def rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, impl="auto"):

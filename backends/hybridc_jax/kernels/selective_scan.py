@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._dispatch import choose
+
 __all__ = ["selective_scan", "selective_scan_step", "reference"]
 
 
@@ -94,10 +96,7 @@ _IMPLS = {"reference": reference}
 
 
 def _pick(impl: str):
-    name = "reference" if impl == "auto" else impl
-    if name not in _IMPLS:
-        raise ValueError(f"unknown selective_scan impl {impl!r}; valid: {sorted(['auto', *_IMPLS])}")
-    return _IMPLS[name]
+    return choose("selective_scan", _IMPLS, impl, "reference")
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,

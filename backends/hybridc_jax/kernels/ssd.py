@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ._dispatch import choose
+
 __all__ = ["ssd", "ssd_step", "reference"]
 
 
@@ -97,10 +99,7 @@ _IMPLS = {"reference": reference}
 
 
 def _pick(impl: str):
-    name = "reference" if impl == "auto" else impl
-    if name not in _IMPLS:
-        raise ValueError(f"unknown ssd impl {impl!r}; valid: {sorted(['auto', *_IMPLS])}")
-    return _IMPLS[name]
+    return choose("ssd", _IMPLS, impl, "reference")
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, dt_softplus=False,

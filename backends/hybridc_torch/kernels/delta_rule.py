@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from .gated_delta_rule import chunk_delta_core
+from ._dispatch import choose
 
 __all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule"]
 
@@ -73,11 +74,7 @@ _IMPLS = {"reference": reference, "chunk": chunk_delta_rule}
 
 def _pick(impl: str, x: torch.Tensor):
     """"auto" is the chunked form on CPU tensors and the reference elsewhere."""
-    name = ("chunk" if x.device.type == "cpu" else "reference") if impl == "auto" else impl
-    if name not in _IMPLS:
-        valid = ", ".join(repr(n) for n in ["auto", *_IMPLS])
-        raise ValueError(f"unknown delta_rule impl {impl!r}; valid choices: {valid}")
-    return _IMPLS[name]
+    return choose("delta_rule", _IMPLS, impl, "chunk" if x.device.type == "cpu" else "reference")
 
 
 def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto",

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ._dispatch import choose
+
 __all__ = ["gated_delta_rule", "gated_delta_rule_step", "reference", "chunk_gated_delta_rule"]
 
 
@@ -171,11 +173,7 @@ _IMPLS = {"reference": reference, "chunk": chunk_gated_delta_rule}
 
 def _pick(impl: str, x: torch.Tensor):
     """"auto" is the chunked form on CPU tensors and the reference elsewhere."""
-    name = ("chunk" if x.device.type == "cpu" else "reference") if impl == "auto" else impl
-    if name not in _IMPLS:
-        valid = ", ".join(repr(n) for n in ["auto", *_IMPLS])
-        raise ValueError(f"unknown gated_delta_rule impl {impl!r}; valid choices: {valid}")
-    return _IMPLS[name]
+    return choose("gated_delta_rule", _IMPLS, impl, "chunk" if x.device.type == "cpu" else "reference")
 
 
 def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto",

@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from ._dispatch import choose
+
 __all__ = ["linear_recurrence", "linear_recurrence_step", "reference"]
 
 
@@ -166,10 +168,7 @@ def _auto(device) -> str:
 
 
 def _pick(impl: str, device: torch.device | str = "cpu"):
-    name = _auto(device) if impl == "auto" else impl
-    if name not in _IMPLS:
-        raise ValueError(f"unknown linear_recurrence impl {impl!r}; valid: {sorted(['auto', *_IMPLS])}")
-    return _IMPLS[name]
+    return choose("linear_recurrence", _IMPLS, impl, _auto(device))
 
 
 def linear_recurrence(a, x, initial_state=None, *, impl="auto", chunk_size=None):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from .gated_delta_rule import _chunk_layout, unit_lower_inverse
+from ._dispatch import choose
 
 __all__ = ["rwkv7", "rwkv7_step", "reference", "chunk_rwkv7"]
 
@@ -146,11 +147,7 @@ _IMPLS = {"reference": reference, "chunk": chunk_rwkv7}
 
 def _pick(impl: str, x: torch.Tensor):
     """"auto" is the chunked form on CPU tensors and the reference elsewhere."""
-    name = ("chunk" if x.device.type == "cpu" else "reference") if impl == "auto" else impl
-    if name not in _IMPLS:
-        valid = ", ".join(repr(n) for n in ["auto", *_IMPLS])
-        raise ValueError(f"unknown rwkv7 impl {impl!r}; valid choices: {valid}")
-    return _IMPLS[name]
+    return choose("rwkv7", _IMPLS, impl, "chunk" if x.device.type == "cpu" else "reference")
 
 
 def rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, impl="auto",

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._dispatch import choose
+
 __all__ = ["selective_scan", "selective_scan_step", "reference"]
 
 
@@ -109,10 +111,7 @@ def _auto(device) -> str:
 
 
 def _pick(impl: str, device: torch.device | str = "cpu"):
-    name = _auto(device) if impl == "auto" else impl
-    if name not in _IMPLS:
-        raise ValueError(f"unknown selective_scan impl {impl!r}; valid: {sorted(['auto', *_IMPLS])}")
-    return _IMPLS[name]
+    return choose("selective_scan", _IMPLS, impl, _auto(device))
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,

@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ._dispatch import choose
+
 __all__ = ["ssd", "ssd_step", "reference"]
 
 
@@ -165,10 +167,7 @@ _AUTO_CPU = "chunk"
 
 
 def _pick(impl: str, device: torch.device | str = "cpu"):
-    name = (_AUTO_CPU if torch.device(device).type == "cpu" else "reference") if impl == "auto" else impl
-    if name not in _IMPLS:
-        raise ValueError(f"unknown ssd impl {impl!r}; valid: {sorted(['auto', *_IMPLS])}")
-    return _IMPLS[name]
+    return choose("ssd", _IMPLS, impl, _AUTO_CPU if torch.device(device).type == "cpu" else "reference")
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, dt_softplus=False,
