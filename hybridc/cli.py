@@ -36,7 +36,10 @@ def cmd_describe(a) -> int:
 
     if a.context < 0:
         raise _Usage("--context must be >= 0")
-    info = describe(_load(a.file), context=a.context, dtype=a.dtype)
+    model = _load(a.file)
+    info = describe(model, context=a.context, dtype=a.dtype)
+    if a.kernels:
+        info["kernels"] = _kernel_plans(model)
     if a.json:
         print(json.dumps(info, indent=2))
     else:
@@ -90,6 +93,22 @@ def cmd_compile(a) -> int:
     return EXIT_OK
 
 
+def _kernel_plans(model) -> dict:
+    """Per installed backend, the kernel each mixer kind runs on each device; the frameworks load only here."""
+    from . import registry
+
+    usable = [name for name, ok in registry.backends().items() if ok]
+    if not usable:
+        raise _Usage("--kernels needs a backend: pip install 'hybridc[torch]' or 'hybridc[jax]'")
+    plans = {}
+    for name in usable:
+        try:
+            plans[name] = registry.get(name).kernels(model)
+        except (AttributeError, ValueError) as e:  # a backend without the method; a bad HYBRIDC_KERNEL
+            raise _Usage(f"--kernels: {name} backend: {e}") from None
+    return plans
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybridc", description="A compiler for hybrid SSM/attention sequence models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -98,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print a JSON dict")
     d.add_argument("--context", type=int, default=4096, help="context length for the state and FLOPs (default 4096)")
     d.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    d.add_argument("--kernels", action="store_true",
+                   help="also list the kernel each layer kind runs per backend and device (imports the backends)")
     d.set_defaults(fn=cmd_describe)
     c = sub.add_parser("check", help="validate; print every error")
     c.add_argument("files", nargs="+")

@@ -2,7 +2,8 @@
 
 Nothing is imported until a backend is used; a missing framework becomes "pip install hybridc[torch]".
 A backend object provides `build(model, **options)`, `emit(model) -> str` (the compile emitter) and
-`check(model) -> dict` (one forward on a random batch).
+`check(model) -> dict` (one forward on a random batch) and `kernels(model) -> list[dict]` (which kernel each
+mixer kind runs on each device).
 """
 from __future__ import annotations
 

@@ -28,3 +28,31 @@ def print_describe(info: dict) -> None:
               f"[bold]{human(info['state_bytes'], 'B')}[/bold]; all-attention model of the same depth: "
               f"{human(info['state_bytes_all_attention'], 'B')} ({ratio:.1f}x)")
     con.print(f"forward FLOPs per token at context {info['context']}: {human(info['flops_per_token'])}")
+    if "kernels" in info:
+        print_kernels(con, info["kernels"])
+
+
+def _spans(idx: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    out, start = [], None
+    for i, v in enumerate(idx):
+        start = v if start is None else start
+        if i + 1 == len(idx) or idx[i + 1] != v + 1:
+            out.append(f"{start}" if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
+
+
+def print_kernels(con, plans: dict) -> None:
+    """One table: mixer kind, its layers, the recurrence, then the kernel per backend and device."""
+    from rich.table import Table
+
+    cols = [(b, d) for b, rows in plans.items() for d in (rows[0]["impl"] if rows else {})]
+    t = Table(title="kernels (impl=\"auto\"; HYBRIDC_KERNEL or impl= override)", title_justify="left")
+    for col in ("kind", "layers", "recurrence", *(f"{b} {d}" for b, d in cols)):
+        t.add_column(col)
+    first = next(iter(plans.values()))
+    for i, row in enumerate(first):
+        picks = [plans[b][i]["impl"][d] for b, d in cols]
+        t.add_row(row["kind"], _spans(row["layers"]), row["op"], *picks)
+    con.print(t)

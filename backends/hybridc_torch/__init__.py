@@ -39,6 +39,12 @@ class _Backend:
 
         return emit(model)
 
+    def kernels(self, model) -> list[dict]:
+        """Per mixer kind: the recurrence and the kernel ``impl="auto"`` runs on each device (describe --kernels)."""
+        from .kernels.plan import plan
+
+        return plan(model)
+
     def check(self, model) -> dict:
         net = build(model).eval()
         x = example_input(model)

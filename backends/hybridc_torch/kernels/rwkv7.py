@@ -145,9 +145,13 @@ def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_st
 _IMPLS = {"reference": reference, "chunk": chunk_rwkv7}
 
 
+def _auto(device) -> str:
+    """The chunked form on every device: it is plain torch (matmuls), and no GPU kernel of our own exists yet."""
+    return "chunk"
+
+
 def _pick(impl: str, x: torch.Tensor):
-    """"auto" is the chunked form on CPU tensors and the reference elsewhere."""
-    return choose("rwkv7", _IMPLS, impl, "chunk" if x.device.type == "cpu" else "reference")
+    return choose("rwkv7", _IMPLS, impl, _auto(x.device))
 
 
 def rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, impl="auto",
@@ -156,7 +160,7 @@ def rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=Fa
 
     r, w, k, a, b (B, T, H, K); v (B, T, H, V); scale 1.0 (None means K**-0.5);
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
-    impl: "auto" (chunked on CPU), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
+    impl: "auto" (chunked), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
     reference.
     """
     fn = _pick(impl, r)

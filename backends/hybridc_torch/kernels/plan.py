@@ -1,0 +1,42 @@
+"""Which kernel each mixer kind of a model runs, per device: what ``hybridc describe --kernels`` prints.
+
+The choice is made by the same code the layers call (each kernel module's ``_auto(device)`` and ``_IMPLS`` through
+``_dispatch.resolve``), so the table cannot drift from what runs. Nothing is compiled or launched: a GPU row says
+what ``auto`` would pick for a CUDA tensor, whether or not this machine has one.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ._dispatch import resolve
+
+OPS = {"mamba": "selective_scan", "mamba2": "ssd", "rwkv": "rwkv7", "delta_net": "delta_rule",
+       "gated_delta_net": "gated_delta_rule", "griffin_lru": "linear_recurrence"}
+FIXED = {"attn": ("sdpa", "torch.nn.functional.scaled_dot_product_attention"),
+         "gru": ("torch.gru", "torch's fused GRU kernel"), "mlp": (None, "no recurrence")}
+DEVICES = ("cpu", "cuda")
+
+
+def choice(op: str, device: str) -> tuple[str, str]:
+    """(implementation name, why) that ``impl="auto"`` picks for `op` on `device`."""
+    mod = importlib.import_module(f"{__package__}.{op}")
+    name, source = resolve(op, mod._IMPLS, "auto", mod._auto(device))
+    return name, ("forced by HYBRIDC_KERNEL" if source != "auto" else f"auto on {device}")
+
+
+def plan(model, devices=DEVICES) -> list[dict]:
+    """One row per mixer kind: its layers, the recurrence and the implementation per device."""
+    layers: dict[str, list[int]] = {}
+    for i, layer in enumerate(model.layers):
+        for m in layer.mixers:
+            layers.setdefault(m.kind, []).append(i)
+    rows = []
+    for kind, idx in layers.items():
+        if kind in OPS:
+            op, picks = OPS[kind], {d: choice(OPS[kind], d) for d in devices}
+        else:
+            op, why = FIXED[kind]
+            picks = {d: (op or "-", why) for d in devices}
+        rows.append({"kind": kind, "layers": idx, "op": OPS.get(kind, op or "-"),
+                     "impl": {d: p[0] for d, p in picks.items()}, "why": {d: p[1] for d, p in picks.items()}})
+    return rows
