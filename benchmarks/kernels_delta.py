@@ -177,13 +177,13 @@ def bench(kernel, lengths, reps):
     print("(~: the reference's forward+backward extrapolated linearly from the first length; a lower bound)")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kernels", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
-    opts = ap.parse_args()
+    opts = ap.parse_args(argv)
     torch.set_num_threads(opts.threads)
     try:
         import os

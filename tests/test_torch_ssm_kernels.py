@@ -228,7 +228,7 @@ def test_linear_recurrence_dtypes_and_step():
 def test_impl_registry_and_unknown_impl(module):
     assert "reference" in module._IMPLS and len(module._IMPLS) >= 2  # the reference plus a fast CPU kernel
     assert module._pick("reference") is module.reference
-    assert module._pick("auto", device="cuda") is module.reference  # no GPU kernel yet: auto falls back
+    assert module._pick("auto", device="cuda") is module._IMPLS["triton"]  # the Triton kernels (triton is installed)
     with pytest.raises(ValueError, match="auto.*reference"):
         module._pick("triton-nope")
 

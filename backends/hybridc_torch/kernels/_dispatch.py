@@ -7,6 +7,8 @@ Precedence: an explicit ``impl=`` argument, then the environment variable ``HYBR
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 
 ENV = "HYBRIDC_KERNEL"
@@ -47,3 +49,9 @@ def resolve(op: str, impls: dict, impl: str, auto: str) -> tuple[str, str]:
 def choose(op: str, impls: dict, impl: str, auto: str):
     """The implementation `resolve` names."""
     return impls[resolve(op, impls, impl, auto)[0]]
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether triton is installed (cached): ``auto`` picks the Triton kernels for CUDA tensors only then."""
+    return importlib.util.find_spec("triton") is not None

@@ -11,6 +11,9 @@ Per head, with state S (K, V) and one step t:
     o_t = S_t^T (scale * q_t)                        # (V,)
 No internal L2 normalisation: the caller normalises q and k.
 
+GPU form (``impl="triton"``, what ``auto`` picks on CUDA when triton imports): the gated delta rule's Triton kernels
+with g = 0 (``triton_gated_delta_rule.triton_delta_rule``).
+
 Dimension glossary:
     B batch, T time (sequence length), H heads, K key/query head dim, V value head dim.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from .gated_delta_rule import chunk_delta_core
+from . import _dispatch
 from ._dispatch import choose
 
 __all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule"]
@@ -69,12 +73,26 @@ def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final
     return chunk_delta_core(q, k, v, None, beta, scale, initial_state, output_final_state, chunk_size)
 
 
-_IMPLS = {"reference": reference, "chunk": chunk_delta_rule}
+def _triton(*args, **kwargs):
+    """The Triton GPU kernels (the gated ones with g = 0), imported on first call (torch without triton imports)."""
+    from .triton_gated_delta_rule import triton_delta_rule
+    return triton_delta_rule(*args, **kwargs)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_delta_rule, "triton": _triton}
+
+
+def _auto(device) -> str:
+    """"chunk" on CPU, "triton" on CUDA when triton imports, the reference otherwise."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return "chunk"
+    return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
 
 
 def _pick(impl: str, x: torch.Tensor):
-    """"auto" is the chunked form on CPU tensors and the reference elsewhere."""
-    return choose("delta_rule", _IMPLS, impl, "chunk" if x.device.type == "cpu" else "reference")
+    """"auto": the chunked form on CPU tensors, the Triton kernels on CUDA (when triton imports), else the reference."""
+    return choose("delta_rule", _IMPLS, impl, _auto(x.device))
 
 
 def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto",
@@ -83,8 +101,8 @@ def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state
 
     q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H); scale defaults to K**-0.5;
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
-    impl: "auto" (chunked on CPU), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
-    reference.
+    impl: "auto" (chunked on CPU, Triton on CUDA), "reference", "chunk" or "triton"; chunk_size (None = the impl's
+    default) is ignored by the reference.
     """
     fn = _pick(impl, q)
     extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}

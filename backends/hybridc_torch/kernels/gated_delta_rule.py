@@ -11,6 +11,9 @@ Per head, with state S (K, V), log-space decay g_t (scalar per head) and one ste
     o_t = S_t^T (scale * q_t)                         # (V,)
 No internal L2 normalisation or gate activation: the caller passes normalised q/k, g in log space, beta in (0, 1).
 
+GPU form (``impl="triton"``, what ``auto`` picks on CUDA when triton imports): ``triton_gated_delta_rule`` (Triton
+kernels for ``chunk_delta_core``'s chunked form; its backward recomputes through ``chunk_delta_core``).
+
 Dimension glossary:
     B batch, T time (sequence length), H heads, K key/query head dim, V value head dim.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _dispatch
 from ._dispatch import choose
 
 __all__ = ["gated_delta_rule", "gated_delta_rule_step", "reference", "chunk_gated_delta_rule"]
@@ -168,12 +172,26 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, out
     return chunk_delta_core(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size)
 
 
-_IMPLS = {"reference": reference, "chunk": chunk_gated_delta_rule}
+def _triton(*args, **kwargs):
+    """The Triton GPU kernels (``triton_gated_delta_rule``), imported on first call (torch without triton imports)."""
+    from .triton_gated_delta_rule import triton_gated_delta_rule
+    return triton_gated_delta_rule(*args, **kwargs)
+
+
+def _auto(device) -> str:
+    """"chunk" on CPU, "triton" on CUDA when triton imports, the reference otherwise."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return "chunk"
+    return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_gated_delta_rule, "triton": _triton}
 
 
 def _pick(impl: str, x: torch.Tensor):
-    """"auto" is the chunked form on CPU tensors and the reference elsewhere."""
-    return choose("gated_delta_rule", _IMPLS, impl, "chunk" if x.device.type == "cpu" else "reference")
+    """"auto": the chunked form on CPU tensors, the Triton kernels on CUDA (when triton imports), else the reference."""
+    return choose("gated_delta_rule", _IMPLS, impl, _auto(x.device))
 
 
 def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto",
@@ -182,8 +200,8 @@ def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_fi
 
     q, k (B, T, H, K); v (B, T, H, V); g (B, T, H) log decay; beta (B, T, H); scale defaults to K**-0.5;
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
-    impl: "auto" (chunked on CPU), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
-    reference.
+    impl: "auto" (chunked on CPU, Triton on CUDA), "reference", "chunk" or "triton"; chunk_size (None = the impl's
+    default) is ignored by the reference.
     """
     fn = _pick(impl, q)
     extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}

@@ -14,6 +14,9 @@ are the same recurrence one level up (recursively); a second pass writes the out
 Python-level steps per call: about 2T + L/T instead of L. Backward is a custom autograd.Function: the gradient of a linear recurrence is the same
 recurrence run in reverse (g_t = dh_t + a_{t+1} g_{t+1}; dx_t = g_t; da_t = g_t h_{t-1}), so it reuses the scan.
 
+GPU form (``impl="triton"``, what ``auto`` picks on CUDA when triton imports): ``triton_linear_recurrence`` (time
+tiles scanned in registers, coalesced over channels; its backward is the reverse-scan kernel).
+
 Glossary of dimension letters:
     B: batch    L: sequence length    D: channels
 """
@@ -24,6 +27,7 @@ import math
 
 import torch
 
+from . import _dispatch
 from ._dispatch import choose
 
 __all__ = ["linear_recurrence", "linear_recurrence_step", "reference"]
@@ -155,13 +159,21 @@ def cpp(a, x, initial_state=None):
     return selective_scan_cpu.linear_recurrence_cpp(a, x, initial_state)
 
 
-_IMPLS = {"reference": reference, "chunk": chunk_linear_recurrence, "cpp": cpp}
+def _triton(*args, **kwargs):
+    """The Triton GPU kernels (``triton_linear_recurrence``), imported on first call (torch without triton imports)."""
+    from .triton_linear_recurrence import triton_linear_recurrence
+    return triton_linear_recurrence(*args, **kwargs)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_linear_recurrence, "cpp": cpp, "triton": _triton}
 
 
 def _auto(device) -> str:
-    """CPU: the C++ scan when the kernels library builds, else the chunked torch scan; elsewhere the reference."""
-    if torch.device(device).type != "cpu":
-        return "reference"
+    """CPU: the C++ scan when the kernels library builds, else the chunked torch scan; CUDA: the Triton kernels
+    when triton imports; elsewhere the reference."""
+    kind = torch.device(device).type
+    if kind != "cpu":
+        return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
     from . import selective_scan_cpu
 
     return "cpp" if selective_scan_cpu.load() is not None else "chunk"
@@ -175,9 +187,9 @@ def linear_recurrence(a, x, initial_state=None, *, impl="auto", chunk_size=None)
     """h_t = a_t * h_{t-1} + x_t with h_{-1} = initial_state (zeros if None).
 
     a, x (B, L, D); initial_state (B, D). Returns (h (B, L, D) in x.dtype, h_last (B, D) fp32).
-    ``impl``: "auto" (CPU: "cpp", or "chunk" if the C++ kernels cannot be built; reference elsewhere), "cpp",
-    "chunk", "reference". ``chunk_size`` is passed to the chunked scan (default: about sqrt(L)) and ignored by the
-    others.
+    ``impl``: "auto" (CPU: "cpp", or "chunk" if the C++ kernels cannot be built; CUDA: "triton" when triton
+    imports; reference elsewhere), "cpp", "chunk", "triton", "reference". ``chunk_size`` is passed to the chunked
+    scan (default: about sqrt(L)) and ignored by the others.
     """
     fn = _pick(impl, x.device)
     if fn is chunk_linear_recurrence and chunk_size is not None:

@@ -12,6 +12,8 @@ Per channel d and state index n (ZOH for A, Euler for B, as in the reference):
 
 Fast form (``impl="cpp"``, what ``auto`` picks on CPU when it builds): a fused C++ kernel, see
 ``selective_scan_cpu.py`` (compiled on first use; if that fails, ``auto`` warns once and uses the reference).
+GPU form (``impl="triton"``, what ``auto`` picks on CUDA when triton imports): ``triton_selective_scan`` (a chunked
+parallel scan with the state in registers; its backward is a reverse-scan kernel recomputing from checkpoints).
 
 Glossary of dimension letters:
     B: batch    D: channels (d_inner)    L: sequence length    N: state size    G: groups of B/C (D % G == 0)
@@ -22,6 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import _dispatch
 from ._dispatch import choose
 
 __all__ = ["selective_scan", "selective_scan_step", "reference"]
@@ -98,13 +101,21 @@ def cpp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False
     return selective_scan_cpu.selective_scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
 
 
-_IMPLS = {"reference": reference, "cpp": cpp}
+def _triton(*args, **kwargs):
+    """The Triton GPU kernels (``triton_selective_scan``), imported on first call (torch without triton imports)."""
+    from .triton_selective_scan import triton_selective_scan
+    return triton_selective_scan(*args, **kwargs)
+
+
+_IMPLS = {"reference": reference, "cpp": cpp, "triton": _triton}
 
 
 def _auto(device) -> str:
-    """CPU: the C++ kernel when it builds (warns once and falls back otherwise); elsewhere the reference."""
-    if torch.device(device).type != "cpu":
-        return "reference"
+    """CPU: the C++ kernel when it builds (warns once and falls back otherwise); CUDA: the Triton kernels when
+    triton imports; elsewhere the reference."""
+    kind = torch.device(device).type
+    if kind != "cpu":
+        return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
     from . import selective_scan_cpu
 
     return "cpp" if selective_scan_cpu.load() is not None else "reference"

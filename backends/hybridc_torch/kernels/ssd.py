@@ -21,6 +21,9 @@ Per head h (heads share B/C within a group g = h // (H / G)):
     y_t   = S_t C_t + D_h * x_t
     out_t = y_t * silu(z_t)                                       (if z is given)
 
+GPU form (``impl="triton"``, what ``auto`` picks on CUDA when triton imports): ``triton_ssd`` (Triton kernels
+for the same chunked algorithm; its backward recomputes through ``chunk_ssd``).
+
 Glossary of dimension letters:
     B: batch    L: sequence length    H: heads    P: head dim    G: groups of B/C (H % G == 0)    N: state size
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import _dispatch
 from ._dispatch import choose
 
 __all__ = ["ssd", "ssd_step", "reference"]
@@ -162,12 +166,26 @@ def chunk_ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_
     return y.to(x.dtype), S.reshape(batch, heads, head_dim, state)
 
 
-_IMPLS = {"reference": reference, "chunk": chunk_ssd}
+def _triton(*args, **kwargs):
+    """The Triton GPU kernels (``triton_ssd``), imported on first call so that torch without triton still imports."""
+    from .triton_ssd import triton_ssd
+    return triton_ssd(*args, **kwargs)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_ssd, "triton": _triton}
 _AUTO_CPU = "chunk"
 
 
+def _auto(device: torch.device | str) -> str:
+    """"chunk" on CPU, "triton" on CUDA when triton imports, the reference otherwise."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return _AUTO_CPU
+    return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
+
+
 def _pick(impl: str, device: torch.device | str = "cpu"):
-    return choose("ssd", _IMPLS, impl, _AUTO_CPU if torch.device(device).type == "cpu" else "reference")
+    return choose("ssd", _IMPLS, impl, _auto(device))
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, dt_softplus=False,
