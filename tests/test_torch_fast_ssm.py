@@ -276,6 +276,55 @@ def test_selective_scan_cpp_common_state_sizes(small_checkpoints, state):
     _compare(_ss_fn("reference"), _ss_fn("cpp"), kw, 2)
 
 
+def _lanes():
+    return selective_scan_cpu.load().hybridc_ss_lanes(0)
+
+
+@needs_cpp
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("groups", [None, 2], ids=["no-groups", "G2"])
+def test_selective_scan_cpp_channel_blocks(small_checkpoints, threads, groups):
+    """The kernel vectorises across channels in blocks of W lanes: several blocks per task, several tasks per group
+    and a partial last block (channels per group = 5 W + 3), with N = 16 (the unrolled path)."""
+    per_group = 5 * _lanes() + 3
+    channels = per_group * (groups or 1)
+    kw = _ss_inputs(1, channels, 16, 2 * T + 3, groups, h0=True, seed=11)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        _compare(_ss_fn("reference"), _ss_fn("cpp"), kw, 2)
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_cpp
+def test_selective_scan_cpp_extreme_values(small_checkpoints):
+    """softplus above its threshold (20) and far below 0, decays exp(dt A) below the fp32 range (exactly 0), and
+    gates silu(z) at both ends: the fused elementwise math matches torch's."""
+    kw = _ss_inputs(2, 2 * _lanes() + 1, 4, 3 * T + 5, h0=True, seed=3)
+    g = torch.Generator().manual_seed(5)
+    kw["delta"] = torch.randn(kw["delta"].shape, generator=g) * 30  # softplus on both sides of its threshold
+    kw["A"] = kw["A"] * 10  # dt A down to about -1e4
+    kw["z"] = torch.randn(kw["z"].shape, generator=g) * 40
+    _compare(_ss_fn("reference"), _ss_fn("cpp"), kw, 2)
+    out, last = _ss_fn("cpp")(**kw)
+    assert torch.isfinite(out).all() and torch.isfinite(last).all()
+
+
+@needs_cpp
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"), reason="x86 build flags")
+def test_selective_scan_cpp_portable_build(monkeypatch, small_checkpoints):
+    """The vector code without AVX (-march=x86-64: the generic min/max, vectors split into SSE2 halves) and with 16
+    fp32 lanes (the AVX-512 lane count, emulated): same results as the reference."""
+    lib = selective_scan_cpu._build(("-march=x86-64", "-DHYBRIDC_VBYTES=64"))
+    assert lib.hybridc_ss_lanes(0) == 16 and lib.hybridc_ss_lanes(1) == 8
+    monkeypatch.setattr(selective_scan_cpu, "_LIB", lib)
+    monkeypatch.setattr(selective_scan_cpu, "_TRIED", True)
+    for state, groups in ((16, None), (5, 2)):
+        kw = _ss_inputs(2, 2 * 19, state, 2 * T + 3, groups, h0=True, seed=state)
+        _compare(_ss_fn("reference"), _ss_fn("cpp"), kw, 2)
+
+
 @needs_cpp
 def test_selective_scan_auto_picks_cpp():
     assert ss_mod._pick("auto", "cpu") is ss_mod.cpp
