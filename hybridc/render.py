@@ -48,11 +48,15 @@ def print_kernels(con, plans: dict) -> None:
     from rich.table import Table
 
     cols = [(b, d) for b, rows in plans.items() for d in (rows[0]["impl"] if rows else {})]
-    t = Table(title="kernels (impl=\"auto\"; HYBRIDC_KERNEL or impl= override)", title_justify="left")
-    for col in ("kind", "layers", "recurrence", *(f"{b} {d}" for b, d in cols)):
-        t.add_column(col)
     first = next(iter(plans.values()))
-    for i, row in enumerate(first):
-        picks = [plans[b][i]["impl"][d] for b, d in cols]
-        t.add_row(row["kind"], _spans(row["layers"]), row["op"], *picks)
-    con.print(t)
+    head = ["kind", "layers", "recurrence", *(f"{b} {d}" for b, d in cols)]
+    rows = [[row["kind"], _spans(row["layers"]), row["op"], *(plans[b][i]["impl"][d] for b, d in cols)]
+            for i, row in enumerate(first)]
+    t = Table(title="kernels (impl=\"auto\"; HYBRIDC_KERNEL or impl= override)", title_justify="left")
+    for j, col in enumerate(head):                                     # names are never truncated
+        t.add_column(col, no_wrap=True, min_width=max(len(str(r[j])) for r in [head, *rows]))
+    for r in rows:
+        t.add_row(*r)
+    from rich.console import Console
+
+    Console(width=max(con.width, 160)).print(t)                        # wider than the terminal rather than cropped

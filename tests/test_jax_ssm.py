@@ -323,7 +323,7 @@ def test_kernels_reject_unknown_impl_and_jit():
     with pytest.raises(ValueError, match=r"'auto', 'reference'"):
         jssd.ssd(**_tj(_ssd_inputs(3, (4,), False))[1], chunk_size=4, impl="triton")
     with pytest.raises(ValueError, match=r"'auto', 'reference'"):
-        jlr.linear_recurrence(jnp.ones((1, 2, 3)), jnp.ones((1, 2, 3)), impl="pallas")
+        jlr.linear_recurrence(jnp.ones((1, 2, 3)), jnp.ones((1, 2, 3)), impl="triton")
     fn = jax.jit(lambda d: jss.selective_scan(**d, impl="reference", return_last_state=True))
     for jv, tv in zip(fn(j), tss.selective_scan(**t, return_last_state=True)):
         close(jv, tv.numpy())

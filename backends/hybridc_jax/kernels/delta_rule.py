@@ -4,7 +4,8 @@ Paper: Schlag et al., "Linear Transformers Are Secretly Fast Weight Programmers"
 Yang et al., "Parallelizing Linear Transformers with the Delta Rule over Sequence Length" (2024, arXiv:2406.06484).
 Reference implementation: flash-linear-attention, ``fla.ops.delta_rule`` (``chunk_delta_rule`` signature and
 [B, T, H, K] layout; ``fla/ops/delta_rule/naive.py::delta_rule_recurrence`` for the math). Mirrors
-hybridc_torch/kernels/delta_rule.py with ``lax.scan`` over time.
+hybridc_torch/kernels/delta_rule.py: the reference is a ``lax.scan`` over time; the fast form (``impl="chunk"``, what
+``auto`` picks) is the chunked WY / UT-transform form shared with the gated delta rule (``chunk_delta_core``, no decay).
 
 Per head, with state S (K, V) and one step t:
     u_t = beta_t * (v_t - S_{t-1}^T k_t)            # (V,)
@@ -17,12 +18,14 @@ Dimension glossary:
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ._dispatch import choose
+from .gated_delta_rule import chunk_delta_core
 
-__all__ = ["delta_rule", "delta_rule_step", "reference"]
+__all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule"]
 
 
 def _acc_dtype(dtype) -> jnp.dtype:
@@ -63,18 +66,36 @@ def reference(q, k, v, beta, scale=None, initial_state=None, output_final_state=
     return jnp.moveaxis(o, 0, 1).astype(q.dtype), (S if output_final_state else None)  # (B, T, H, V)
 
 
-_IMPLS = {"reference": reference}
+def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=64):
+    """Chunked delta rule (WY / UT-transform form, chunk 64 by default); same contract as ``reference``.
+
+    Shares its core with the gated delta rule (``gated_delta_rule.chunk_delta_core`` with no decay).
+    """
+    return chunk_delta_core(q, k, v, None, beta, scale, initial_state, output_final_state, chunk_size)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_delta_rule}
+
+
+def _auto(device: str = "cpu") -> str:
+    """The chunked form on every device for now (GPU-specific choices come later)."""
+    return "chunk"
 
 
 def _pick(impl: str):
-    return choose("delta_rule", _IMPLS, impl, "reference")
+    return choose("delta_rule", _IMPLS, impl, _auto(jax.default_backend()))
 
 
-def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto"):
+def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto",
+               chunk_size=None):
     """Delta rule over a sequence, as fla's ``chunk_delta_rule`` (without in-kernel l2norm).
 
     q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H); scale defaults to K**-0.5;
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
+    impl: "auto" (chunked), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
+    reference.
     """
-    return _pick(impl)(q, k, v, beta, scale=scale, initial_state=initial_state,
-                       output_final_state=output_final_state)
+    fn = _pick(impl)
+    extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}
+    return fn(q, k, v, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+              **extra)

@@ -3,7 +3,9 @@
 Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule" (2024, arXiv:2412.06464).
 Reference implementation: flash-linear-attention, ``fla.ops.gated_delta_rule`` (``chunk_gated_delta_rule`` signature,
 [B, T, H, K] layout; ``fla/ops/gated_delta_rule/naive.py::naive_recurrent_gated_delta_rule`` for the math). Mirrors
-hybridc_torch/kernels/gated_delta_rule.py with ``lax.scan`` over time.
+hybridc_torch/kernels/gated_delta_rule.py: the reference is a ``lax.scan`` over time; the fast form (``impl="chunk"``,
+what ``auto`` picks) is the chunked WY / UT-transform form (``chunk_delta_core``, chunk 64), with ``lax.scan`` over
+chunks for the state pass and ``jax.grad`` through it.
 
 Per head, with state S (K, V), log-space decay g_t (scalar per head) and one step t:
     S'  = exp(g_t) * S_{t-1}                          # (K, V)
@@ -17,12 +19,13 @@ Dimension glossary:
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from ._dispatch import choose
 
-__all__ = ["gated_delta_rule", "gated_delta_rule_step", "reference"]
+__all__ = ["gated_delta_rule", "gated_delta_rule_step", "reference", "chunk_gated_delta_rule"]
 
 
 def _acc_dtype(dtype) -> jnp.dtype:
@@ -63,18 +66,140 @@ def reference(q, k, v, g, beta, scale=None, initial_state=None, output_final_sta
     return jnp.moveaxis(o, 0, 1).astype(q.dtype), (S if output_final_state else None)     # (B, T, H, V)
 
 
-_IMPLS = {"reference": reference}
+def _chunk_layout(x, C, pad):
+    """(B, T, H, ...) -> (B, H, N, C, ...) with T zero-padded by `pad` steps to N*C."""
+    x = jnp.swapaxes(x, 1, 2)                                           # (B, H, T, ...)
+    if pad:
+        x = jnp.pad(x, [(0, 0), (0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 3))
+    return x.reshape(x.shape[:2] + (x.shape[2] // C, C) + x.shape[3:])
+
+
+def unit_lower_inverse(n: jax.Array) -> jax.Array:
+    """(I + n)^{-1} for strictly lower-triangular n (..., C, C), by recursive block doubling.
+
+    With M = [[A, 0], [X, D]] the inverse is [[A^-1, 0], [-D^-1 X A^-1, D^-1]]: starting from the unit 1x1 blocks,
+    each level merges neighbouring diagonal blocks with two batched matmuls (log2 C levels); plain matmuls for
+    jax.grad. Only the strictly lower part of n is read.
+    """
+    C = n.shape[-1]
+    P = 1 << max(C - 1, 0).bit_length()                                 # next power of two >= C
+    if P != C:                                                          # identity padding keeps the inverse exact
+        n = jnp.pad(n, [(0, 0)] * (n.ndim - 2) + [(0, P - C), (0, P - C)])
+    lead = n.shape[:-2]
+    inv = jnp.ones(lead + (P, 1, 1), n.dtype)                           # (..., nb, s, s) diagonal-block inverses
+    s = 1
+    while s < P:
+        nb = P // (2 * s)
+        blocks = jnp.diagonal(n.reshape(lead + (nb, 2 * s, nb, 2 * s)), axis1=-4, axis2=-2)   # (..., 2s, 2s, nb)
+        x = jnp.moveaxis(blocks, -1, -3)[..., s:, :s]                   # (..., nb, s, s) lower-left blocks
+        a_inv, d_inv = inv[..., 0::2, :, :], inv[..., 1::2, :, :]       # (..., nb, s, s)
+        low = -(d_inv @ x @ a_inv)                                      # (..., nb, s, s)
+        top = jnp.concatenate([a_inv, jnp.zeros_like(a_inv)], axis=-1)  # (..., nb, s, 2s)
+        bottom = jnp.concatenate([low, d_inv], axis=-1)                 # (..., nb, s, 2s)
+        inv = jnp.concatenate([top, bottom], axis=-2)                   # (..., nb, 2s, 2s)
+        s *= 2
+    return inv[..., 0, :C, :C]
+
+
+def pass_states(S, trans, inject):
+    """S_{n+1} = trans_n S_n + inject_n over chunks. S (B, H, K, V); trans (B, H, N, K, K); inject (B, H, N, K, V).
+
+    Returns (the states entering each chunk (B, H, N, K, V), the final state (B, H, K, V)).
+    """
+    def cell(S, xs):
+        tr, inj = xs
+        return tr @ S + inj, S
+
+    S, starts = lax.scan(cell, S, (jnp.moveaxis(trans, 2, 0), jnp.moveaxis(inject, 2, 0)))
+    return jnp.moveaxis(starts, 0, 2), S
+
+
+def chunk_delta_core(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size):
+    """Chunked WY / UT-transform form of the (gated) delta rule; g None means no decay (plain delta rule).
+
+    Inside a chunk of C steps (cumulative log decay G_i = g_1 + ... + g_i, pair decays exp(G_i - G_j), j <= i):
+        (I + diag(beta) tril_strict(exp(G_i - G_j) k_i.k_j)) [U_v | W] = [beta v | beta exp(G) k]
+    so the delta-rule updates of the chunk are U = U_v - W S0 (S0 the state entering the chunk), and
+        O = (scale q exp(G)) S0 + tril(exp(G_i - G_j) scale q_i.k_j) U,
+        S_C = exp(G_C) S0 + (k exp(G_C - G))^T U = (exp(G_C) I - kd^T W) S0 + kd^T U_v.
+    Everything but the S0 products runs for all chunks at once (batched matmuls and a batched unit-triangular
+    inverse by block doubling); only the state pass (one (K, K) x (K, V) matmul-add per chunk) is a ``lax.scan``.
+    Padded tail steps have k = v = beta = 0 and g = 0, which leave the state unchanged. ``jax.grad`` differentiates
+    through it (pair decays are masked to -inf before the exp, so no inf * 0 reaches the gradient).
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    out_dtype, acc = q.dtype, _acc_dtype(q.dtype)
+    scale = K ** -0.5 if scale is None else scale
+    S = jnp.zeros((B, H, K, V), acc) if initial_state is None else initial_state.astype(acc)   # (B, H, K, V)
+    if T == 0:
+        return jnp.zeros((B, 0, H, V), out_dtype), (S if output_final_state else None)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    C = min(int(chunk_size), T)
+    pad = (-T) % C
+    N = (T + pad) // C
+    q, k, v = (_chunk_layout(t.astype(acc), C, pad) for t in (q, k, v))   # (B, H, N, C, K|V)
+    beta = _chunk_layout(beta.astype(acc), C, pad)[..., None]           # (B, H, N, C, 1)
+    kb = k * beta                                                       # (B, H, N, C, K)
+    k_t = jnp.swapaxes(k, -1, -2)                                       # (B, H, N, K, C)
+    mix = kb @ k_t                                                      # (B, H, N, C, C) beta_i k_i.k_j
+    aqk = (q * scale) @ k_t                                             # (B, H, N, C, C) scale q_i.k_j
+    if g is None:
+        qg, kd, k_rhs = q * scale, k, kb
+        aqk = jnp.tril(aqk)                                             # lower incl.
+        decay_c = jnp.ones((), acc)
+    else:
+        G = jnp.cumsum(_chunk_layout(g.astype(acc), C, pad), axis=-1)   # (B, H, N, C) inclusive
+        lower = jnp.tril(jnp.ones((C, C), bool))
+        dec = jnp.exp(jnp.where(lower, G[..., :, None] - G[..., None, :], -jnp.inf))   # (B, H, N, C, C) e^{G_i-G_j}
+        mix, aqk = mix * dec, aqk * dec                                 # lower (upper exactly 0)
+        eG = jnp.exp(G)[..., None]                                      # (B, H, N, C, 1)
+        qg, k_rhs = q * (scale * eG), kb * eG                           # (B, H, N, C, K)
+        kd = k * jnp.exp(G[..., -1:] - G)[..., None]                    # (B, H, N, C, K) exp(G_C - G_j) k_j
+        decay_c = jnp.exp(G[..., -1])[..., None, None]                  # (B, H, N, 1, 1)
+    t_inv = unit_lower_inverse(mix)                                     # reads the strictly lower part only
+    u_v = t_inv @ (v * beta)                                            # (B, H, N, C, V)
+    w = t_inv @ k_rhs                                                   # (B, H, N, C, K)
+    # S_C = e^{G_C} S0 + kd^T (u_v - w S0) = trans S0 + inject: one (K, K) x (K, V) matmul-add per chunk.
+    kd_t = jnp.swapaxes(kd, -1, -2)                                     # (B, H, N, K, C)
+    trans = jnp.eye(K, dtype=acc) * decay_c - kd_t @ w                  # (B, H, N, K, K)
+    inject = kd_t @ u_v                                                 # (B, H, N, K, V)
+    starts, S = pass_states(S, trans, inject)                           # (B, H, N, K, V), (B, H, K, V)
+    # O = qg S0 + aqk (u_v - w S0) = (qg - aqk w) S0 + aqk u_v
+    o = (qg - aqk @ w) @ starts + aqk @ u_v                             # (B, H, N, C, V)
+    o = jnp.swapaxes(o.reshape(B, H, N * C, V)[:, :, :T], 1, 2)         # (B, T, H, V), as the reference
+    return o.astype(out_dtype), (S if output_final_state else None)
+
+
+def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
+                           chunk_size=64):
+    """Chunked gated delta rule (WY / UT-transform form, chunk 64 by default); same contract as ``reference``."""
+    return chunk_delta_core(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_gated_delta_rule}
+
+
+def _auto(device: str = "cpu") -> str:
+    """The chunked form on every device for now (GPU-specific choices come later)."""
+    return "chunk"
 
 
 def _pick(impl: str):
-    return choose("gated_delta_rule", _IMPLS, impl, "reference")
+    return choose("gated_delta_rule", _IMPLS, impl, _auto(jax.default_backend()))
 
 
-def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto"):
+def gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, *, impl="auto",
+                     chunk_size=None):
     """Gated delta rule over a sequence, as fla's ``chunk_gated_delta_rule`` (no in-kernel l2norm/gate/sigmoid).
 
     q, k (B, T, H, K); v (B, T, H, V); g (B, T, H) log decay; beta (B, T, H); scale defaults to K**-0.5;
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
+    impl: "auto" (chunked), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
+    reference.
     """
-    return _pick(impl)(q, k, v, g, beta, scale=scale, initial_state=initial_state,
-                       output_final_state=output_final_state)
+    fn = _pick(impl)
+    extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}
+    return fn(q, k, v, g, beta, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+              **extra)

@@ -5,6 +5,17 @@ Reference implementation: mamba_ssm ``selective_scan_fn`` / ``selective_scan_ref
 same shapes and semantics as transformers' ``mamba_selective_scan`` (models/mamba/modeling_mamba.py).
 Mirrors hybridc_torch/kernels/selective_scan.py; the reference scans over time with ``lax.scan``.
 
+Fast form (``impl="chunk"``, what ``auto`` picks): there is no matmul form (the decays are per channel *and* state
+index), so the gain is in memory traffic. ``lax.scan`` walks chunks of T steps (default 8); inside a chunk the
+decays exp(dt A) and inputs dt u B of all T steps are computed at once and the T steps are unrolled, on a
+[N, channels] state (channels minor, so the exp, the update and the C-reduction are lane-parallel over channels;
+every reduction is an einsum, which XLA:CPU runs far faster than multiply-then-sum). Nothing [B, L, D, N]-sized is
+ever materialised. Backward is a ``jax.custom_vjp``: the forward keeps only the chunk-entry states; the backward
+walks the chunks in reverse (``lax.scan(reverse=True)``), recomputes each chunk's states from its entry state and
+runs the reverse recurrence g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1}, from which every input gradient is an
+elementwise product or an einsum. Measured (B4 L1024 D512 N16, jit, fwd+bwd): 4-8x faster than ``jax.grad``
+through the reference ``lax.scan`` (with or without ``unroll=``) or through chunked ``lax.associative_scan`` forms.
+
 Per channel d and state index n (ZOH for A, Euler for B, as in the reference):
     dt_t     = softplus(delta_t + delta_bias)            (if delta_softplus, else delta_t + delta_bias)
     h_t      = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t
@@ -23,7 +34,7 @@ from jax import lax
 
 from ._dispatch import choose
 
-__all__ = ["selective_scan", "selective_scan_step", "reference"]
+__all__ = ["selective_scan", "selective_scan_step", "reference", "chunk_selective_scan"]
 
 
 def _acc_dtype(dtype) -> jnp.dtype:
@@ -92,11 +103,135 @@ def reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus
     return y.astype(u.dtype), h
 
 
-_IMPLS = {"reference": reference}
+def _steps(a, b):
+    """h_t = a_t h_{t-1} + b_t along axis 0 from h_{-1} = 0, unrolled (T is small and static): stacked h_t."""
+    hs = [b[0]]
+    for t in range(1, a.shape[0]):
+        hs.append(a[t] * hs[-1] + b[t])
+    return jnp.stack(hs)
+
+
+def _chunk_states(h_in, dt, u, A, B_c):
+    """States of one chunk. h_in (B, G, N, E); dt, u (T, B, G, E); A (G, N, E); B_c (T, B, G, N).
+
+    Returns (the decays exp(dt A) (T, B, G, N, E), the states after each step (T, B, G, N, E)).
+    """
+    dA = jnp.exp(dt[..., None, :] * A)  # (T, B, G, N, E)
+    dBu = ((dt * u)[..., None, :] * B_c[..., None]).at[0].add(dA[0] * h_in)  # (T, B, G, N, E)
+    return dA, _steps(dA, dBu)
+
+
+def _scan_fwd(h0, dt, u, A, B, C):
+    """Returns (y (c, T, B, G, E), last state (B, G, N, E), the states entering each chunk (c, B, G, N, E))."""
+    def chunk(h, xs):
+        dt_c, u_c, B_c, C_c = xs
+        _, hs = _chunk_states(h, dt_c, u_c, A, B_c)  # (T, B, G, N, E)
+        return hs[-1], (jnp.einsum("tbgne,tbgn->tbge", hs, C_c), h)
+
+    h, (y, starts) = lax.scan(chunk, h0, (dt, u, B, C))
+    return y, h, starts
+
+
+@jax.custom_vjp
+def _scan_chunks(h0, dt, u, A, B, C):
+    """h0 (B, G, N, E); dt, u (c, T, B, G, E); A (G, N, E); B, C (c, T, B, G, N) -> (y (c, T, B, G, E), last state)."""
+    y, h, _ = _scan_fwd(h0, dt, u, A, B, C)
+    return y, h
+
+
+def _scan_chunks_fwd(h0, dt, u, A, B, C):
+    y, h, starts = _scan_fwd(h0, dt, u, A, B, C)
+    return (y, h), (starts, dt, u, A, B, C)
+
+
+def _scan_chunks_bwd(res, cotangents):
+    """Reverse walk over chunks: recompute the chunk's states, then g_t = dL/dh_t by the reverse recurrence."""
+    starts, dt, u, A, B, C = res
+    dy, dh_last = cotangents
+
+    def chunk(carry, xs):
+        dh_next, dA_sum = carry  # (B, G, N, E): dL/dh at the chunk's end from later chunks; (G, N, E)
+        h_in, dt_c, u_c, B_c, C_c, dy_c = xs
+        dA, hs = _chunk_states(h_in, dt_c, u_c, A, B_c)  # (T, B, G, N, E)
+        gy = (dy_c[..., None, :] * C_c[..., None]).at[-1].add(dh_next)  # (T, B, G, N, E)
+        a_next = jnp.concatenate([dA[1:], jnp.ones_like(dA[:1])], axis=0)  # (T, B, G, N, E): dA_{t+1}
+        g = _steps(a_next[::-1], gy[::-1])[::-1]  # (T, B, G, N, E): g_t = gy_t + dA_{t+1} g_{t+1}
+        h_prev = jnp.concatenate([h_in[None], hs[:-1]], axis=0)  # (T, B, G, N, E)
+        d_log = g * h_prev * dA  # (T, B, G, N, E): dL/d(dt A)
+        gB = jnp.einsum("tbgne,tbgn->tbge", g, B_c)  # (T, B, G, E)
+        d_dt = jnp.einsum("tbgne,gne->tbge", d_log, A) + gB * u_c  # (T, B, G, E)
+        dB = jnp.einsum("tbgne,tbge->tbgn", g, dt_c * u_c)  # (T, B, G, N)
+        dC = jnp.einsum("tbgne,tbge->tbgn", hs, dy_c)  # (T, B, G, N)
+        dA_sum = dA_sum + (d_log * dt_c[..., None, :]).sum((0, 1))  # (G, N, E)
+        return (dA[0] * g[0], dA_sum), (d_dt, gB * dt_c, dB, dC)
+
+    (dh0, dA), (d_dt, du, dB, dC) = lax.scan(chunk, (dh_last, jnp.zeros_like(A)), (starts, dt, u, B, C, dy),
+                                             reverse=True)
+    return dh0, d_dt, du, dA, dB, dC
+
+
+_scan_chunks.defvjp(_scan_chunks_fwd, _scan_chunks_bwd)
+
+
+def _chunk_layout(v: jax.Array, T: int, pad: int) -> jax.Array:
+    """(B, G, X, L) -> (c, T, B, G, X), time zero-padded by `pad` steps to c * T."""
+    if pad:
+        v = jnp.pad(v, [(0, 0)] * 3 + [(0, pad)])
+    return v.reshape(v.shape[:3] + (v.shape[3] // T, T)).transpose(3, 4, 0, 1, 2)
+
+
+def chunk_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                         initial_state=None, *, chunk_size=8):
+    """Chunked scan with a recomputing backward, same contract as `reference`; returns (out (B, D, L), last_state).
+
+    Padded tail steps have dt = 0 (decay 1, no input), so they leave the last state unchanged.
+    """
+    batch, channels, length = u.shape
+    N = A.shape[-1]
+    acc = _acc_dtype(u.dtype)
+    h0 = initial_state.astype(acc) if initial_state is not None else jnp.zeros((batch, channels, N), acc)
+    if length == 0:
+        return jnp.zeros((batch, channels, 0), u.dtype), h0
+    dt = _discretize_dt(delta, delta_bias, delta_softplus)  # (B, D, L)
+    ua = u.astype(acc)  # (B, D, L)
+    Bg, Cg = (M.astype(acc)[:, None] if M.ndim == 3 else M.astype(acc) for M in (B, C))  # (B, G, N, L)
+    G = Bg.shape[1]
+    E = channels // G
+    T = max(1, min(int(chunk_size), length))
+    pad = -length % T
+    dt4, u4 = (_chunk_layout(v.reshape(batch, G, E, length), T, pad) for v in (dt, ua))  # (c, T, B, G, E)
+    y, h = _scan_chunks(h0.reshape(batch, G, E, N).swapaxes(-1, -2), dt4, u4,
+                        A.astype(acc).reshape(G, E, N).swapaxes(-1, -2),
+                        _chunk_layout(Bg, T, pad), _chunk_layout(Cg, T, pad))  # (c, T, B, G, E), (B, G, N, E)
+    y = y.transpose(2, 3, 4, 0, 1).reshape(batch, channels, -1)[..., :length]  # (B, D, L)
+    if D is not None:
+        y = y + D.astype(acc)[:, None] * ua
+    if z is not None:
+        y = y * jax.nn.silu(z.astype(acc))
+    return y.astype(u.dtype), h.swapaxes(-1, -2).reshape(batch, channels, N)
+
+
+def _pallas(*args, **kwargs):
+    """The Pallas GPU kernel (``pallas_selective_scan``), imported on first call; interpret mode on CPU."""
+    from .pallas_selective_scan import pallas_selective_scan
+    return pallas_selective_scan(*args, **kwargs)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_selective_scan, "pallas": _pallas}
+
+
+def _auto(device: str = "cpu") -> str:
+    """GPU: the Pallas kernel (on a GPU host, only if it lowers there; else the CPU choice). CPU: chunk, the
+    fastest JAX form measured (benchmarks/_jax_kernels.py)."""
+    if device == "gpu":
+        from .pallas_selective_scan import lowering_available
+        if jax.default_backend() != "gpu" or lowering_available():
+            return "pallas"
+    return "chunk"
 
 
 def _pick(impl: str):
-    return choose("selective_scan", _IMPLS, impl, "reference")
+    return choose("selective_scan", _IMPLS, impl, _auto(jax.default_backend()))
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -105,6 +240,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     u, delta (B, D, L); A (D, N); B, C (B, N, L) or (B, G, N, L); D (D,); z (B, D, L); delta_bias (D,);
     initial_state (B, D, N). Returns out (B, D, L), or (out, last_state (B, D, N) fp32) if return_last_state.
+    impl: "auto" (the chunked form), "chunk" or "reference".
     """
     out, last_state = _pick(impl)(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     return (out, last_state) if return_last_state else out
