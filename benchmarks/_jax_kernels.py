@@ -1,4 +1,4 @@
-"""JAX scan kernels on CPU: the fast forms (impl "auto") against the JAX `lax.scan` references and the torch kernels.
+"""JAX scan kernels on CPU: what impl "auto" runs against the JAX `lax.scan` references and the torch kernels.
 
     python -m benchmarks._jax_kernels [--lengths 1024 4096] [--reps 3] [--threads 2] [--only ssd rwkv7 ...]
 
@@ -10,12 +10,17 @@ scripts. Batch 4, d_model 256 at the layers' natural widths, fp32:
     gated_delta_rule   Gated DeltaNet defaults: H4, K64, V128 (expand_v 2)
     rwkv7              RWKV-7: H4, K64, V64
     linear_recurrence  RG-LRU: W = 256
-Each JAX callable is ``jax.jit``-ed; times exclude compilation (the first call, printed apart) and wait for the
-result (``block_until_ready``). fwd = the kernel's outputs; fwd+bwd = gradients of a fixed random linear functional
-of all outputs w.r.t. every float input. Times are the minimum over --reps runs after one warm-up call. Torch runs
-the same inputs through its entry point with impl="auto" (its CPU fast form) under torch.set_num_threads(--threads);
-XLA:CPU sizes its own thread pool (this machine's cores). JAX_DISABLE_MOST_OPTIMIZATIONS must not be set here
-(the tests set it): the benchmark refuses to run with it.
+JAX "auto" is: the chunked custom-VJP selective scan; for SSD and the delta family "scan_chunk" (the lax.scan
+forward when not differentiated, the chunked form's forward and VJP under jax.grad); the lax.scan linear recurrence
+(each measured fastest, see the kernel modules). Each JAX callable is ``jax.jit``-ed; times exclude compilation
+(the first call; the forward+backward's is printed) and wait for the result (``block_until_ready``). fwd = the
+kernel's outputs; fwd+bwd = gradients of a fixed random linear functional of all outputs w.r.t. every float input.
+Times are the minimum over --reps runs after one warm-up call; the JAX reference is timed once, at the shortest
+length, and scaled linearly to the longer ones ("~"). Torch runs the same inputs through its entry point
+with impl="auto" (its CPU fast form) under torch.set_num_threads(--threads); XLA:CPU sizes its own thread pool
+(this machine's cores). Torch's multi-threaded small ops stall badly when other processes load the cores (seconds
+instead of tens of ms): compare only rows measured on an idle machine. JAX_DISABLE_MOST_OPTIMIZATIONS must not be
+set here (the tests set it): the benchmark refuses to run with it.
 """
 from __future__ import annotations
 
@@ -176,15 +181,20 @@ def _jax_times(case: Case, reps: int) -> tuple[float, float, float]:
 
 
 def bench(lengths, reps: int, only=KERNELS) -> list[dict]:
-    rows = []
-    for length in lengths:
+    """Rows per (length, kernel). The JAX reference is timed at the shortest length only and scaled linearly in L
+    to the others (marked "~": its scan is O(L))."""
+    rows, ref_at = [], {}
+    for length in sorted(lengths):
         for kernel in only:
-            fast = _jax_times(make_case(kernel, length, "auto"), reps)
-            ref = _jax_times(make_case(kernel, length, "reference"), 1)
-            t_fwd, t_fb = torch_call(kernel, length)
+            t_fwd, t_fb = torch_call(kernel, length)  # torch first: before XLA's threads are busy
             torch_fwd, torch_fb = _min_seconds(t_fwd, reps), _min_seconds(t_fb, reps)
+            fast = _jax_times(make_case(kernel, length, "auto"), reps)
+            if kernel not in ref_at:
+                ref_at[kernel] = (length, _jax_times(make_case(kernel, length, "reference"), 1))
+            base, ref = ref_at[kernel]
             rows.append(dict(kernel=kernel, length=length, impl=jax_call_impl(kernel), compile=fast[0],
-                             fwd=fast[1], fb=fast[2], ref_fwd=ref[1], ref_fb=ref[2], t_fwd=torch_fwd, t_fb=torch_fb))
+                             fwd=fast[1], fb=fast[2], ref_fwd=ref[1] * length / base, ref_fb=ref[2] * length / base,
+                             ref_scaled=length != base, t_fwd=torch_fwd, t_fb=torch_fb))
             print_row(rows[-1])
     return rows
 
@@ -202,9 +212,10 @@ HEADER = ("| kernel (JAX auto impl), widths | L | JAX fwd ms | JAX ref fwd ms | 
 
 def print_row(r: dict) -> None:
     ms = lambda s: f"{s * 1e3:.1f}"  # noqa: E731
+    ref = (lambda s: f"~{s * 1e3:.0f}") if r["ref_scaled"] else ms  # noqa: E731
     print(f"| {r['kernel']} ({r['impl']}), {WIDTHS[r['kernel']]} | {r['length']} | {ms(r['fwd'])} | "
-          f"{ms(r['ref_fwd'])} | {ms(r['t_fwd'])} | {r['fwd'] / r['t_fwd']:.2f}x | {ms(r['fb'])} | "
-          f"{ms(r['ref_fb'])} | {ms(r['t_fb'])} | {r['fb'] / r['t_fb']:.2f}x | {r['compile']:.1f} |", flush=True)
+          f"{ref(r['ref_fwd'])} | {ms(r['t_fwd'])} | {r['fwd'] / r['t_fwd']:.2f}x | {ms(r['fb'])} | "
+          f"{ref(r['ref_fb'])} | {ms(r['t_fb'])} | {r['fb'] / r['t_fb']:.2f}x | {r['compile']:.1f} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -222,7 +233,8 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n## JAX kernels (jax {jax.__version__}, {jax.default_backend()}) vs torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); batch {BATCH}, fp32, min of {args.reps}; load average {load:.2f}\n")
-    print("JAX / torch < 1 means JAX is faster. The JAX reference is timed once (after its compile).\n")
+    print("JAX / torch < 1 means JAX is faster. The JAX reference is timed once (after its compile) at the shortest"
+          " length; ~ = scaled linearly from there.\n")
     print(HEADER)
     t0 = time.perf_counter()
     bench(args.lengths, args.reps, args.only)

@@ -1,7 +1,8 @@
 """Fast JAX kernels == their `lax.scan` references (values and `jax.grad` of every input) and == the torch fast kernels.
 
 Kernels: selective scan (chunked, custom_vjp), SSD (chunked), delta rule / gated delta rule (WY/UT chunked),
-RWKV-7 (chunked, factorised or exact pairwise scores), linear recurrence (two-level chunked). Small chunk sizes
+RWKV-7 (chunked, factorised or exact pairwise scores), linear recurrence (two-level chunked); and the "scan_chunk"
+impls that auto picks for SSD and the delta family (lax.scan values, chunked gradients). Small chunk sizes
 (T = 8) keep the shape grid cheap while every length class is hit: 1, 7 (= T-1), T, T+1, 3T+5; batch 1 and 3, with
 and without an initial state, strong and weak decay, final state compared. Each case is one jitted forward+grad of
 a fixed random linear functional of (output, final state) per implementation.
@@ -116,9 +117,12 @@ def torch_fast(kernel, kw):
 
 
 KERNELS = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence"]
-FAST = {"selective_scan": jss.chunk_selective_scan, "ssd": jssd.chunk_ssd, "delta_rule": jdr.chunk_delta_rule,
-        "gated_delta_rule": jgdr.chunk_gated_delta_rule, "rwkv7": jrk.chunk_rwkv7,
-        "linear_recurrence": jlr.reference}  # linear recurrence: the lax.scan measured fastest (module docstring)
+# What auto picks (measured fastest on CPU, see the module docstrings): the chunked selective scan; the lax.scan
+# forward with the chunked backward ("scan_chunk") for SSD and the delta family; the lax.scan linear recurrence.
+AUTO = {"selective_scan": jss.chunk_selective_scan, "ssd": jssd.scan_chunk_ssd, "delta_rule": jdr.scan_chunk_delta_rule,
+        "gated_delta_rule": jgdr.scan_chunk_gated_delta_rule, "rwkv7": jrk.scan_chunk_rwkv7,
+        "linear_recurrence": jlr.reference}
+SCAN_CHUNK = ["ssd", "delta_rule", "gated_delta_rule", "rwkv7"]
 MODULES = {"selective_scan": jss, "ssd": jssd, "delta_rule": jdr, "gated_delta_rule": jgdr, "rwkv7": jrk,
            "linear_recurrence": jlr}
 
@@ -144,11 +148,11 @@ def _close(actual, expected, rtol=1e-4, atol=1e-5, what=""):
     np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=atol * scale, err_msg=what)
 
 
-def compare(kernel, kw, chunk=T):
-    """Fast (impl "chunk") vs reference: outputs, final state and the gradient of every input."""
+def compare(kernel, kw, chunk=T, impl="chunk"):
+    """Fast (`impl`) vs reference: outputs, final state and the gradient of every input."""
     kw = {k: jnp.asarray(v) for k, v in kw.items() if v is not None}
     (_, (out_r, fin_r)), g_r = value_and_grads(kernel, "reference")(kw)
-    (_, (out_f, fin_f)), g_f = value_and_grads(kernel, "chunk", chunk)(kw)
+    (_, (out_f, fin_f)), g_f = value_and_grads(kernel, impl, chunk)(kw)
     assert out_f.shape == out_r.shape and out_f.dtype == out_r.dtype and fin_f.shape == fin_r.shape
     _close(out_f, out_r, what="out")
     _close(fin_f, fin_r, what="final state")
@@ -171,10 +175,17 @@ def test_fast_matches_reference_values_and_grads(kernel, length, batch, h0, stro
     compare(kernel, inputs(kernel, batch, length, h0=h0, strong=strong, seed=length))
 
 
+@pytest.mark.parametrize("kernel", SCAN_CHUNK)
+def test_scan_chunk_values_and_grads(kernel):
+    """impl "scan_chunk" (auto): the reference's values, the chunked form's gradients (custom VJP)."""
+    compare(kernel, inputs(kernel, 3, 3 * T + 5, h0=True, strong=False, seed=3), impl="scan_chunk")
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_fast_matches_torch_fast_kernel(kernel):
+    """The JAX chunked forms against the torch kernels' CPU fast forms (impl="auto" there) on the same inputs."""
     kw = inputs(kernel, 3, 3 * T + 5, h0=True, strong=False, seed=7)
-    out, final = jax.jit(lambda kw: jax_fn(kernel, "auto", T)(**kw))(
+    out, final = jax.jit(lambda kw: jax_fn(kernel, "chunk", T)(**kw))(
         {k: jnp.asarray(v) for k, v in kw.items() if v is not None})
     t_out, t_final = torch_fast(kernel, kw)
     _close(out, t_out, what="out")
@@ -184,7 +195,7 @@ def test_fast_matches_torch_fast_kernel(kernel):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_auto_picks_the_fast_form_and_bad_impl_raises(kernel):
     mod = MODULES[kernel]
-    assert mod._pick("auto") is FAST[kernel]
+    assert mod._pick("auto") is AUTO[kernel]
     assert mod._pick("reference") is mod.reference
     with pytest.raises(ValueError, match="valid choices"):
         mod._pick("nope")

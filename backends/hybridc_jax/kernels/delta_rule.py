@@ -4,8 +4,9 @@ Paper: Schlag et al., "Linear Transformers Are Secretly Fast Weight Programmers"
 Yang et al., "Parallelizing Linear Transformers with the Delta Rule over Sequence Length" (2024, arXiv:2406.06484).
 Reference implementation: flash-linear-attention, ``fla.ops.delta_rule`` (``chunk_delta_rule`` signature and
 [B, T, H, K] layout; ``fla/ops/delta_rule/naive.py::delta_rule_recurrence`` for the math). Mirrors
-hybridc_torch/kernels/delta_rule.py: the reference is a ``lax.scan`` over time; the fast form (``impl="chunk"``, what
-``auto`` picks) is the chunked WY / UT-transform form shared with the gated delta rule (``chunk_delta_core``, no decay).
+hybridc_torch/kernels/delta_rule.py: the reference is a ``lax.scan`` over time; the fast form (``impl="chunk"``) is the
+chunked WY / UT-transform form shared with the gated delta rule (``chunk_delta_core``, no decay). ``auto`` picks
+``impl="scan_chunk"``: the reference's forward when not differentiated, the chunked form under ``jax.grad``.
 
 Per head, with state S (K, V) and one step t:
     u_t = beta_t * (v_t - S_{t-1}^T k_t)            # (V,)
@@ -23,9 +24,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._dispatch import choose
-from .gated_delta_rule import chunk_delta_core
+from .gated_delta_rule import chunk_delta_core, scan_forward_chunk_backward
 
-__all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule"]
+__all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule", "scan_chunk_delta_rule"]
 
 
 def _acc_dtype(dtype) -> jnp.dtype:
@@ -74,12 +75,22 @@ def chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final
     return chunk_delta_core(q, k, v, None, beta, scale, initial_state, output_final_state, chunk_size)
 
 
-_IMPLS = {"reference": reference, "chunk": chunk_delta_rule}
+def scan_chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False,
+                          chunk_size=64):
+    """Values from the ``lax.scan`` reference, gradients from the chunked form (see
+    ``gated_delta_rule.scan_forward_chunk_backward``)."""
+    return scan_forward_chunk_backward(
+        lambda *a: reference(*a[:4], scale, a[4], output_final_state),
+        lambda *a: chunk_delta_core(*a[:3], None, a[3], scale, a[4], output_final_state, chunk_size),
+        q, k, v, beta, initial_state)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_delta_rule, "scan_chunk": scan_chunk_delta_rule}
 
 
 def _auto(device: str = "cpu") -> str:
-    """The chunked form on every device for now (GPU-specific choices come later)."""
-    return "chunk"
+    """The scan forward with the chunked backward on every device for now (GPU-specific choices come later)."""
+    return "scan_chunk"
 
 
 def _pick(impl: str):
@@ -92,8 +103,8 @@ def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state
 
     q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H); scale defaults to K**-0.5;
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
-    impl: "auto" (chunked), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
-    reference.
+    impl: "auto" ("scan_chunk": scan forward, chunked backward), "reference", "chunk" or "scan_chunk"; chunk_size
+    (None = the impl's default) is ignored by the reference.
     """
     fn = _pick(impl)
     extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}

@@ -4,8 +4,9 @@ Paper: Peng et al., "RWKV-7 "Goose" with Expressive Dynamic State Evolution" (20
 Reference implementation: flash-linear-attention, ``fla.ops.rwkv7`` (``chunk_rwkv7`` / ``fused_recurrent_rwkv7``
 signature, [B, T, H, K] layout, state stored (K, V)) and ``fla/ops/generalized_delta_rule/dplr/naive.py``
 (``dplr_recurrence``) for the math. Mirrors hybridc_torch/kernels/rwkv7.py: the reference is a ``lax.scan`` over
-time; the fast form (``impl="chunk"``, what ``auto`` picks) is the chunked form ``chunk_rwkv7`` (chunk 16, an exact
-pairwise fallback past the fp32 overflow bound), with ``lax.scan`` over chunks and ``jax.grad`` through it.
+time; the fast form (``impl="chunk"``) is the chunked form ``chunk_rwkv7`` (chunk 16, an exact pairwise fallback past
+the fp32 overflow bound), with ``lax.scan`` over chunks and ``jax.grad`` through it. ``auto`` picks
+``impl="scan_chunk"``: the reference's forward when not differentiated, the chunked form under ``jax.grad``.
 
 Per head, with state S (K, V), log decay w_t (K,) and one step t (a^T S uses the state *before* the decay):
     S_t = exp(w_t)[:, None] * S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T      # (K, V)
@@ -24,9 +25,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._dispatch import choose
-from .gated_delta_rule import _chunk_layout, pass_states, unit_lower_inverse
+from .gated_delta_rule import (_chunk_layout, _unchunk, pass_states, scan_forward_chunk_backward,
+                               unit_lower_inverse)
 
-__all__ = ["rwkv7", "rwkv7_step", "reference", "chunk_rwkv7"]
+__all__ = ["rwkv7", "rwkv7_step", "reference", "chunk_rwkv7", "scan_chunk_rwkv7"]
 
 
 def _acc_dtype(dtype) -> jnp.dtype:
@@ -143,9 +145,10 @@ def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_st
     i.e. X = W S0 + U with W = T (a e^{G_prev}), U = T M_ak v, T = (I - M_ab)^{-1}. Then
         O = (scale r e^{G}) S0 + M_rb X + M_rk v              (pair scores with e^{G_i - G_j}, j <= i)
         S_C = (diag(e^{G_C}) + (b e^{G_C-G})^T W) S0 + (b e^{G_C-G})^T U + (k e^{G_C-G})^T v,
-    so the sequential pass (``lax.scan``) is one (K, K) x (K, V) matmul-add per chunk; everything else is batched
-    over chunks. The pair scores are factorised matmuls (a e^{G_{i-1}}) . (b e^{-G_j}) while max |G| <=
-    _FACTOR_BOUND (the fp32 overflow bound that sets chunk 16), else exact pairwise. ``jax.grad`` differentiates it.
+    so the sequential pass (``pass_states``, a ``lax.scan``) is a diagonal-plus-rank-C update of the state and the
+    chunk's outputs O per chunk; everything else is batched over chunks (chunk-major layouts). The pair scores
+    are factorised matmuls (a e^{G_{i-1}}) . (b e^{-G_j}) while max |G| <= _FACTOR_BOUND (the fp32 overflow bound
+    that sets chunk 16), else exact pairwise (`_scores`). ``jax.grad`` differentiates it.
     """
     B, T, H, K = r.shape
     V = v.shape[-1]
@@ -158,35 +161,41 @@ def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_st
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     C = min(int(chunk_size), T)
     pad = (-T) % C
-    N = (T + pad) // C
-    r, w, k, v, a, b = (_chunk_layout(t.astype(acc), C, pad) for t in (r, w, k, v, a, b))   # (B, H, N, C, K|V)
+    b_t, k_t = (_chunk_layout(t.astype(acc), C, pad, keys_last=True) for t in (b, k))   # (N, B, H, K, C)
+    r, w, k, v, a, b = (_chunk_layout(t.astype(acc), C, pad) for t in (r, w, k, v, a, b))   # (N, B, H, C, K|V)
     r = r * scale
-    G = jnp.cumsum(w, axis=-2)                                          # (B, H, N, C, K) inclusive
-    Gp = G - w                                                          # (B, H, N, C, K) exclusive (G_{i-1})
+    G = jnp.cumsum(w, axis=-2)                                          # (N, B, H, C, K) inclusive
+    Gp = G - w                                                          # (N, B, H, C, K) exclusive (G_{i-1})
     a_p = a * jnp.exp(Gp)                                               # a_i e^{G_{i-1}}
     r_g = r * jnp.exp(G)                                                # scale r_i e^{G_i}
     m_ab, m_ak, m_rb, m_rk = _scores(a, b, k, r, G, Gp, _FACTOR_BOUND.get(jnp.dtype(acc), 60.0))
-    t_inv = unit_lower_inverse(-m_ab)                                   # (B, H, N, C, C)
-    w_s = t_inv @ a_p                                                   # (B, H, N, C, K)   X = w_s S0 + u
-    u = t_inv @ (m_ak @ v)                                              # (B, H, N, C, V)
-    q_eff = r_g + m_rb @ w_s                                            # (B, H, N, C, K)   O = q_eff S0 + o_c
-    o_c = m_rb @ u + m_rk @ v                                           # (B, H, N, C, V)
-    to_end = jnp.exp(G[..., -1:, :] - G)                                # (B, H, N, C, K) e^{G_C - G_j}
-    b_e, k_e = jnp.swapaxes(b * to_end, -1, -2), jnp.swapaxes(k * to_end, -1, -2)   # (B, H, N, K, C)
-    trans = b_e @ w_s + jnp.exp(G[..., -1, :])[..., None] * jnp.eye(K, dtype=acc)  # (B, H, N, K, K)
-    inject = b_e @ u + k_e @ v                                          # (B, H, N, K, V)
-    starts, S = pass_states(S, trans, inject)                           # (B, H, N, K, V), (B, H, K, V)
-    o = q_eff @ starts + o_c                                            # (B, H, N, C, V)
-    o = jnp.swapaxes(o.reshape(B, H, N * C, V)[:, :, :T], 1, 2)         # (B, T, H, V), as the reference
+    t_inv = unit_lower_inverse(-m_ab)                                   # (N, B, H, C, C)
+    w_s = t_inv @ a_p                                                   # (N, B, H, C, K)   X = w_s S0 + u
+    u = t_inv @ (m_ak @ v)                                              # (N, B, H, C, V)
+    q_eff = r_g + m_rb @ w_s                                            # (N, B, H, C, K)   O = q_eff S0 + o_c
+    o_c = m_rb @ u + m_rk @ v                                           # (N, B, H, C, V)
+    to_end = jnp.swapaxes(jnp.exp(G[..., -1:, :] - G), -1, -2)          # (N, B, H, K, C) e^{G_C - G_j}
+    b_e, k_e = b_t * to_end, k_t * to_end                               # (N, B, H, K, C)
+    decay = jnp.exp(G[..., -1, :])[..., None]                          # (N, B, H, K, 1)
+    o, S = pass_states(S, decay, b_e, w_s, b_e @ u + k_e @ v, q_eff, o_c)   # (N, B, H, C, V), (B, H, K, V)
+    o = _unchunk(o, T)                                                  # (B, T, H, V), as the reference
     return o.astype(out_dtype), (S if output_final_state else None)
 
 
-_IMPLS = {"reference": reference, "chunk": chunk_rwkv7}
+def scan_chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, chunk_size=16):
+    """Values from the ``lax.scan`` reference, gradients from the chunked form (see
+    ``gated_delta_rule.scan_forward_chunk_backward``)."""
+    return scan_forward_chunk_backward(
+        lambda *x: reference(*x[:6], scale, x[6], output_final_state),
+        lambda *x: chunk_rwkv7(*x[:6], scale, x[6], output_final_state, chunk_size), r, w, k, v, a, b, initial_state)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_rwkv7, "scan_chunk": scan_chunk_rwkv7}
 
 
 def _auto(device: str = "cpu") -> str:
-    """The chunked form on every device for now (GPU-specific choices come later)."""
-    return "chunk"
+    """The scan forward with the chunked backward on every device for now (GPU-specific choices come later)."""
+    return "scan_chunk"
 
 
 def _pick(impl: str):
@@ -199,8 +208,8 @@ def rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=Fa
 
     r, w, k, a, b (B, T, H, K); v (B, T, H, V); scale 1.0 (None means K**-0.5);
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
-    impl: "auto" (chunked), "reference" or "chunk"; chunk_size (None = the impl's default) is ignored by the
-    reference.
+    impl: "auto" ("scan_chunk": scan forward, chunked backward), "reference", "chunk" or "scan_chunk"; chunk_size
+    (None = the impl's default) is ignored by the reference.
     """
     fn = _pick(impl)
     extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}
