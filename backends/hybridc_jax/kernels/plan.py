@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+from hybridc.kernel_choice import plan_rows
+
 from ._dispatch import resolve
 
 OPS = {"mamba": "selective_scan", "mamba2": "ssd", "rwkv": "rwkv7", "delta_net": "delta_rule",
@@ -26,17 +28,4 @@ def choice(op: str, device: str) -> tuple[str, str]:
 
 def plan(model, devices=DEVICES) -> list[dict]:
     """One row per mixer kind: its layers, the recurrence and the implementation per device."""
-    layers: dict[str, list[int]] = {}
-    for i, layer in enumerate(model.layers):
-        for m in layer.mixers:
-            layers.setdefault(m.kind, []).append(i)
-    rows = []
-    for kind, idx in layers.items():
-        if kind in OPS:
-            op, picks = OPS[kind], {d: choice(OPS[kind], d) for d in devices}
-        else:
-            op, why = FIXED[kind]
-            picks = {d: (op or "-", why) for d in devices}
-        rows.append({"kind": kind, "layers": idx, "op": OPS.get(kind, op or "-"),
-                     "impl": {d: p[0] for d, p in picks.items()}, "why": {d: p[1] for d, p in picks.items()}})
-    return rows
+    return plan_rows(model, devices, OPS, FIXED, choice)
