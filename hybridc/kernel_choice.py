@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 ENV = "HYBRIDC_KERNEL"
-KNOWN = ("auto", "reference", "chunk", "cpp", "triton", "pallas")
+KNOWN = ("auto", "reference", "chunk", "scan_chunk", "cpp", "triton", "pallas")
 
 
 def forced(op: str) -> tuple[str | None, str | None]:
