@@ -22,6 +22,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hybridc_jax.kernels import cpu_ffi
 from hybridc_jax.kernels import delta_rule as jdr
 from hybridc_jax.kernels import gated_delta_rule as jgdr
 from hybridc_jax.kernels import linear_recurrence as jlr
@@ -88,6 +89,8 @@ def jax_fn(kernel, impl, chunk=T):
     chunked = impl != "reference"
 
     def fn(**kw):
+        if kernel == "selective_scan" and impl == "cpp":  # `chunk`: the C++ kernel's checkpoint interval
+            return cpu_ffi.selective_scan_cpp(**kw, delta_softplus=True, checkpoint_every=chunk)
         if kernel == "selective_scan":
             f = functools.partial(jss.chunk_selective_scan, chunk_size=chunk) if chunked else jss.reference
             return f(**kw, delta_softplus=True)
@@ -117,11 +120,14 @@ def torch_fast(kernel, kw):
 
 
 KERNELS = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence"]
-# What auto picks (measured fastest on CPU, see the module docstrings): the chunked selective scan; the lax.scan
-# forward with the chunked backward ("scan_chunk") for SSD and the delta family; the lax.scan linear recurrence.
-AUTO = {"selective_scan": jss.chunk_selective_scan, "ssd": jssd.scan_chunk_ssd, "delta_rule": jdr.scan_chunk_delta_rule,
-        "gated_delta_rule": jgdr.scan_chunk_gated_delta_rule, "rwkv7": jrk.scan_chunk_rwkv7,
-        "linear_recurrence": jlr.reference}
+# What auto picks (measured fastest on CPU, see the module docstrings): the C++ kernels as XLA custom calls for the
+# selective scan and the linear recurrence (else the chunked selective scan and the lax.scan linear recurrence); the
+# lax.scan forward with the chunked backward ("scan_chunk") for SSD and the delta family.
+CPP = cpu_ffi.available()
+needs_cpp = pytest.mark.skipif(not CPP, reason="no C++ toolchain for the CPU kernels")
+AUTO = {"selective_scan": jss.cpp if CPP else jss.chunk_selective_scan, "ssd": jssd.scan_chunk_ssd,
+        "delta_rule": jdr.scan_chunk_delta_rule, "gated_delta_rule": jgdr.scan_chunk_gated_delta_rule,
+        "rwkv7": jrk.scan_chunk_rwkv7, "linear_recurrence": jlr.cpp if CPP else jlr.reference}
 SCAN_CHUNK = ["ssd", "delta_rule", "gated_delta_rule", "rwkv7"]
 MODULES = {"selective_scan": jss, "ssd": jssd, "delta_rule": jdr, "gated_delta_rule": jgdr, "rwkv7": jrk,
            "linear_recurrence": jlr}
@@ -173,6 +179,72 @@ GRID_IDS = [f"{k}-L{L}-B{b}-{'h0' if h else 'zero'}-{'strong' if s else 'weak'}"
 @pytest.mark.parametrize("kernel,length,batch,h0,strong", GRID, ids=GRID_IDS)
 def test_fast_matches_reference_values_and_grads(kernel, length, batch, h0, strong):
     compare(kernel, inputs(kernel, batch, length, h0=h0, strong=strong, seed=length))
+
+
+CPP_KERNELS = ["selective_scan", "linear_recurrence"]
+CPP_GRID = [(kernel, *case) for kernel in CPP_KERNELS for case in CASES]
+
+
+@needs_cpp
+@pytest.mark.parametrize("kernel,length,batch,h0,strong", CPP_GRID,
+                         ids=[f"{k}-L{L}-B{b}-{'h0' if h else 'zero'}-{'strong' if s else 'weak'}"
+                              for k, L, b, h, s in CPP_GRID])
+def test_cpp_custom_call_matches_reference_values_and_grads(kernel, length, batch, h0, strong):
+    """The C++ kernels as XLA custom calls (selective scan checkpointing every T steps, so the lengths cross
+    checkpoint boundaries) == the lax.scan references, values and the gradient of every input."""
+    compare(kernel, inputs(kernel, batch, length, h0=h0, strong=strong, seed=length), impl="cpp")
+
+
+@needs_cpp
+@pytest.mark.parametrize("kernel", CPP_KERNELS)
+def test_cpp_custom_call_matches_torch_and_runs_under_vmap(kernel):
+    """Same machine code as torch's impl="cpp": equal to rounding; vmap loops over the mapped axis."""
+    kw = inputs(kernel, 3, 3 * T + 5, h0=True, strong=False, seed=11)
+    jkw = {k: jnp.asarray(v) for k, v in kw.items() if v is not None}
+    out, final = jax.jit(lambda kw: jax_fn(kernel, "cpp", T)(**kw))(jkw)
+    t_out, t_final = torch_fast(kernel, kw)
+    _close(out, t_out, rtol=1e-5, what="out")
+    _close(final, t_final, rtol=1e-5, what="final state")
+    stacked = {k: jnp.stack([v, 0.5 * v]) for k, v in jkw.items()}
+    v_out, v_final = jax.jit(jax.vmap(lambda kw: jax_fn(kernel, "cpp", T)(**kw)))(stacked)
+    r_out, r_final = jax_fn(kernel, "reference")(**{k: 0.5 * v for k, v in jkw.items()})
+    _close(v_out[0], out)
+    _close(v_out[1], r_out)
+    _close(v_final[1], r_final)
+
+
+@needs_cpp
+def test_cpp_custom_call_fp64_and_absent_options():
+    """float64 through the fp64 kernel; no D / z / bias / h0 / groups (zero-size operands -> null pointers)."""
+    kw = inputs("selective_scan", 2, 13, h0=False, strong=False, seed=5)
+    args = dict(u=kw["u"], delta=np.abs(kw["delta"]), A=kw["A"], B=kw["B"][:, 0], C=kw["C"][:, 0])
+    with jax.enable_x64(True):
+        a64 = {k: jnp.asarray(v, jnp.float64) for k, v in args.items()}
+        out, last = jax.jit(lambda kw: jss.selective_scan(**kw, impl="cpp", return_last_state=True))(a64)
+        ref, ref_last = jss.reference(**a64)
+        assert out.dtype == jnp.float64 and last.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(last), np.asarray(ref_last), rtol=1e-10, atol=1e-12)
+    empty = jss.selective_scan(**{k: v[..., :0] if k in "uBC" or k == "delta" else v for k, v in a64.items()},
+                               impl="cpp", return_last_state=True, initial_state=jnp.ones((2, 4, 3)))
+    assert empty[0].shape == (2, 4, 0) and bool(jnp.all(empty[1] == 1))  # length 0: the state passes through
+    a32 = {k: jnp.asarray(v) for k, v in args.items()}
+    g = jax.jit(jax.grad(lambda kw: jss.selective_scan(**kw, impl="cpp").sum()))(a32)
+    g_ref = jax.grad(lambda kw: jss.reference(**kw)[0].sum())(a32)
+    for name in a32:
+        _close(g[name], g_ref[name], what=name)
+
+
+def test_cpp_falls_back_when_disabled(monkeypatch):
+    """HYBRIDC_DISABLE_CPP=1: load() gives None and auto picks the XLA forms."""
+    monkeypatch.setattr(cpu_ffi, "_LIB", None)
+    monkeypatch.setattr(cpu_ffi, "_TRIED", False)
+    monkeypatch.setenv("HYBRIDC_DISABLE_CPP", "1")
+    assert cpu_ffi.load() is None
+    assert jss._pick("auto") is jss.chunk_selective_scan
+    assert jlr._pick("auto") is jlr.reference
+    with pytest.raises(RuntimeError, match="could not be built"):
+        jss.cpp(*(jnp.zeros(s) for s in [(1, 2, 3), (1, 2, 3), (2, 1), (1, 1, 3), (1, 1, 3)]))
 
 
 @pytest.mark.parametrize("kernel", SCAN_CHUNK)

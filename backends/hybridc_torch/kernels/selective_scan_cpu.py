@@ -1,4 +1,5 @@
-"""Fused CPU selective scan (and the RG-LRU linear recurrence): a small C++ kernel (``csrc/selective_scan.cpp``) compiled on first use, called via ctypes.
+"""Fused CPU selective scan (and the RG-LRU linear recurrence): the C++ kernels of ``hybridc/native/csrc/scan_kernels.cpp``
+compiled on first use (shared with the JAX backend's XLA custom calls), called via ctypes.
 
 Why this shape: the selective scan's decay differs per (channel, state) element, so the SSD matmul trick does not
 apply and a chunked einsum form is no faster than the loop on CPU. Speed comes from fusion instead: one pass keeping
@@ -9,10 +10,8 @@ The backward (a custom autograd.Function) is a fused reverse scan that recompute
 every K steps; it also returns the gradients of delta (through the softplus), the bias and z. See the C++ file's
 header for the layouts and the work split.
 
-Build: plain C++ without torch headers (compiles in ~5-8 s with g++ 12, once), ``-O3 -march=native``; cached under
-``$HYBRIDC_KERNEL_CACHE`` or ``$TORCH_EXTENSIONS_DIR/hybridc`` or ``~/.cache/hybridc/kernels``, keyed by a hash of
-the source, the flags, the compiler version and the CPU's flags (so a cache shared between machines never loads a
-binary built for another CPU). Built into a temporary file and renamed, so concurrent first uses are safe. Set
+Build: plain C++ without torch headers (compiles in ~5-8 s with g++ 12, once), ``-O3 -march=native``, by
+`hybridc.native.build` (cached, keyed by source, flags, compiler and CPU; safe under concurrent first use). Set
 ``HYBRIDC_DISABLE_CPP=1`` to skip it. Any failure (no compiler, compile error, load error) returns None from
 `load()` with one warning; the caller then falls back to the reference.
 """
@@ -20,80 +19,28 @@ binary built for another CPU). Built into a temporary file and renamed, so concu
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import warnings
-from pathlib import Path
 
 import torch
 
+from hybridc import native
+
 __all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "CHECKPOINT_EVERY"]
 
-_SRC = Path(__file__).with_name("csrc") / "selective_scan.cpp"
-_FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-std=c++17", "-pthread"]
+_SRC = native.CSRC / "scan_kernels.cpp"
 CHECKPOINT_EVERY = 64  # K: forward stores the state every K steps for the backward's recomputation
 _LOCK = threading.Lock()
 _LIB = None
 _TRIED = False
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("HYBRIDC_KERNEL_CACHE"):
-        return Path(os.environ["HYBRIDC_KERNEL_CACHE"])
-    if os.environ.get("TORCH_EXTENSIONS_DIR"):
-        return Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "hybridc"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hybridc" / "kernels"
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    import platform
-    return platform.machine() + platform.processor()
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+ABI = 4
 
 
 def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """Compile (or reuse from the cache) and load the library; `extra_flags` (appended) build variants for tests,
     e.g. ("-march=x86-64",) for the portable no-AVX code or ("-DHYBRIDC_VBYTES=64",) for 16 fp32 lanes."""
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (tried $CXX, g++, c++, clang++)")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    source = _SRC.read_bytes()
-    flags = [*_FLAGS, *extra_flags]
-    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(),
-                                     _cpu_flags().encode()])).hexdigest()[:16]
-    out_dir = _cache_dir()
-    lib_path = out_dir / f"hybridc_selective_scan_{key}.so"
-    if not lib_path.exists():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-        os.close(fd)
-        try:
-            proc = subprocess.run([cxx, *flags, str(_SRC), "-o", tmp], capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise RuntimeError(f"compiling {_SRC.name} failed:\n{proc.stderr[-4000:]}")
-            os.replace(tmp, lib_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(lib_path))
-    if lib.hybridc_ss_abi_version() != 4:
+    lib = ctypes.CDLL(str(native.build("hybridc_scan_kernels", _SRC, (*native.FLAGS, *extra_flags))))
+    if lib.hybridc_ss_abi_version() != ABI:
         raise RuntimeError("selective scan kernel ABI mismatch")
     vp, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.hybridc_ss_lanes.argtypes = [i32]
@@ -116,7 +63,7 @@ def load():
         return _LIB
     with _LOCK:
         if not _TRIED:
-            if os.environ.get("HYBRIDC_DISABLE_CPP", "") not in ("", "0"):
+            if native.disabled():
                 _LIB = None
             else:
                 try:

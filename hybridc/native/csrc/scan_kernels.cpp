@@ -1,8 +1,9 @@
 // Fused CPU selective scan (Mamba-1 S6 recurrence), forward and backward; plus the diagonal linear recurrence
 // (RG-LRU) scan at the end of the file.
 //
-// Plain C++ (no torch headers; compiles in ~5-8 s with g++ 12, once, then cached), loaded through ctypes by selective_scan_cpu.py,
-// which owns the layouts, the allocation and the autograd wiring.
+// Plain C++ (no framework headers; compiles in ~5-8 s with g++ 12, once, then cached by hybridc.native.build). torch
+// loads it through ctypes (hybridc_torch/kernels/selective_scan_cpu.py); JAX includes it in xla_ffi.cpp and calls it
+// as XLA custom calls (hybridc_jax/kernels/cpu_ffi.py). The callers own the layouts, allocation and autodiff wiring.
 //
 // Vectorisation: across CHANNELS, W of them per vector (W = 8 fp32 lanes with AVX2, 16 with AVX-512; 4/8 for fp64),
 // written with GCC/Clang vector extensions, so the same code compiles for any target (SSE2-only x86 or NEON get the

@@ -1,0 +1,87 @@
+"""The CPU scan kernels both backends share: C++ sources in ``csrc/`` and a small builder (stdlib only).
+
+``csrc/scan_kernels.cpp`` holds the fused selective scan (Mamba-1) and the diagonal linear recurrence (RG-LRU),
+forward and backward, as plain C++ with a C ABI and no framework headers. The torch backend loads it through ctypes
+(``hybridc_torch.kernels.selective_scan_cpu``); the JAX backend compiles ``csrc/xla_ffi.cpp`` (the same kernels
+plus XLA FFI handlers, built against the headers jaxlib ships) and registers them as XLA custom calls
+(``hybridc_jax.kernels.cpu_ffi``), so both frameworks run the same machine code.
+
+`build` compiles once and caches: under ``$HYBRIDC_KERNEL_CACHE``, else ``$TORCH_EXTENSIONS_DIR/hybridc``, else
+``~/.cache/hybridc/kernels``, keyed by a hash of the sources, the flags, the compiler version and the CPU's flags
+(a cache shared between machines never loads a binary built for another CPU). It builds into a temporary file and
+renames it, so concurrent first uses are safe. Nothing here imports torch or jax.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+__all__ = ["CSRC", "FLAGS", "build", "cache_dir", "compiler", "disabled"]
+
+CSRC = Path(__file__).with_name("csrc")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-std=c++17", "-pthread")
+
+
+def disabled() -> bool:
+    """True when ``HYBRIDC_DISABLE_CPP`` is set (to anything but 0): every backend then skips the C++ kernels."""
+    return os.environ.get("HYBRIDC_DISABLE_CPP", "") not in ("", "0")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("HYBRIDC_KERNEL_CACHE"):
+        return Path(os.environ["HYBRIDC_KERNEL_CACHE"])
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"]) / "hybridc"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "hybridc" / "kernels"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    import platform
+    return platform.machine() + platform.processor()
+
+
+def compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def build(name: str, source: Path, flags=FLAGS, include_dirs=(), depends=()) -> Path:
+    """Compile `source` (plus the files it includes, listed in `depends`) into a shared library; return its path.
+
+    Raises RuntimeError when there is no compiler or the compile fails (the message carries the compiler's errors).
+    """
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (tried $CXX, g++, c++, clang++)")
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    flags = [*flags, *(f"-isystem{d}" for d in include_dirs)]
+    parts = [Path(source).read_bytes(), *(Path(d).read_bytes() for d in depends), " ".join(flags).encode(),
+             version.encode(), _cpu_flags().encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    out_dir = cache_dir()
+    lib_path = out_dir / f"{name}_{key}.so"
+    if not lib_path.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cxx, *flags, str(source), "-o", tmp], capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"compiling {Path(source).name} failed:\n{proc.stderr[-4000:]}")
+            os.replace(tmp, lib_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return lib_path

@@ -1,0 +1,160 @@
+// XLA FFI handlers (CPU custom calls) for the kernels of scan_kernels.cpp, so JAX runs the same fused selective scan
+// and linear recurrence as torch, on XLA's own buffers (no copies, no host callback).
+//
+// Built by hybridc_jax.kernels.cpu_ffi against the XLA FFI headers jaxlib ships (jax.ffi.include_dir()); one shared
+// library holding both the kernels (included below) and these handlers. Layouts are those documented in
+// scan_kernels.cpp; the Python side makes every operand contiguous in that layout and passes the optional ones
+// (bias, D, z, h0, checkpoints, dz) as zero-size arrays when absent (a zero-size buffer becomes a null pointer here).
+// dtype: every floating operand shares one element type, float32 or float64.
+
+#include "scan_kernels.cpp"
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+void *ptr(const ffi::AnyBuffer &b) { return b.element_count() ? b.untyped_data() : nullptr; }
+template <class R> void *rptr(R &r) { return r->element_count() ? r->untyped_data() : nullptr; }
+
+// 0 float32, 1 float64, -1 anything else
+int dtype_code(const ffi::AnyBuffer &b) {
+    switch (b.element_type()) {
+        case ffi::DataType::F32: return 0;
+        case ffi::DataType::F64: return 1;
+        default: return -1;
+    }
+}
+
+ffi::Error bad_dtype() { return ffi::Error::InvalidArgument("hybridc scan kernels take float32 or float64 only"); }
+
+// u, delta, z: [Bt, D, L]; Bm, Cm: [Bt, G, N, L]; ckpt [Bt, D, nK, N] or empty (no backward will follow).
+ffi::Error SsForward(ffi::AnyBuffer u, ffi::AnyBuffer delta, ffi::AnyBuffer bias, ffi::AnyBuffer A, ffi::AnyBuffer Bm,
+                     ffi::AnyBuffer Cm, ffi::AnyBuffer Dv, ffi::AnyBuffer z, ffi::AnyBuffer h0,
+                     ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> last,
+                     ffi::Result<ffi::AnyBuffer> ckpt, int64_t softplus, int64_t S, int64_t K, int64_t nthreads) {
+    const int code = dtype_code(u);
+    if (code < 0) return bad_dtype();
+    auto ud = u.dimensions(), bd = Bm.dimensions();
+    if (ud.size() != 3 || bd.size() != 4) return ffi::Error::InvalidArgument("selective scan: bad operand ranks");
+    const int64_t Bt = ud[0], D = ud[1], L = ud[2], G = bd[1], N = bd[2];
+    if (Bt * D * L == 0) return ffi::Error::Success();
+    hybridc_ss_forward(code, (int)nthreads, (int)softplus, ptr(u), ptr(delta), ptr(bias), ptr(A), ptr(Bm), ptr(Cm),
+                       ptr(Dv), ptr(z), ptr(h0), rptr(out), rptr(last), rptr(ckpt), Bt, D, L, N, G, S, K);
+    return ffi::Error::Success();
+}
+
+// dz is empty when there is no z; dB_part, dC_part [Bt, G, S, N, L]; dA_part, dh0 [Bt, D, N]; dD_part, dbias_part [Bt, D]
+ffi::Error SsBackward(ffi::AnyBuffer u, ffi::AnyBuffer delta, ffi::AnyBuffer bias, ffi::AnyBuffer A, ffi::AnyBuffer Bm,
+                      ffi::AnyBuffer Cm, ffi::AnyBuffer Dv, ffi::AnyBuffer z, ffi::AnyBuffer ckpt, ffi::AnyBuffer dout,
+                      ffi::AnyBuffer dlast, ffi::Result<ffi::AnyBuffer> du, ffi::Result<ffi::AnyBuffer> ddelta,
+                      ffi::Result<ffi::AnyBuffer> dz, ffi::Result<ffi::AnyBuffer> dA_part,
+                      ffi::Result<ffi::AnyBuffer> dB_part, ffi::Result<ffi::AnyBuffer> dC_part,
+                      ffi::Result<ffi::AnyBuffer> dD_part, ffi::Result<ffi::AnyBuffer> dbias_part,
+                      ffi::Result<ffi::AnyBuffer> dh0, int64_t softplus, int64_t S, int64_t K, int64_t nthreads) {
+    const int code = dtype_code(u);
+    if (code < 0) return bad_dtype();
+    auto ud = u.dimensions(), bd = Bm.dimensions();
+    if (ud.size() != 3 || bd.size() != 4) return ffi::Error::InvalidArgument("selective scan: bad operand ranks");
+    const int64_t Bt = ud[0], D = ud[1], L = ud[2], G = bd[1], N = bd[2];
+    if (Bt * D * L == 0) return ffi::Error::Success();
+    hybridc_ss_backward(code, (int)nthreads, (int)softplus, ptr(u), ptr(delta), ptr(bias), ptr(A), ptr(Bm), ptr(Cm),
+                        ptr(Dv), ptr(z), ptr(ckpt), ptr(dout), ptr(dlast), rptr(du), rptr(ddelta), rptr(dz),
+                        rptr(dA_part), rptr(dB_part), rptr(dC_part), rptr(dD_part), rptr(dbias_part), rptr(dh0), Bt,
+                        D, L, N, G, S, K);
+    return ffi::Error::Success();
+}
+
+// a, x, h: [Bt, L, W]; h0 [Bt, W] or empty
+ffi::Error LrForward(ffi::AnyBuffer a, ffi::AnyBuffer x, ffi::AnyBuffer h0, ffi::Result<ffi::AnyBuffer> h,
+                     int64_t nthreads) {
+    const int code = dtype_code(x);
+    if (code < 0) return bad_dtype();
+    auto xd = x.dimensions();
+    if (xd.size() != 3) return ffi::Error::InvalidArgument("linear recurrence: x must be [B, L, W]");
+    if (xd[0] * xd[1] * xd[2] == 0) return ffi::Error::Success();
+    hybridc_lr_forward(code, (int)nthreads, ptr(a), ptr(x), ptr(h0), rptr(h), xd[0], xd[1], xd[2]);
+    return ffi::Error::Success();
+}
+
+// dh0 is empty when there is no h0
+ffi::Error LrBackward(ffi::AnyBuffer a, ffi::AnyBuffer h, ffi::AnyBuffer h0, ffi::AnyBuffer dh,
+                      ffi::Result<ffi::AnyBuffer> da, ffi::Result<ffi::AnyBuffer> dx,
+                      ffi::Result<ffi::AnyBuffer> dh0, int64_t nthreads) {
+    const int code = dtype_code(h);
+    if (code < 0) return bad_dtype();
+    auto hd = h.dimensions();
+    if (hd.size() != 3) return ffi::Error::InvalidArgument("linear recurrence: h must be [B, L, W]");
+    if (hd[0] * hd[1] * hd[2] == 0) return ffi::Error::Success();
+    hybridc_lr_backward(code, (int)nthreads, ptr(a), ptr(h), ptr(h0), ptr(dh), rptr(da), rptr(dx), rptr(dh0), hd[0],
+                        hd[1], hd[2]);
+    return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcSsForward, SsForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // u
+                                  .Arg<ffi::AnyBuffer>()  // delta
+                                  .Arg<ffi::AnyBuffer>()  // bias
+                                  .Arg<ffi::AnyBuffer>()  // A
+                                  .Arg<ffi::AnyBuffer>()  // B
+                                  .Arg<ffi::AnyBuffer>()  // C
+                                  .Arg<ffi::AnyBuffer>()  // D
+                                  .Arg<ffi::AnyBuffer>()  // z
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Ret<ffi::AnyBuffer>()  // out
+                                  .Ret<ffi::AnyBuffer>()  // last
+                                  .Ret<ffi::AnyBuffer>()  // ckpt
+                                  .Attr<int64_t>("softplus")
+                                  .Attr<int64_t>("splits")
+                                  .Attr<int64_t>("checkpoint_every")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcSsBackward, SsBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // u
+                                  .Arg<ffi::AnyBuffer>()  // delta
+                                  .Arg<ffi::AnyBuffer>()  // bias
+                                  .Arg<ffi::AnyBuffer>()  // A
+                                  .Arg<ffi::AnyBuffer>()  // B
+                                  .Arg<ffi::AnyBuffer>()  // C
+                                  .Arg<ffi::AnyBuffer>()  // D
+                                  .Arg<ffi::AnyBuffer>()  // z
+                                  .Arg<ffi::AnyBuffer>()  // ckpt
+                                  .Arg<ffi::AnyBuffer>()  // dout
+                                  .Arg<ffi::AnyBuffer>()  // dlast
+                                  .Ret<ffi::AnyBuffer>()  // du
+                                  .Ret<ffi::AnyBuffer>()  // ddelta
+                                  .Ret<ffi::AnyBuffer>()  // dz
+                                  .Ret<ffi::AnyBuffer>()  // dA_part
+                                  .Ret<ffi::AnyBuffer>()  // dB_part
+                                  .Ret<ffi::AnyBuffer>()  // dC_part
+                                  .Ret<ffi::AnyBuffer>()  // dD_part
+                                  .Ret<ffi::AnyBuffer>()  // dbias_part
+                                  .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("softplus")
+                                  .Attr<int64_t>("splits")
+                                  .Attr<int64_t>("checkpoint_every")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcLrForward, LrForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // a
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Ret<ffi::AnyBuffer>()  // h
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcLrBackward, LrBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // a
+                                  .Arg<ffi::AnyBuffer>()  // h
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Arg<ffi::AnyBuffer>()  // dh
+                                  .Ret<ffi::AnyBuffer>()  // da
+                                  .Ret<ffi::AnyBuffer>()  // dx
+                                  .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("nthreads"));
