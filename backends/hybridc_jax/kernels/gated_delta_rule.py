@@ -161,7 +161,9 @@ def chunk_delta_core(q, k, v, g, beta, scale, initial_state, output_final_state,
     inverse by block doubling); only the state pass (`pass_states`: a rank-C update and the chunk's outputs per
     chunk) is a ``lax.scan``. Layouts are chunk-major (N, B, H, C, ...) so the scan slices without transposes.
     Padded tail steps have k = v = beta = 0 and g = 0, which leave the state unchanged. ``jax.grad`` differentiates
-    through it (pair decays are masked to -inf before the exp, so no inf * 0 reaches the gradient).
+    through it. The pair decays are masked on both sides of the exp (exponent 0 above the diagonal, so no inf * 0
+    reaches the gradient): the same values as exp(where(lower, diff, -inf)), whose gradient XLA compiled 2x slower
+    (7.8 vs 3.7 s for the B4 L1024 forward+backward).
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -188,7 +190,8 @@ def chunk_delta_core(q, k, v, g, beta, scale, initial_state, output_final_state,
     else:
         G = jnp.cumsum(_chunk_layout(g.astype(acc), C, pad), axis=-1)   # (N, B, H, C) inclusive
         lower = jnp.tril(jnp.ones((C, C), bool))
-        dec = jnp.exp(jnp.where(lower, G[..., :, None] - G[..., None, :], -jnp.inf))   # (N, B, H, C, C) e^{G_i-G_j}
+        diff = jnp.where(lower, G[..., :, None] - G[..., None, :], 0.0)
+        dec = jnp.where(lower, jnp.exp(diff), 0.0)   # (N, B, H, C, C) e^{G_i-G_j}
         mix, aqk = mix * dec, aqk * dec                                 # lower (upper exactly 0)
         eG = jnp.exp(G)[..., None]                                      # (N, B, H, C, 1)
         qg, k_rhs = q * (scale * eG), kb * eG                           # (N, B, H, C, K)

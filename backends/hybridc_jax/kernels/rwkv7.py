@@ -83,8 +83,8 @@ def _pair_scores(x, y, gx, gy, strict):
     """
     C = x.shape[-2]
     keep = jnp.tril(jnp.ones((C, C), bool), -1 if strict else 0)[..., None]   # (C, C, 1)
-    diff = jnp.where(keep, gx[..., :, None, :] - gy[..., None, :, :], -jnp.inf)
-    return (x[..., :, None, :] * y[..., None, :, :] * jnp.exp(diff)).sum(-1)
+    diff = jnp.where(keep, gx[..., :, None, :] - gy[..., None, :, :], 0.0)
+    return (x[..., :, None, :] * y[..., None, :, :] * jnp.where(keep, jnp.exp(diff), 0.0)).sum(-1)
 
 
 def _factorised(a, b, k, r, G, Gp, bound):
