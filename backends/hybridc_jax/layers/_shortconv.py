@@ -50,13 +50,15 @@ def apply(params, x, cache=None, activation: str | None = "silu"):
     W = params["weight"].shape[-1]
     if cache is None:
         cache = init_state(C, W, B, x.dtype)                                    # (B, C, W-1)
-    xp = jnp.concatenate([cache.astype(x.dtype), x.transpose(0, 2, 1)], axis=-1)  # (B, C, W-1+L)
+    # time-major (B, L, C) throughout: only the small cache is transposed (XLA:CPU ran the channel-major form,
+    # two [B, C, L] transposes plus their gradients, ~1.5x slower in the layers' forward+backward)
+    xp = jnp.concatenate([cache.astype(x.dtype).transpose(0, 2, 1), x], axis=1)  # (B, W-1+L, C)
     w = params["weight"][:, 0, :].astype(x.dtype)                               # (C, W)
-    y = sum(w[:, j, None] * xp[..., j:j + L] for j in range(W))                 # (B, C, L), cross-correlation
+    y = sum(w[:, j] * xp[:, j:j + L] for j in range(W))                         # (B, L, C), cross-correlation
     if "bias" in params:
-        y = y + params["bias"].astype(x.dtype)[:, None]
-    new_cache = xp[..., xp.shape[-1] - (W - 1):]                                # (B, C, W-1)
-    return _act(y.transpose(0, 2, 1), activation), new_cache                    # (B, L, C)
+        y = y + params["bias"].astype(x.dtype)
+    new_cache = xp[:, xp.shape[1] - (W - 1):].transpose(0, 2, 1)                # (B, C, W-1)
+    return _act(y, activation), new_cache                                       # (B, L, C)
 
 
 def step(params, x_t, cache, activation: str | None = "silu"):
