@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from ..kernels.linear_recurrence import linear_recurrence, linear_recurrence_step
 from .common import linear
-from .mamba import causal_conv1d, recurrent_dtype
+from .mamba import causal_conv1d, causal_conv1d_time_major, recurrent_dtype
 
 __all__ = ["init", "init_state", "apply", "step", "sqrt_bound_derivative", "block_diagonal_linear"]
 
@@ -126,8 +126,9 @@ def apply(params, x, spec, state=None, ctx=None):
     reset = (start[:, None] + jnp.arange(length, dtype=jnp.int32)) == 0  # (B, L)
     gate = jax.nn.gelu(linear(params, "linear_y", x), approximate=True)  # (B, L, W)
     conv_in = None if state is None else state["conv"]
-    u, conv_state = _conv(params, linear(params, "linear_x", x).transpose(0, 2, 1), conv_in)  # (B, W, L)
-    a, xn = _gates(params, u.transpose(0, 2, 1), reset)  # (B, L, W) each
+    u, conv_state = causal_conv1d_time_major(linear(params, "linear_x", x), params["conv_1d.w"].T, params["conv_1d.b"],
+                                             conv_in)  # (B, L, W)
+    a, xn = _gates(params, u, reset)  # (B, L, W) each
     h, h_last = linear_recurrence(a, xn, None if state is None else state["h"])
     out = linear(params, "linear_out", h.astype(x.dtype) * gate)  # (B, L, D)
     if state is None:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from ..kernels.ssd import ssd, ssd_step
 from .common import linear, linear_init
-from .mamba import causal_conv1d, conv_init, init_dt_bias, recurrent_dtype
+from .mamba import causal_conv1d, causal_conv1d_time_major, conv_init, init_dt_bias, recurrent_dtype
 
 __all__ = ["init", "init_state", "apply", "step", "rms_norm_gated"]
 
@@ -100,9 +100,8 @@ def apply(params, x, spec, state=None, ctx=None):
     d = _dims(x.shape[-1], spec)
     z, xBC, dt = _split(linear(params, "in_proj", x), d)  # (B, L, E), (B, L, X), (B, L, H)
     conv_in = None if state is None else state["conv"]
-    xBC, conv_state = causal_conv1d(xBC.transpose(0, 2, 1), params["conv1d.weight"][:, 0], params["conv1d.bias"],
-                                    conv_in)
-    xs, B, C = _heads(jax.nn.silu(xBC).transpose(0, 2, 1), d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
+    xBC, conv_state = causal_conv1d_time_major(xBC, params["conv1d.weight"][:, 0], params["conv1d.bias"], conv_in)
+    xs, B, C = _heads(jax.nn.silu(xBC), d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
     y, ssm_state = ssd(
         xs, dt, _A(params), B, C, int(spec.chunk), D=params["D"], dt_bias=params["dt_bias"],
         initial_states=None if state is None else state["ssm"], dt_softplus=True, return_final_states=True,
