@@ -308,13 +308,18 @@ def test_bf16_inputs_keep_their_dtype():
         np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(out_r), rtol=5e-2, atol=5e-2)
 
 
-@settings(max_examples=6, deadline=None)
-@given(kernel=st.sampled_from(KERNELS), batch=st.integers(1, 2), length=st.integers(1, 21),
+FAST = [(k, "chunk") for k in KERNELS] + ([(k, "cpp") for k in CPP_KERNELS] if CPP else [])
+
+
+@settings(max_examples=8, deadline=None)
+@given(fast=st.sampled_from(FAST), batch=st.integers(1, 2), length=st.integers(1, 21),
        chunk=st.sampled_from([2, 3, 5, 8]), h0=st.booleans(), seed=st.integers(0, 99))
-def test_property_fast_equals_reference_values(kernel, batch, length, chunk, h0, seed):
+def test_property_fast_equals_reference_values(fast, batch, length, chunk, h0, seed):
+    """Chunked forms (chunk size drawn) and the C++ custom calls (checkpoint interval drawn) == the references."""
+    kernel, impl = fast
     kw = {k: jnp.asarray(v) for k, v in inputs(kernel, batch, length, h0=h0, strong=seed % 2 == 0,
                                                  seed=seed).items() if v is not None}
-    out, final = jax.jit(lambda kw: jax_fn(kernel, "chunk", chunk)(**kw))(kw)
+    out, final = jax.jit(lambda kw: jax_fn(kernel, impl, chunk)(**kw))(kw)
     out_r, final_r = jax.jit(lambda kw: jax_fn(kernel, "reference")(**kw))(kw)
     _close(out, out_r)
     _close(final, final_r)
@@ -327,3 +332,6 @@ def test_long_sequence_stays_finite(kernel):
     chunk = {"selective_scan": 8, "ssd": 256}.get(kernel)
     out, final = jax.jit(lambda kw: jax_fn(kernel, "auto", chunk)(**kw))(kw)
     assert bool(jnp.all(jnp.isfinite(out))) and bool(jnp.all(jnp.isfinite(final)))
+    if kernel == "selective_scan" and CPP:  # auto's C++ custom call (the line above runs the chunked XLA form)
+        out, final = jax.jit(lambda kw: jax_fn(kernel, "cpp", 64)(**kw))(kw)
+        assert bool(jnp.all(jnp.isfinite(out))) and bool(jnp.all(jnp.isfinite(final)))
