@@ -237,8 +237,8 @@ def test_cpp_custom_call_fp64_and_absent_options():
 
 def test_cpp_falls_back_when_disabled(monkeypatch):
     """HYBRIDC_DISABLE_CPP=1: load() gives None and auto picks the XLA forms."""
-    monkeypatch.setattr(cpu_ffi, "_LIB", None)
-    monkeypatch.setattr(cpu_ffi, "_TRIED", False)
+    monkeypatch.setattr(cpu_ffi._LOADER, "lib", None)
+    monkeypatch.setattr(cpu_ffi._LOADER, "tried", False)
     monkeypatch.setenv("HYBRIDC_DISABLE_CPP", "1")
     assert cpu_ffi.load() is None
     assert jss._pick("auto") is jss.chunk_selective_scan

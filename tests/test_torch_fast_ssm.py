@@ -318,8 +318,8 @@ def test_selective_scan_cpp_portable_build(monkeypatch, small_checkpoints):
     fp32 lanes (the AVX-512 lane count, emulated): same results as the reference."""
     lib = selective_scan_cpu._build(("-march=x86-64", "-DHYBRIDC_VBYTES=64"))
     assert lib.hybridc_ss_lanes(0) == 16 and lib.hybridc_ss_lanes(1) == 8
-    monkeypatch.setattr(selective_scan_cpu, "_LIB", lib)
-    monkeypatch.setattr(selective_scan_cpu, "_TRIED", True)
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", lib)
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", True)
     for state, groups in ((16, None), (5, 2)):
         kw = _ss_inputs(2, 2 * 19, state, 2 * T + 3, groups, h0=True, seed=state)
         _compare(_ss_fn("reference"), _ss_fn("cpp"), kw, 2)
@@ -333,8 +333,8 @@ def test_selective_scan_auto_picks_cpp():
 
 def test_selective_scan_auto_falls_back_when_build_fails(monkeypatch, tmp_path):
     """A failing compile warns once and `auto` runs the reference; it never crashes."""
-    monkeypatch.setattr(selective_scan_cpu, "_LIB", None)
-    monkeypatch.setattr(selective_scan_cpu, "_TRIED", False)
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", None)
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", False)
     monkeypatch.setenv("HYBRIDC_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     monkeypatch.setattr(selective_scan_cpu, "_SRC", tmp_path / "broken.cpp")
@@ -354,8 +354,8 @@ def test_selective_scan_auto_falls_back_when_build_fails(monkeypatch, tmp_path):
 
 
 def test_selective_scan_disabled_by_env(monkeypatch):
-    monkeypatch.setattr(selective_scan_cpu, "_LIB", None)
-    monkeypatch.setattr(selective_scan_cpu, "_TRIED", False)
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", None)
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", False)
     monkeypatch.setenv("HYBRIDC_DISABLE_CPP", "1")
     assert not selective_scan_cpu.available()
     assert ss_mod._pick("auto", "cpu") is ss_mod.reference

@@ -18,9 +18,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import warnings
 from pathlib import Path
 
-__all__ = ["CSRC", "FLAGS", "build", "cache_dir", "compiler", "disabled"]
+__all__ = ["CSRC", "FLAGS", "LazyLibrary", "build", "cache_dir", "compiler", "disabled"]
 
 CSRC = Path(__file__).with_name("csrc")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-std=c++17", "-pthread")
@@ -85,3 +87,31 @@ def build(name: str, source: Path, flags=FLAGS, include_dirs=(), depends=()) -> 
             if os.path.exists(tmp):
                 os.unlink(tmp)
     return lib_path
+
+
+class LazyLibrary:
+    """A library built and loaded on first use, once per process (thread-safe); `load()` gives it or None.
+
+    None when ``HYBRIDC_DISABLE_CPP`` is set or the build fails; a failure warns once (RuntimeWarning) with
+    `fallback` saying what runs instead. `lib` / `tried` are plain attributes (tests swap in other builds).
+    """
+
+    def __init__(self, build, fallback: str):
+        self._build, self.fallback = build, fallback
+        self.lib, self.tried = None, False
+        self._lock = threading.Lock()
+
+    def load(self):
+        if self.tried:
+            return self.lib
+        with self._lock:
+            if not self.tried:
+                self.lib = None
+                if not disabled():
+                    try:
+                        self.lib = self._build()
+                    except Exception as exc:  # noqa: BLE001 -- any failure means "use the fallback"
+                        warnings.warn(f"hybridc: the C++ CPU kernels are unavailable ({exc}); {self.fallback}",
+                                      RuntimeWarning, stacklevel=4)
+                self.tried = True
+        return self.lib

@@ -20,8 +20,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
-import threading
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +33,6 @@ CHECKPOINT_EVERY = 64  # K: the forward stores the state every K steps for the b
 _SRC = native.CSRC / "xla_ffi.cpp"
 _TARGETS = {"hybridc_ss_forward": "HybridcSsForward", "hybridc_ss_backward": "HybridcSsBackward",
             "hybridc_lr_forward": "HybridcLrForward", "hybridc_lr_backward": "HybridcLrBackward"}
-_LOCK = threading.Lock()
-_LIB = None
-_TRIED = False
 
 
 def _build() -> ctypes.CDLL:
@@ -51,24 +46,12 @@ def _build() -> ctypes.CDLL:
     return lib
 
 
+_LOADER = native.LazyLibrary(_build, "impl='auto' in JAX falls back to the XLA forms")
+
+
 def load():
     """The compiled library with its XLA targets registered, or None (with one warning) if it cannot be built here."""
-    global _LIB, _TRIED
-    if _TRIED:
-        return _LIB
-    with _LOCK:
-        if not _TRIED:
-            if native.disabled():
-                _LIB = None
-            else:
-                try:
-                    _LIB = _build()
-                except Exception as exc:  # noqa: BLE001 -- any failure means "use the XLA forms"
-                    warnings.warn(f"hybridc: the C++ CPU kernels are unavailable to JAX ({exc}); impl='auto' falls "
-                                  "back to the XLA forms", RuntimeWarning, stacklevel=3)
-                    _LIB = None
-            _TRIED = True
-    return _LIB
+    return _LOADER.load()
 
 
 def available() -> bool:

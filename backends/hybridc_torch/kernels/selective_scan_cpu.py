@@ -19,8 +19,6 @@ Build: plain C++ without torch headers (compiles in ~5-8 s with g++ 12, once), `
 from __future__ import annotations
 
 import ctypes
-import threading
-import warnings
 
 import torch
 
@@ -30,9 +28,6 @@ __all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "
 
 _SRC = native.CSRC / "scan_kernels.cpp"
 CHECKPOINT_EVERY = 64  # K: forward stores the state every K steps for the backward's recomputation
-_LOCK = threading.Lock()
-_LIB = None
-_TRIED = False
 ABI = 4
 
 
@@ -56,24 +51,13 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     return lib
 
 
+_LOADER = native.LazyLibrary(lambda: _build(), "impl='auto' falls back to the reference (selective scan) and "
+                                                "the chunked torch scan (linear recurrence)")
+
+
 def load():
     """The compiled library, or None (with one warning) if it cannot be built or loaded here."""
-    global _LIB, _TRIED
-    if _TRIED:
-        return _LIB
-    with _LOCK:
-        if not _TRIED:
-            if native.disabled():
-                _LIB = None
-            else:
-                try:
-                    _LIB = _build()
-                except Exception as exc:  # noqa: BLE001 -- any failure means "use the reference"
-                    warnings.warn(f"hybridc: the C++ selective scan kernel is unavailable ({exc}); "
-                                  "impl='auto' falls back to the reference", RuntimeWarning, stacklevel=3)
-                    _LIB = None
-            _TRIED = True
-    return _LIB
+    return _LOADER.load()
 
 
 def available() -> bool:
