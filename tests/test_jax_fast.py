@@ -225,9 +225,9 @@ def test_cpp_custom_call_fp64_and_absent_options():
         assert out.dtype == jnp.float64 and last.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(last), np.asarray(ref_last), rtol=1e-10, atol=1e-12)
-    empty = jss.selective_scan(**{k: v[..., :0] if k in "uBC" or k == "delta" else v for k, v in a64.items()},
-                               impl="cpp", return_last_state=True, initial_state=jnp.ones((2, 4, 3)))
-    assert empty[0].shape == (2, 4, 0) and bool(jnp.all(empty[1] == 1))  # length 0: the state passes through
+        empty = jss.selective_scan(**{k: v[..., :0] if k in ("u", "delta", "B", "C") else v for k, v in a64.items()},
+                                   impl="cpp", return_last_state=True, initial_state=jnp.ones((2, 4, 3)))
+        assert empty[0].shape == (2, 4, 0) and bool(jnp.all(empty[1] == 1))  # length 0: the state passes through
     a32 = {k: jnp.asarray(v) for k, v in args.items()}
     g = jax.jit(jax.grad(lambda kw: jss.selective_scan(**kw, impl="cpp").sum()))(a32)
     g_ref = jax.grad(lambda kw: jss.reference(**kw)[0].sum())(a32)
