@@ -126,7 +126,8 @@ KERNELS = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "
 CPP = cpu_ffi.available()
 needs_cpp = pytest.mark.skipif(not CPP, reason="no C++ toolchain for the CPU kernels")
 AUTO = {"selective_scan": jss.cpp if CPP else jss.chunk_selective_scan, "ssd": jssd.scan_chunk_ssd,
-        "delta_rule": jdr.scan_chunk_delta_rule, "gated_delta_rule": jgdr.scan_chunk_gated_delta_rule,
+        "delta_rule": jdr.cpp if CPP else jdr.scan_chunk_delta_rule,
+        "gated_delta_rule": jgdr.cpp if CPP else jgdr.scan_chunk_gated_delta_rule,
         "rwkv7": jrk.scan_chunk_rwkv7, "linear_recurrence": jlr.cpp if CPP else jlr.reference}
 SCAN_CHUNK = ["ssd", "delta_rule", "gated_delta_rule", "rwkv7"]
 MODULES = {"selective_scan": jss, "ssd": jssd, "delta_rule": jdr, "gated_delta_rule": jgdr, "rwkv7": jrk,
@@ -181,7 +182,7 @@ def test_fast_matches_reference_values_and_grads(kernel, length, batch, h0, stro
     compare(kernel, inputs(kernel, batch, length, h0=h0, strong=strong, seed=length))
 
 
-CPP_KERNELS = ["selective_scan", "linear_recurrence"]
+CPP_KERNELS = ["selective_scan", "linear_recurrence", "delta_rule", "gated_delta_rule"]
 CPP_GRID = [(kernel, *case) for kernel in CPP_KERNELS for case in CASES]
 
 
@@ -191,7 +192,8 @@ CPP_GRID = [(kernel, *case) for kernel in CPP_KERNELS for case in CASES]
                               for k, L, b, h, s in CPP_GRID])
 def test_cpp_custom_call_matches_reference_values_and_grads(kernel, length, batch, h0, strong):
     """The C++ kernels as XLA custom calls (selective scan checkpointing every T steps, so the lengths cross
-    checkpoint boundaries) == the lax.scan references, values and the gradient of every input."""
+    checkpoint boundaries; the delta rules checkpoint every 16) == the lax.scan references, values and the
+    gradient of every input."""
     compare(kernel, inputs(kernel, batch, length, h0=h0, strong=strong, seed=length), impl="cpp")
 
 
@@ -243,6 +245,7 @@ def test_cpp_falls_back_when_disabled(monkeypatch):
     assert cpu_ffi.load() is None
     assert jss._pick("auto") is jss.chunk_selective_scan
     assert jlr._pick("auto") is jlr.reference
+    assert jdr._pick("auto") is jdr.scan_chunk_delta_rule and jgdr._pick("auto") is jgdr.scan_chunk_gated_delta_rule
     with pytest.raises(RuntimeError, match="could not be built"):
         jss.cpp(*(jnp.zeros(s) for s in [(1, 2, 3), (1, 2, 3), (2, 1), (1, 1, 3), (1, 1, 3)]))
 

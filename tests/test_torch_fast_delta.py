@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hybridc_torch.kernels import delta_rule as dr
 from hybridc_torch.kernels import gated_delta_rule as gdr
 from hybridc_torch.kernels import rwkv7 as rk
+from hybridc_torch.kernels import selective_scan_cpu
 
 H, K, V = 2, 8, 6
 KERNELS = ("delta_rule", "gated_delta_rule", "rwkv7")
@@ -91,9 +92,9 @@ def _close(actual, expected, rtol=1e-4, atol=1e-5, what=""):
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol * scale, msg=lambda m: f"{what}: {m}")
 
 
-def _check(kernel, args, h0, chunk_size, rtol=1e-4, atol=1e-5):
+def _check(kernel, args, h0, chunk_size, rtol=1e-4, atol=1e-5, impl="chunk"):
     o_r, S_r, g_r = _run(kernel, args, h0, "reference")
-    o_c, S_c, g_c = _run(kernel, args, h0, "chunk", chunk_size)
+    o_c, S_c, g_c = _run(kernel, args, h0, impl, chunk_size)
     assert o_c.shape == o_r.shape and o_c.dtype == o_r.dtype and o_c.is_contiguous()
     assert S_c.shape == S_r.shape and S_c.dtype == S_r.dtype
     _close(o_c, o_r, rtol, atol, "output")
@@ -159,16 +160,23 @@ def test_rwkv7_overflow_fallback(monkeypatch):
     assert torch.isfinite(o_pair).all() and torch.isfinite(S_pair).all()
 
 
+CPP_KERNELS = ("delta_rule", "gated_delta_rule")
+CPP = selective_scan_cpu.available()
+needs_cpp = pytest.mark.skipif(not CPP, reason="no C++ toolchain for the CPU kernels")
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_auto_is_chunk_on_cpu(kernel, monkeypatch):
+def test_auto_on_cpu(kernel, monkeypatch):
+    """auto: the C++ kernel for the delta rules (when it builds), the chunked form for RWKV-7; chunk_size passes."""
     mod = {"delta_rule": dr, "gated_delta_rule": gdr, "rwkv7": rk}[kernel]
     x = torch.zeros(1, 1, 1, 1)
-    assert mod._pick("auto", x) is mod._IMPLS["chunk"]
+    auto = "cpp" if kernel in CPP_KERNELS and CPP else "chunk"
+    assert mod._pick("auto", x) is mod._IMPLS[auto]
     assert mod._pick("reference", x) is mod.reference
     with pytest.raises(ValueError, match="'chunk'"):
         mod._pick("nope", x)
     seen = []
-    monkeypatch.setitem(mod._IMPLS, "chunk", lambda *a, **kw: seen.append(kw) or (None, None))
+    monkeypatch.setitem(mod._IMPLS, auto, lambda *a, **kw: seen.append(kw) or (None, None))
     args, h0 = _inputs(kernel, 1, 3, strong=False)
     _entry(kernel)(*args, chunk_size=5)
     assert seen and seen[-1]["chunk_size"] == 5
@@ -226,3 +234,46 @@ def test_long_sequence_stays_finite(kernel):
     _close(o[:, cut:], o_ref, what="tail output")
     _close(S, S_ref, what="final state")
     assert math.isfinite(float(S.norm()))
+
+
+# ---------------------------------------------------------------------------------- the fused C++ kernel ("cpp")
+@needs_cpp
+@pytest.mark.parametrize("kernel", CPP_KERNELS)
+@pytest.mark.parametrize("T", [1, 15, 16, 17, 53])  # around and across the backward's checkpoint interval (16)
+@pytest.mark.parametrize("Bsz,init,strong", [(1, False, False), (3, True, True), (3, True, False), (1, False, True)])
+def test_cpp_matches_reference(kernel, T, Bsz, init, strong):
+    args, h0 = _inputs(kernel, Bsz, T, strong=strong, init=init, seed=T + 10 * Bsz)
+    _check(kernel, args, h0, None, impl="cpp")
+
+
+@needs_cpp
+@pytest.mark.parametrize("kernel", CPP_KERNELS)
+def test_cpp_fp64_empty_and_fallback(kernel, monkeypatch):
+    args, h0 = _inputs(kernel, 2, 19, strong=False, dtype=torch.float64)
+    o_r, S_r, g_r = _run(kernel, args, h0, "reference")
+    o_c, S_c, g_c = _run(kernel, args, h0, "cpp")
+    assert o_c.dtype == S_c.dtype == torch.float64
+    torch.testing.assert_close(o_c, o_r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(S_c, S_r, rtol=1e-10, atol=1e-10)
+    for gc, gr in zip(g_c, g_r):
+        torch.testing.assert_close(gc, gr, rtol=1e-9, atol=1e-9)
+    args, h0 = _inputs(kernel, 2, 0, strong=False)
+    o, S = _entry(kernel)(*args, initial_state=h0, output_final_state=True, impl="cpp")
+    assert o.shape == (2, 0, H, V)
+    torch.testing.assert_close(S, h0)
+    mod = {"delta_rule": dr, "gated_delta_rule": gdr}[kernel]
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", None)
+    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", True)
+    assert mod._pick("auto", torch.zeros(1)) is mod._IMPLS["chunk"]
+    with pytest.raises(RuntimeError, match="unavailable"):
+        _entry(kernel)(*args, impl="cpp")
+
+
+@needs_cpp
+@settings(max_examples=10, deadline=None)
+@given(kernel=st.sampled_from(CPP_KERNELS), Bsz=st.integers(1, 2), T=st.integers(1, 40), h=st.integers(1, 2),
+       k_dim=st.integers(1, 9), v_dim=st.integers(1, 9), strong=st.booleans(), init=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_property_cpp_equals_reference(kernel, Bsz, T, h, k_dim, v_dim, strong, init, seed):
+    args, h0 = _inputs(kernel, Bsz, T, strong=strong, seed=seed, h=h, k_dim=k_dim, v_dim=v_dim, init=init)
+    _check(kernel, args, h0, None, impl="cpp")

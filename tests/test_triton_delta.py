@@ -19,6 +19,7 @@ pytest.importorskip("triton", reason="triton is not installed: no Triton kernels
 from hybridc_torch.kernels import _dispatch  # noqa: E402
 from hybridc_torch.kernels import delta_rule as dr  # noqa: E402
 from hybridc_torch.kernels import gated_delta_rule as gdr  # noqa: E402
+from hybridc_torch.kernels import selective_scan_cpu  # noqa: E402
 from hybridc_torch.kernels import ssd as ssd_mod  # noqa: E402
 from hybridc_torch.kernels import triton_gated_delta_rule as tgdr  # noqa: E402
 
@@ -173,9 +174,10 @@ def test_delta_auto_picks_triton_on_cuda_only(monkeypatch):
 
     class _Cuda:
         device = torch.device("cuda")
+    cpu = "cpp" if selective_scan_cpu.available() else "chunk"
     for mod in (gdr, dr):
-        assert mod._auto("cpu") == "chunk" and mod._auto("cuda") == "triton"
-        assert mod._pick("auto", torch.zeros(1)) is mod._IMPLS["chunk"]
+        assert mod._auto("cpu") == cpu and mod._auto("cuda") == "triton"
+        assert mod._pick("auto", torch.zeros(1)) is mod._IMPLS[cpu]
         assert mod._pick("auto", _Cuda()) is mod._IMPLS["triton"]
         assert mod._pick("triton", torch.zeros(1)) is mod._IMPLS["triton"]
         with pytest.raises(ValueError, match="'triton'"):

@@ -27,12 +27,14 @@ import numpy as np
 
 from hybridc import native
 
-__all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "CHECKPOINT_EVERY"]
+__all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "delta_rule_cpp", "CHECKPOINT_EVERY"]
 
 CHECKPOINT_EVERY = 64  # K: the forward stores the state every K steps for the backward's recomputation
 _SRC = native.CSRC / "xla_ffi.cpp"
 _TARGETS = {"hybridc_ss_forward": "HybridcSsForward", "hybridc_ss_backward": "HybridcSsBackward",
-            "hybridc_lr_forward": "HybridcLrForward", "hybridc_lr_backward": "HybridcLrBackward"}
+            "hybridc_lr_forward": "HybridcLrForward", "hybridc_lr_backward": "HybridcLrBackward",
+            "hybridc_dr_forward": "HybridcDrForward", "hybridc_dr_backward": "HybridcDrBackward"}
+DELTA_CHECKPOINT_EVERY = 16  # the delta rule's backward recomputes chunks of this many steps
 
 
 def _build() -> ctypes.CDLL:
@@ -192,3 +194,55 @@ def linear_recurrence_cpp(a, x, initial_state=None):
     else:
         last = h[:, -1]
     return h.astype(x.dtype), last
+
+
+def _dr_forward(q, k, v, g, beta, h0, scale, with_ckpt):
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    CK = DELTA_CHECKPOINT_EVERY
+    ckpt_shape = (B, H, -(-T // CK), K, V) if with_ckpt else (0,)
+    call = jax.ffi.ffi_call("hybridc_dr_forward", (_sds((B, T, H, V), q.dtype), _sds((B, H, K, V), q.dtype),
+                                                   _sds(ckpt_shape, q.dtype)), vmap_method="sequential")
+    return call(q, k, v, g, beta, h0, checkpoint_every=np.int64(CK), scale=np.float64(scale),
+                nthreads=np.int64(_threads()))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _delta_rule(q, k, v, g, beta, h0, scale):
+    out, last, _ = _dr_forward(q, k, v, g, beta, h0, scale, False)
+    return out, last
+
+
+def _delta_rule_fwd(q, k, v, g, beta, h0, scale):
+    out, last, ckpt = _dr_forward(q, k, v, g, beta, h0, scale, True)
+    return (out, last), (q, k, v, g, beta, h0, ckpt)
+
+
+def _delta_rule_bwd(scale, res, cotangents):
+    q, k, v, g, beta, h0, ckpt = res
+    dout, dlast = cotangents
+    dt = q.dtype
+    shapes = (q.shape, k.shape, v.shape, g.shape, beta.shape, h0.shape)
+    call = jax.ffi.ffi_call("hybridc_dr_backward", tuple(_sds(s, dt) for s in shapes), vmap_method="sequential")
+    return call(q, k, v, g, beta, ckpt, dout.astype(dt), dlast.astype(dt),
+                checkpoint_every=np.int64(DELTA_CHECKPOINT_EVERY), scale=np.float64(scale),
+                nthreads=np.int64(_threads()))
+
+
+_delta_rule.defvjp(_delta_rule_fwd, _delta_rule_bwd)
+
+
+def delta_rule_cpp(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
+    """The (gated, when g is given) delta rule by the fused sequential C++ kernel; the references' contract:
+    returns (o (B, T, H, V) in q.dtype, final state (B, H, K, V) in the accumulation dtype, or None)."""
+    acc = _acc(q.dtype)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = K ** -0.5 if scale is None else scale
+    if T == 0:
+        S = jnp.zeros((B, H, K, V), acc) if initial_state is None else initial_state.astype(acc)
+        return jnp.zeros((B, 0, H, V), q.dtype), (S if output_final_state else None)
+    opt = lambda t: _none(acc) if t is None else t.astype(acc)  # noqa: E731
+    o, S = _delta_rule(q.astype(acc), k.astype(acc), v.astype(acc), opt(g), beta.astype(acc), opt(initial_state),
+                       float(scale))
+    return o.astype(q.dtype), (S if output_final_state else None)

@@ -79,14 +79,25 @@ def _triton(*args, **kwargs):
     return triton_delta_rule(*args, **kwargs)
 
 
-_IMPLS = {"reference": reference, "chunk": chunk_delta_rule, "triton": _triton}
+def cpp(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=None):
+    """The fused sequential C++ kernel of the gated delta rule with no gate (CPU; `chunk_size` is ignored)."""
+    from . import selective_scan_cpu
+
+    if selective_scan_cpu.load() is None:
+        raise RuntimeError("the C++ CPU kernels are unavailable here; use impl='chunk'")
+    return selective_scan_cpu.delta_rule_cpp(q, k, v, None, beta, scale, initial_state, output_final_state)
+
+
+_IMPLS = {"reference": reference, "chunk": chunk_delta_rule, "cpp": cpp, "triton": _triton}
 
 
 def _auto(device) -> str:
-    """"chunk" on CPU, "triton" on CUDA when triton imports, the reference otherwise."""
+    """CPU: the C++ kernel when it builds, else "chunk"; "triton" on CUDA when triton imports; else the reference."""
     kind = torch.device(device).type
     if kind == "cpu":
-        return "chunk"
+        from . import selective_scan_cpu
+
+        return "cpp" if selective_scan_cpu.load() is not None else "chunk"
     return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
 
 
@@ -101,8 +112,8 @@ def delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state
 
     q, k (B, T, H, K); v (B, T, H, V); beta (B, T, H); scale defaults to K**-0.5;
     initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
-    impl: "auto" (chunked on CPU, Triton on CUDA), "reference", "chunk" or "triton"; chunk_size (None = the impl's
-    default) is ignored by the reference.
+    impl: "auto" (C++ on CPU, else chunked; Triton on CUDA), "reference", "chunk", "cpp" or "triton"; chunk_size
+    (None = the impl's default) is ignored by the reference and the C++ kernel.
     """
     fn = _pick(impl, q)
     extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}

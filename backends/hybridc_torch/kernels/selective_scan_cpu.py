@@ -24,11 +24,12 @@ import torch
 
 from hybridc import native
 
-__all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "CHECKPOINT_EVERY"]
+__all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "delta_rule_cpp", "CHECKPOINT_EVERY"]
 
 _SRC = native.CSRC / "scan_kernels.cpp"
 CHECKPOINT_EVERY = 64  # K: forward stores the state every K steps for the backward's recomputation
-ABI = 4
+ABI = 5
+DELTA_CHECKPOINT_EVERY = 16  # the delta rule's backward recomputes chunks of this many steps ([K, V] states each)
 
 
 def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
@@ -48,6 +49,10 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.hybridc_lr_forward.restype = None
     lib.hybridc_lr_backward.argtypes = [i32, i32] + [vp] * 7 + [i64] * 3
     lib.hybridc_lr_backward.restype = None
+    lib.hybridc_dr_forward.argtypes = [i32, i32] + [vp] * 9 + [i64] * 6 + [ctypes.c_double]
+    lib.hybridc_dr_forward.restype = None
+    lib.hybridc_dr_backward.argtypes = [i32, i32] + [vp] * 14 + [i64] * 6 + [ctypes.c_double]
+    lib.hybridc_dr_backward.restype = None
     return lib
 
 
@@ -189,3 +194,58 @@ def linear_recurrence_cpp(a, x, initial_state=None):
     else:
         last = h[:, -1]
     return h.to(x.dtype), last
+
+
+class _DeltaRuleFn(torch.autograd.Function):
+    """(q, k, v, g, beta, h0) -> (o, last) by the fused sequential C++ kernel; g and h0 may be None.
+
+    q, k (B, T, H, K); v (B, T, H, V); g, beta (B, T, H); h0 (B, H, K, V); contiguous in the accumulation dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, g, beta, h0, scale):
+        lib = load()
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        CK = DELTA_CHECKPOINT_EVERY
+        need_grad = any(ctx.needs_input_grad)
+        out = q.new_empty(B, T, H, V)
+        last = q.new_empty(B, H, K, V)
+        ckpt = q.new_empty(B, H, -(-T // CK), K, V) if need_grad else None
+        lib.hybridc_dr_forward(_code(q), torch.get_num_threads(), _ptr(q), _ptr(k), _ptr(v), _ptr(g), _ptr(beta),
+                               _ptr(h0), _ptr(out), _ptr(last), _ptr(ckpt), B, T, H, K, V, CK, float(scale))
+        if need_grad:
+            ctx.save_for_backward(q, k, v, g, beta, ckpt)
+            ctx.meta = (scale, h0 is not None)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        lib = load()
+        q, k, v, g, beta, ckpt = ctx.saved_tensors
+        scale, has_h0 = ctx.meta
+        B, T, H, K = q.shape
+        V = v.shape[-1]
+        dout = torch.zeros_like(v) if dout is None else dout.to(q.dtype).contiguous()
+        dlast = None if dlast is None else dlast.to(q.dtype).contiguous()
+        dq, dk, dv, dbeta = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta)
+        dg = torch.empty_like(g) if g is not None else None
+        dh0 = q.new_empty(B, H, K, V) if has_h0 else None
+        lib.hybridc_dr_backward(_code(q), torch.get_num_threads(), _ptr(q), _ptr(k), _ptr(v), _ptr(g), _ptr(beta),
+                                _ptr(ckpt), _ptr(dout), _ptr(dlast), _ptr(dq), _ptr(dk), _ptr(dv), _ptr(dg),
+                                _ptr(dbeta), _ptr(dh0), B, T, H, K, V, DELTA_CHECKPOINT_EVERY, float(scale))
+        return dq, dk, dv, dg, dbeta, dh0, None
+
+
+def delta_rule_cpp(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
+    """The (gated, when g is given) delta rule by the fused sequential C++ kernel; the references' contract:
+    returns (o (B, T, H, V) in q.dtype, final state (B, H, K, V) in the accumulation dtype, or None)."""
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    B, T, H, K = q.shape
+    scale = K ** -0.5 if scale is None else scale
+    if T == 0:
+        S = q.new_zeros(B, H, K, v.shape[-1], dtype=acc) if initial_state is None else initial_state.to(acc)
+        return q.new_zeros(B, 0, H, v.shape[-1]), (S if output_final_state else None)
+    c = lambda t: None if t is None else t.to(acc).contiguous()  # noqa: E731
+    o, S = _DeltaRuleFn.apply(c(q), c(k), c(v), c(g), c(beta), c(initial_state), scale)
+    return o.to(q.dtype), (S if output_final_state else None)

@@ -1,5 +1,5 @@
-// XLA FFI handlers (CPU custom calls) for the kernels of scan_kernels.cpp, so JAX runs the same fused selective scan
-// and linear recurrence as torch, on XLA's own buffers (no copies, no host callback).
+// XLA FFI handlers (CPU custom calls) for the kernels of scan_kernels.cpp, so JAX runs the same fused selective scan,
+// linear recurrence and delta rule as torch, on XLA's own buffers (no copies, no host callback).
 //
 // Built by hybridc_jax.kernels.cpu_ffi against the XLA FFI headers jaxlib ships (jax.ffi.include_dir()); one shared
 // library holding both the kernels (included below) and these handlers. Layouts are those documented in
@@ -92,7 +92,74 @@ ffi::Error LrBackward(ffi::AnyBuffer a, ffi::AnyBuffer h, ffi::AnyBuffer h0, ffi
     return ffi::Error::Success();
 }
 
+// q, k [Bt, L, H, K]; v [Bt, L, H, V]; g (empty: the plain delta rule), beta [Bt, L, H]; h0 [Bt, H, K, V] or empty;
+// ckpt [Bt, H, nC, K, V] or empty (no backward will follow).
+ffi::Error DrForward(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer g, ffi::AnyBuffer beta,
+                     ffi::AnyBuffer h0, ffi::Result<ffi::AnyBuffer> out, ffi::Result<ffi::AnyBuffer> last,
+                     ffi::Result<ffi::AnyBuffer> ckpt, int64_t checkpoint_every, double scale, int64_t nthreads) {
+    const int code = dtype_code(q);
+    if (code < 0) return bad_dtype();
+    auto qd = q.dimensions(), vd = v.dimensions();
+    if (qd.size() != 4 || vd.size() != 4) return ffi::Error::InvalidArgument("delta rule: q and v must be rank 4");
+    if (qd[0] * qd[1] * qd[2] == 0) return ffi::Error::Success();
+    hybridc_dr_forward(code, (int)nthreads, ptr(q), ptr(k), ptr(v), ptr(g), ptr(beta), ptr(h0), rptr(out),
+                       rptr(last), rptr(ckpt), qd[0], qd[1], qd[2], qd[3], vd[3], checkpoint_every, scale);
+    return ffi::Error::Success();
+}
+
+// dg is empty when g is; dh0 is empty when there is no h0.
+ffi::Error DrBackward(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi::AnyBuffer g, ffi::AnyBuffer beta,
+                      ffi::AnyBuffer ckpt, ffi::AnyBuffer dout, ffi::AnyBuffer dlast, ffi::Result<ffi::AnyBuffer> dq,
+                      ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv, ffi::Result<ffi::AnyBuffer> dg,
+                      ffi::Result<ffi::AnyBuffer> dbeta, ffi::Result<ffi::AnyBuffer> dh0, int64_t checkpoint_every,
+                      double scale, int64_t nthreads) {
+    const int code = dtype_code(q);
+    if (code < 0) return bad_dtype();
+    auto qd = q.dimensions(), vd = v.dimensions();
+    if (qd.size() != 4 || vd.size() != 4) return ffi::Error::InvalidArgument("delta rule: q and v must be rank 4");
+    if (qd[0] * qd[1] * qd[2] == 0) return ffi::Error::Success();
+    hybridc_dr_backward(code, (int)nthreads, ptr(q), ptr(k), ptr(v), ptr(g), ptr(beta), ptr(ckpt), ptr(dout),
+                        ptr(dlast), rptr(dq), rptr(dk), rptr(dv), rptr(dg), rptr(dbeta), rptr(dh0), qd[0], qd[1],
+                        qd[2], qd[3], vd[3], checkpoint_every, scale);
+    return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcDrForward, DrForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // q
+                                  .Arg<ffi::AnyBuffer>()  // k
+                                  .Arg<ffi::AnyBuffer>()  // v
+                                  .Arg<ffi::AnyBuffer>()  // g
+                                  .Arg<ffi::AnyBuffer>()  // beta
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Ret<ffi::AnyBuffer>()  // out
+                                  .Ret<ffi::AnyBuffer>()  // last
+                                  .Ret<ffi::AnyBuffer>()  // ckpt
+                                  .Attr<int64_t>("checkpoint_every")
+                                  .Attr<double>("scale")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcDrBackward, DrBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // q
+                                  .Arg<ffi::AnyBuffer>()  // k
+                                  .Arg<ffi::AnyBuffer>()  // v
+                                  .Arg<ffi::AnyBuffer>()  // g
+                                  .Arg<ffi::AnyBuffer>()  // beta
+                                  .Arg<ffi::AnyBuffer>()  // ckpt
+                                  .Arg<ffi::AnyBuffer>()  // dout
+                                  .Arg<ffi::AnyBuffer>()  // dlast
+                                  .Ret<ffi::AnyBuffer>()  // dq
+                                  .Ret<ffi::AnyBuffer>()  // dk
+                                  .Ret<ffi::AnyBuffer>()  // dv
+                                  .Ret<ffi::AnyBuffer>()  // dg
+                                  .Ret<ffi::AnyBuffer>()  // dbeta
+                                  .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("checkpoint_every")
+                                  .Attr<double>("scale")
+                                  .Attr<int64_t>("nthreads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcSsForward, SsForward,
                               ffi::Ffi::Bind()
