@@ -27,6 +27,9 @@ import torch.nn.functional as F
 from hybridc_torch.kernels import delta_rule as dr
 from hybridc_torch.kernels import gated_delta_rule as gdr
 from hybridc_torch.kernels import rwkv7 as rk
+from hybridc_torch.kernels import selective_scan_cpu
+
+CPP_KERNELS = ("delta_rule", "gated_delta_rule")  # the fused C++ kernel exists for these
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -152,6 +155,13 @@ def bench(kernel, lengths, reps):
         ours_f, _ = _time(_ours(kernel, "chunk"), args, reps, False)
         ours_fb, ours_mem = _time(_ours(kernel, "chunk"), args, reps, True)
         rows.append(("ours (chunk)", ours_f, ours_fb, ours_mem, False))
+        cpp = None
+        if kernel in CPP_KERNELS and selective_scan_cpu.available():  # the fused C++ kernel, auto on CPU
+            _time(_ours(kernel, "cpp"), args, 1, True)
+            cpp_f, _ = _time(_ours(kernel, "cpp"), args, reps, False)
+            cpp_fb, cpp_mem = _time(_ours(kernel, "cpp"), args, reps, True)
+            rows.append(("ours (cpp, auto)", cpp_f, cpp_fb, cpp_mem, False))
+            cpp = (cpp_f, cpp_fb)
         ref_f, _ = _time(_ours(kernel, "reference"), args, 1, False)
         if ref_fb_per_token is None:
             ref_fb, ref_mem = _time(_ours(kernel, "reference"), args, 1, True)
@@ -174,6 +184,14 @@ def bench(kernel, lengths, reps):
                   f"{_fmt_tok(L, fb, approx):>12}{'-' if mem is None else f'{mem:.0f}':>14}{ratio_f:>18}{ratio_fb:>8}")
         if diff is not None:
             print(f"{'':<22}max |ours - reference| output at L={L}: {diff:.1e}")
+        if cpp is not None:
+            ref = rows[2 if rows[1][0].startswith("ours") else 1]
+            line = (f"{'':<22}cpp: {ours_f / cpp[0]:.1f}x / {ours_fb / cpp[1]:.1f}x faster than chunk (fwd / f+b), "
+                    f"{ref[1] / cpp[0]:.1f}x / {'~' if ref[4] else ''}{ref[2] / cpp[1]:.1f}x than the reference")
+            fla = [r for r in rows if r[0] == "fla naive chunk"]
+            if fla:
+                line += f", {fla[0][1] / cpp[0]:.1f}x / {fla[0][2] / cpp[1]:.1f}x than fla naive chunk"
+            print(line)
     print("(~: the reference's forward+backward extrapolated linearly from the first length; a lower bound)")
 
 
