@@ -5,7 +5,8 @@ Reference implementation: flash-linear-attention, ``fla.ops.gated_delta_rule`` (
 [B, T, H, K] layout; ``fla/ops/gated_delta_rule/naive.py::naive_recurrent_gated_delta_rule`` for the math). Mirrors
 hybridc_torch/kernels/gated_delta_rule.py: the reference is a ``lax.scan`` over time; the fast form (``impl="chunk"``)
 is the chunked WY / UT-transform form (``chunk_delta_core``, chunk 64), with ``lax.scan`` over chunks for the state
-pass and ``jax.grad`` through it. ``auto`` picks ``impl="scan_chunk"``: the reference's forward when not
+pass and ``jax.grad`` through it. On CPU ``auto`` picks torch's fused C++ kernel as an XLA custom call (``impl="cpp"``, ``cpu_ffi``); elsewhere
+(or without a compiler) ``impl="scan_chunk"``: the reference's forward when not
 differentiated, the chunked form under ``jax.grad`` (`scan_forward_chunk_backward`: each is the faster one there).
 
 Per head, with state S (K, V), log-space decay g_t (scalar per head) and one step t:
