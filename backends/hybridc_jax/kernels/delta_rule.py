@@ -24,7 +24,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._dispatch import choose
+from .gated_delta_rule import _auto as gated_auto
 from .gated_delta_rule import chunk_delta_core, scan_forward_chunk_backward
+from .gated_delta_rule import cpp as gated_cpp
 
 __all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule", "scan_chunk_delta_rule"]
 
@@ -86,26 +88,12 @@ def scan_chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_
 
 
 def cpp(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=None):
-    """torch's fused sequential C++ kernel as an XLA custom call (``cpu_ffi``; CPU; `chunk_size` is ignored)."""
-    from . import cpu_ffi
-
-    if cpu_ffi.load() is None:
-        raise RuntimeError("the C++ CPU kernels could not be built here; use impl='scan_chunk'")
-    return cpu_ffi.delta_rule_cpp(q, k, v, None, beta, scale, initial_state, output_final_state)
+    """The gated delta rule's C++ custom call with no gate (``gated_delta_rule.cpp``; CPU; `chunk_size` ignored)."""
+    return gated_cpp(q, k, v, None, beta, scale, initial_state, output_final_state)
 
 
 _IMPLS = {"reference": reference, "chunk": chunk_delta_rule, "scan_chunk": scan_chunk_delta_rule, "cpp": cpp}
-
-
-def _auto(device: str = "cpu") -> str:
-    """CPU: the C++ kernel as an XLA custom call when it builds (B4 L1024: f+b ~1.7x faster than torch's chunked
-    form), else "scan_chunk" (the scan forward with the chunked backward), which GPUs also get for now."""
-    if device == "cpu":
-        from . import cpu_ffi
-
-        if cpu_ffi.load() is not None:
-            return "cpp"
-    return "scan_chunk"
+_auto = gated_auto  # the same choice as the gated delta rule: "cpp" on CPU when it builds, else "scan_chunk"
 
 
 def _pick(impl: str):

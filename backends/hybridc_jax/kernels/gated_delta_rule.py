@@ -224,7 +224,8 @@ def scan_chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None
 
 
 def cpp(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=None):
-    """torch's fused sequential C++ kernel as an XLA custom call (``cpu_ffi``; CPU; `chunk_size` is ignored)."""
+    """torch's fused sequential C++ kernel as an XLA custom call (``cpu_ffi``; CPU; `chunk_size` is ignored);
+    g None runs the plain delta rule."""
     from . import cpu_ffi
 
     if cpu_ffi.load() is None:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import torch
 
+from .gated_delta_rule import _auto as gated_auto
 from .gated_delta_rule import chunk_delta_core
-from . import _dispatch
+from .gated_delta_rule import cpp as gated_cpp
 from ._dispatch import choose
 
 __all__ = ["delta_rule", "delta_rule_step", "reference", "chunk_delta_rule"]
@@ -81,25 +82,12 @@ def _triton(*args, **kwargs):
 
 
 def cpp(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=None):
-    """The fused sequential C++ kernel of the gated delta rule with no gate (CPU; `chunk_size` is ignored)."""
-    from . import selective_scan_cpu
-
-    if selective_scan_cpu.load() is None:
-        raise RuntimeError("the C++ CPU kernels are unavailable here; use impl='chunk'")
-    return selective_scan_cpu.delta_rule_cpp(q, k, v, None, beta, scale, initial_state, output_final_state)
+    """The gated delta rule's fused C++ kernel with no gate (``gated_delta_rule.cpp``; CPU; `chunk_size` ignored)."""
+    return gated_cpp(q, k, v, None, beta, scale, initial_state, output_final_state)
 
 
 _IMPLS = {"reference": reference, "chunk": chunk_delta_rule, "cpp": cpp, "triton": _triton}
-
-
-def _auto(device) -> str:
-    """CPU: the C++ kernel when it builds, else "chunk"; "triton" on CUDA when triton imports; else the reference."""
-    kind = torch.device(device).type
-    if kind == "cpu":
-        from . import selective_scan_cpu
-
-        return "cpp" if selective_scan_cpu.load() is not None else "chunk"
-    return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
+_auto = gated_auto  # the same choice as the gated delta rule: cpp / chunk on CPU, triton on CUDA, else reference
 
 
 def _pick(impl: str, x: torch.Tensor):
