@@ -22,7 +22,7 @@ import threading
 import warnings
 from pathlib import Path
 
-__all__ = ["CSRC", "FLAGS", "LazyLibrary", "build", "cache_dir", "compiler", "disabled"]
+__all__ = ["CSRC", "FLAGS", "LazyLibrary", "build", "cache_dir", "compiler", "disabled", "scan_splits"]
 
 CSRC = Path(__file__).with_name("csrc")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-std=c++17", "-pthread")
@@ -31,6 +31,13 @@ FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-std=c++1
 def disabled() -> bool:
     """True when ``HYBRIDC_DISABLE_CPP`` is set (to anything but 0): every backend then skips the C++ kernels."""
     return os.environ.get("HYBRIDC_DISABLE_CPP", "") not in ("", "0")
+
+
+def scan_splits(batch: int, groups: int, blocks_per_group: int, threads: int) -> int:
+    """The selective scan kernel's tasks per (batch, group), each a range of channel blocks: enough to keep every
+    thread busy (4 tasks per thread), never more than there are blocks."""
+    want = -(-4 * max(1, threads) // max(1, batch * groups))
+    return max(1, min(blocks_per_group, want))
 
 
 def cache_dir() -> Path:

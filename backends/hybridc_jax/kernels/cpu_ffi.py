@@ -76,12 +76,6 @@ def _none(acc):
     return jnp.zeros((0,), acc)
 
 
-def _splits(batch: int, groups: int, blocks_per_group: int, threads: int) -> int:
-    """Tasks per (batch, group), each a range of channel blocks: enough to keep every thread busy (4 per thread)."""
-    want = -(-4 * threads // max(1, batch * groups))
-    return max(1, min(blocks_per_group, want))
-
-
 def _sds(shape, dtype):
     return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
@@ -91,7 +85,7 @@ def _ss_meta(u, Bm, softplus, K):
     groups = Bm.shape[1]
     lanes = load().hybridc_ss_lanes(0 if u.dtype == jnp.float32 else 1)
     threads = _threads()
-    S = _splits(batch, groups, -(-(channels // groups) // lanes), threads)
+    S = native.scan_splits(batch, groups, -(-(channels // groups) // lanes), threads)
     return dict(softplus=np.int64(softplus), splits=np.int64(S), checkpoint_every=np.int64(K),
                 nthreads=np.int64(threads))
 

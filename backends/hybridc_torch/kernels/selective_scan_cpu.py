@@ -78,12 +78,6 @@ def _code(t) -> int:
     return 0 if t.dtype == torch.float32 else 1
 
 
-def _splits(batch: int, groups: int, blocks_per_group: int) -> int:
-    """Tasks per (batch, group), each a range of channel blocks: enough to keep every thread busy (4 per thread)."""
-    want = -(-4 * max(1, torch.get_num_threads()) // max(1, batch * groups))
-    return max(1, min(blocks_per_group, want))
-
-
 class _SelectiveScanFn(torch.autograd.Function):
     """(u, delta, bias, A, B, C, D, z, h0) -> ((C.h + D u) * silu(z), h_last), dt = softplus(delta + bias) in the kernel.
 
@@ -96,7 +90,8 @@ class _SelectiveScanFn(torch.autograd.Function):
         batch, channels, length = u.shape
         groups, state = Bm.shape[1], Bm.shape[2]
         K = CHECKPOINT_EVERY
-        S = _splits(batch, groups, -(-(channels // groups) // lib.hybridc_ss_lanes(_code(u))))
+        S = native.scan_splits(batch, groups, -(-(channels // groups) // lib.hybridc_ss_lanes(_code(u))),
+                               torch.get_num_threads())
         need_grad = any(ctx.needs_input_grad)
         out = torch.empty_like(u)
         last = u.new_empty(batch, channels, state)
