@@ -3,8 +3,8 @@
 Why: XLA:CPU cannot fuse a selective scan. Its best form here (``selective_scan.chunk_selective_scan``) is 2.4-3.5x
 slower than the fused C++ kernel torch runs (B4 L1024 D512 N16: 57 vs 20 ms forward), because XLA runs the per-step
 work of a ``lax.scan`` body as separate small loops on one thread; the linear recurrence's ``lax.scan`` pays ~2 us per
-step. The kernels of ``hybridc/native/csrc/scan_kernels.cpp`` are plain C++; ``xla_ffi.cpp`` wraps them as typed XLA
-FFI handlers (the interface jaxlib ships headers for, ``jax.ffi.include_dir()``), built once by `hybridc.native.build`
+step. The kernels of ``hybridc_native/csrc/`` are plain C++; ``xla_ffi.cpp`` wraps them as typed XLA
+FFI handlers (the interface jaxlib ships headers for, ``jax.ffi.include_dir()``), built once by `hybridc_native.build`
 and registered with ``jax.ffi.register_ffi_target``. They run on XLA's buffers in place (no host callback, no copies)
 and are called with ``jax.ffi.ffi_call``; gradients are a ``jax.custom_vjp`` whose backward is the kernels' fused
 reverse scan (recomputing from states checkpointed every K steps), exactly as in torch. So the two backends run the
@@ -20,17 +20,18 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybridc import native
+import hybridc_native as native
 
 __all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "delta_rule_cpp", "CHECKPOINT_EVERY"]
 
 CHECKPOINT_EVERY = 64  # K: the forward stores the state every K steps for the backward's recomputation
-_SRC = native.CSRC / "xla_ffi.cpp"
+_SRC = Path(__file__).resolve().parents[1] / "csrc" / "xla_ffi.cpp"  # the XLA FFI binding lives with the JAX backend
 _TARGETS = {"hybridc_ss_forward": "HybridcSsForward", "hybridc_ss_backward": "HybridcSsBackward",
             "hybridc_lr_forward": "HybridcLrForward", "hybridc_lr_backward": "HybridcLrBackward",
             "hybridc_dr_forward": "HybridcDrForward", "hybridc_dr_backward": "HybridcDrBackward"}
@@ -38,7 +39,7 @@ DELTA_CHECKPOINT_EVERY = 16  # the delta rule's backward recomputes chunks of th
 
 
 def _build() -> ctypes.CDLL:
-    path = native.build("hybridc_xla_ffi", _SRC, include_dirs=(jax.ffi.include_dir(),),
+    path = native.build("hybridc_xla_ffi", _SRC, include_dirs=(jax.ffi.include_dir(), str(native.CSRC)),
                         depends=(native.CSRC / "scan_kernels.cpp",))
     lib = ctypes.CDLL(str(path))
     lib.hybridc_ss_lanes.argtypes = [ctypes.c_int]

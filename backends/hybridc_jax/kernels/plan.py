@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from hybridc.kernel_choice import plan_rows
+from hybridc_native.choice import plan_rows
 
 from ._dispatch import resolve
 

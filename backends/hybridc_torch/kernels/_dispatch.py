@@ -1,11 +1,11 @@
 """The one place a kernel entry point turns `impl=` into an implementation (rules shared with the JAX backend in
-`hybridc.kernel_choice`: an explicit impl=, then HYBRIDC_KERNEL, then the entry point's auto)."""
+`hybridc_native.choice`: an explicit impl=, then HYBRIDC_KERNEL, then the entry point's auto)."""
 from __future__ import annotations
 
 import functools
 import importlib.util
 
-from hybridc.kernel_choice import ENV, KNOWN, choose, forced, resolve
+from hybridc_native.choice import ENV, KNOWN, choose, forced, resolve
 
 __all__ = ["ENV", "KNOWN", "choose", "forced", "resolve", "triton_available"]
 

@@ -1,4 +1,4 @@
-"""Fused CPU selective scan (and the RG-LRU linear recurrence): the C++ kernels of ``hybridc/native/csrc/scan_kernels.cpp``
+"""Fused CPU selective scan (and the RG-LRU linear recurrence): the C++ kernels of ``hybridc_native/csrc/scan_kernels.cpp``
 compiled on first use (shared with the JAX backend's XLA custom calls), called via ctypes.
 
 Why this shape: the selective scan's decay differs per (channel, state) element, so the SSD matmul trick does not
@@ -11,7 +11,7 @@ every K steps; it also returns the gradients of delta (through the softplus), th
 header for the layouts and the work split.
 
 Build: plain C++ without torch headers (compiles in ~5-8 s with g++ 12, once), ``-O3 -march=native``, by
-`hybridc.native.build` (cached, keyed by source, flags, compiler and CPU; safe under concurrent first use). Set
+`hybridc_native.build` (cached, keyed by source, flags, compiler and CPU; safe under concurrent first use). Set
 ``HYBRIDC_DISABLE_CPP=1`` to skip it. Any failure (no compiler, compile error, load error) returns None from
 `load()` with one warning; the caller then falls back to the reference.
 """
@@ -22,7 +22,7 @@ import ctypes
 
 import torch
 
-from hybridc import native
+import hybridc_native as native
 
 __all__ = ["load", "available", "selective_scan_cpp", "linear_recurrence_cpp", "delta_rule_cpp", "CHECKPOINT_EVERY"]
 

@@ -1,15 +1,16 @@
-"""The CPU scan kernels both backends share: C++ sources in ``csrc/`` and a small builder (stdlib only).
+"""hybridc's native runtime, shared by the torch and JAX backends: the C++ CPU kernels, their builder and cache,
+and the kernel choice rules (``hybridc_native.choice``). Stdlib only: neither torch nor jax is imported here, and
+the compiler core (``hybridc``) never imports this package.
 
-``csrc/scan_kernels.cpp`` holds the fused selective scan (Mamba-1) and the diagonal linear recurrence (RG-LRU),
-forward and backward, as plain C++ with a C ABI and no framework headers. The torch backend loads it through ctypes
-(``hybridc_torch.kernels.selective_scan_cpu``); the JAX backend compiles ``csrc/xla_ffi.cpp`` (the same kernels
-plus XLA FFI handlers, built against the headers jaxlib ships) and registers them as XLA custom calls
-(``hybridc_jax.kernels.cpu_ffi``), so both frameworks run the same machine code.
+``csrc/`` holds one source per recurrence (plain C++ with a C ABI, no framework headers). The torch backend loads
+the library through ctypes; the JAX backend compiles its XLA FFI binding (``hybridc_jax/csrc/xla_ffi.cpp``, which
+includes the same sources) and registers the handlers as XLA custom calls, so both frameworks run the same machine
+code.
 
 `build` compiles once and caches: under ``$HYBRIDC_KERNEL_CACHE``, else ``$TORCH_EXTENSIONS_DIR/hybridc``, else
 ``~/.cache/hybridc/kernels``, keyed by a hash of the sources, the flags, the compiler version and the CPU's flags
 (a cache shared between machines never loads a binary built for another CPU). It builds into a temporary file and
-renames it, so concurrent first uses are safe. Nothing here imports torch or jax.
+renames it, so concurrent first uses are safe.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
 // (bias, D, z, h0, checkpoints, dz) as zero-size arrays when absent (a zero-size buffer becomes a null pointer here).
 // dtype: every floating operand shares one element type, float32 or float64.
 
-#include "scan_kernels.cpp"
+#include "scan_kernels.cpp"  // from hybridc_native/csrc (on the include path)
 
 #include "xla/ffi/api/ffi.h"
 
