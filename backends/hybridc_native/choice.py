@@ -49,22 +49,65 @@ def choose(op: str, impls: dict, impl: str, auto: str):
     return impls[resolve(op, impls, impl, auto)[0]]
 
 
-def plan_rows(model, devices, ops: dict, fixed: dict, choice) -> list[dict]:
+def plan_rows(model, devices, kernel_of) -> list[dict]:
     """One row per mixer kind: its layers, the recurrence and the implementation per device (`describe --kernels`).
 
-    ops: kind -> recurrence name; fixed: kind -> (name, why) for kinds without a choice; choice(op, device) ->
-    (name, why), the backend's own `auto` resolution."""
+    kernel_of(kind) -> an `Op` (a recurrence with a choice of implementations), or (name, why) for a kind that
+    runs one fixed thing (attention's SDPA, torch's fused GRU; name None for no recurrence)."""
     layers: dict[str, list[int]] = {}
     for i, layer in enumerate(model.layers):
         for m in layer.mixers:
             layers.setdefault(m.kind, []).append(i)
     rows = []
     for kind, idx in layers.items():
-        if kind in ops:
-            op, picks = ops[kind], {d: choice(ops[kind], d) for d in devices}
+        k = kernel_of(kind)
+        if isinstance(k, Op):
+            op, picks = k.name, {d: k.choice(d) for d in devices}
         else:
-            op, why = fixed[kind]
-            picks = {d: (op or "-", why) for d in devices}
-        rows.append({"kind": kind, "layers": idx, "op": ops.get(kind, op or "-"),
+            op, picks = "-", {d: (k[0] or "-", k[1]) for d in devices}
+        rows.append({"kind": kind, "layers": idx, "op": op if isinstance(k, Op) else (k[0] or "-"),
                      "impl": {d: p[0] for d, p in picks.items()}, "why": {d: p[1] for d, p in picks.items()}})
     return rows
+
+
+class Op:
+    """One recurrence's implementations, declared once (in its op folder's ``__init__.py``) and read by both the
+    dispatcher (`pick`) and ``describe --kernels`` (`choice`).
+
+    impls: implementation name -> ``"module:function"`` relative to the op package (``"naive:reference"``,
+    ``"chunk:chunk_ssd"``), imported on first use so that, e.g., torch without triton still imports the op.
+    auto: device kind (``"cpu"``, ``"cuda"``, ``"gpu"``, ...) -> implementation name; it may probe what is installed
+    or buildable (and fall back), but never imports a fast kernel's module.
+    """
+
+    def __init__(self, name: str, package: str, impls: dict[str, str], auto):
+        self.name, self.package, self.impls, self._auto = name, package, dict(impls), auto
+        self._loaded: dict = {}
+
+    def __repr__(self) -> str:
+        return f"Op({self.name!r}, impls={list(self.impls)})"
+
+    def get(self, name: str):
+        """The implementation called `name` (imported on first use)."""
+        if name not in self._loaded:
+            import importlib
+
+            module, _, attr = self.impls[name].partition(":")
+            self._loaded[name] = getattr(importlib.import_module(f"{self.package}.{module}"), attr)
+        return self._loaded[name]
+
+    def auto(self, device: str) -> str:
+        return self._auto(device)
+
+    def resolve(self, impl: str = "auto", device: str = "cpu") -> tuple[str, str]:
+        """(implementation name, where the choice came from: "impl=", ENV or "auto")."""
+        return resolve(self.name, self.impls, impl, self._auto(device) if impl == "auto" else impl)
+
+    def pick(self, impl: str = "auto", device: str = "cpu"):
+        """The callable `impl` names on `device` (precedence: impl=, then HYBRIDC_KERNEL, then auto)."""
+        return self.get(self.resolve(impl, device)[0])
+
+    def choice(self, device: str) -> tuple[str, str]:
+        """(implementation name, why) that ``impl="auto"`` picks on `device`: a row of ``describe --kernels``."""
+        name, source = self.resolve("auto", device)
+        return name, ("forced by HYBRIDC_KERNEL" if source != "auto" else f"auto on {device}")
