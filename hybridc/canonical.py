@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from . import costs
-from .ir import KIND_SPECS, FFNSpec, Layer, Model
+from .ir import FFNSpec, Layer, Model
+from .kinds import NAMES, spec_class
+from .kinds._ffn import AFTER as FFN_AFTER
+from .kinds._ffn import default_ffn, ffn_on_by_rule
 from .options import is_auto, render
-from .resolve import FFN_AFTER, RWKV_CMIX
 
 _KEYWORDS = {"layers", "ratio", "every", "pattern", "preset", "share", "at", "backbone", "placement", "offset"}
 
@@ -24,16 +25,16 @@ def _name(text: str) -> str:
 
 def _defaults(kind: str, dim: int) -> dict:
     """The values a bare `kind` resolves to (class defaults, `auto` resolved)."""
-    cls = KIND_SPECS[kind]
+    cls = spec_class(kind)
     opts = {n: ("auto" if is_auto(f) else f.default) for n, f in cls.model_fields.items() if n != "kind"}
     opts.pop("value_residual", None)
-    return costs.resolve(kind, opts, dim)
+    return cls.resolve(opts, dim)
 
 
 def _kind_lines(model: Model) -> tuple[list[str], dict]:
     lines, base = [], {}
     mixers = [m for l in model.layers for m in l.mixers]
-    for kind in KIND_SPECS:
+    for kind in NAMES:
         mine = [m for m in mixers if m.kind == kind]
         if not mine:
             continue
@@ -50,10 +51,7 @@ def _kind_lines(model: Model) -> tuple[list[str], dict]:
 
 
 def _ffn_on_by_rule(layer: Layer, after: str) -> bool:
-    kinds = [m.kind for m in layer.mixers]
-    if kinds == ["mlp"]:
-        return False
-    return kinds == ["rwkv"] or after == "all" or (after == "attn" and "attn" in kinds)
+    return ffn_on_by_rule(layer.mixers, after)
 
 
 def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
@@ -123,7 +121,7 @@ def dumps(model: Model) -> str:
     for i, layer in enumerate(model.layers):
         if layer.ffn is None:
             continue
-        default = RWKV_CMIX if layer.kind == "rwkv" else ffn_spec
+        default = default_ffn(layer.mixers, ffn_spec)
         diff = {k: getattr(layer.ffn, k) for k in ("mult", "act", "token_shift") if getattr(layer.ffn, k) != getattr(default, k)}
         if diff:
             lines.append(f"at {i + 1} ffn " + " ".join(f"{k}={render(v)}" for k, v in diff.items()))

@@ -70,9 +70,9 @@ def cmd_fmt(a) -> int:
 
 
 def cmd_schema(a) -> int:
-    from .ir import Model
+    from .ir import json_schema
 
-    print(json.dumps(Model.model_json_schema(), indent=2))
+    print(json.dumps(json_schema(), indent=2))
     return EXIT_OK
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from . import schedule as sch
 from .errors import HybridcError, Pos, suggest
-from .ir import BACKBONE_KINDS, KIND_SPECS
+from .kinds import NAMES, kinds_with_role, pattern_symbols, spec_class
+from .options import read_int
 from .parse import Item, KV, LayersStmt, Pair, PatternStmt, Value
 
 MAX_LAYERS = 10_000
@@ -33,19 +34,11 @@ class Layout:
 
 
 def _int(v: Value, what: str, lo: int = 1, hi: int = MAX_LAYERS) -> int:
-    if v.kind != "number" or any(c in v.raw for c in ".eE"):
-        raise HybridcError(f"{what} must be an integer, got '{v.raw}'", v.pos)
-    n = int(v.raw)
-    if n < lo:
-        raise HybridcError(f"{what} must be at least {lo}, got {n}", v.pos)
-    if n > hi:
-        raise HybridcError(f"{what} must be at most {hi}, got {n}", v.pos,
-                           hint="hybridc supports at most 10,000 layers" if hi == MAX_LAYERS else None)
-    return n
+    return read_int(v, what, lo, hi, hint="hybridc supports at most 10,000 layers" if hi == MAX_LAYERS else None)
 
 
 def check_kind(kind: str, pos: Pos, allowed=None) -> str:
-    allowed = list(allowed or KIND_SPECS)
+    allowed = list(allowed or NAMES)
     if kind not in allowed:
         raise HybridcError(f"unknown layer kind '{kind}'", pos, hint=suggest(kind, allowed) or f"valid kinds: {', '.join(allowed)}")
     return kind
@@ -67,7 +60,7 @@ def _backbone(opts: dict) -> str:
     v = opts.get("backbone")
     if v is None:
         return "mamba"
-    return check_kind(v.raw, v.pos, BACKBONE_KINDS)
+    return check_kind(v.raw, v.pos, kinds_with_role("backbone"))
 
 
 def _fill(n: int, positions: list[int], backbone: str, pos: Pos) -> list:
@@ -142,9 +135,31 @@ def _most_common_backbone(slots) -> str:
     counts = {}
     for slot in slots:
         for m in slot:
-            if m.kind in BACKBONE_KINDS:
+            if spec_class(m.kind).ROLE == "backbone":
                 counts[m.kind] = counts.get(m.kind, 0) + 1
     return max(counts, key=lambda k: counts[k]) if counts else "mamba"
+
+
+def _check_pair(slot) -> None:
+    """A parallel block is a backbone kind and attention side by side (Hymba's heads), written `backbone|attn`."""
+    roles = [spec_class(m.kind).ROLE for m in slot]
+    if roles == ["backbone", "attention"]:
+        return
+    a, b = slot[0].kind, slot[1].kind
+    if a == b:
+        raise HybridcError(f"a parallel block of two '{a}' mixers", slot[1].pos, hint=_pair_forms())
+    if "mlp" in roles:
+        raise HybridcError("mlp cannot be a parallel branch", slot[roles.index("mlp")].pos, hint=_pair_forms())
+    if roles == ["attention", "backbone"]:
+        raise HybridcError(f"a parallel block is written backbone first: '{b}|{a}'", slot[0].pos, hint=f"write {b}|{a}")
+    bad = slot[1] if roles[0] == "backbone" else slot[0]
+    raise HybridcError(f"'{a}|{b}' is not a parallel block: it pairs a backbone kind with attention", bad.pos,
+                       hint=_pair_forms())
+
+
+def _pair_forms() -> str:
+    return (f"valid forms: BACKBONE|{kinds_with_role('attention')[0]} with BACKBONE one of "
+            f"{', '.join(kinds_with_role('backbone'))}")
 
 
 def items_layout(st: LayersStmt) -> Layout:
@@ -155,29 +170,30 @@ def items_layout(st: LayersStmt) -> Layout:
             check_kind(m.kind, m.pos)
         if len(slot) > 2:
             raise HybridcError("a parallel block holds at most two mixers", slot[2].pos)
-        if len(slot) == 2 and slot[0].kind == slot[1].kind:
-            raise HybridcError(f"a parallel block of two '{slot[0].kind}' mixers", slot[1].pos)
-        if len(slot) == 2 and "mlp" in (slot[0].kind, slot[1].kind):
-            raise HybridcError("mlp cannot be a parallel branch", slot[0].pos)
+        if len(slot) == 2:
+            _check_pair(slot)
     if st.count is not None and _int(st.count, "the layer count") != n:
         raise HybridcError(f"{st.count.raw} layers given, but the list has {n}", st.count.pos)
     return Layout(slots, _most_common_backbone(slots), True)
 
 
+def _supported(symbols: dict) -> str:
+    return "supported symbols: " + ", ".join(f"{c} ({k})" for c, k in symbols.items())
+
+
 def pattern_layout(st: PatternStmt, count: Value | None) -> Layout:
-    slots = []
+    slots, symbols = [], pattern_symbols()
     for i, ch in enumerate(st.text):
         pos = Pos(st.text_pos.line, st.text_pos.column + i, 1, st.text_pos.origin)
-        if ch in sch.MEGATRON_SYMBOLS:
-            slots.append((Member(sch.MEGATRON_SYMBOLS[ch], (), pos),))
+        if ch in symbols:
+            slots.append((Member(symbols[ch], (), pos),))
         elif ch in sch.MEGATRON_UNSUPPORTED:
             raise HybridcError(f"Megatron symbol '{ch}' ({sch.MEGATRON_UNSUPPORTED[ch]}) is not supported", pos,
-                               hint="supported symbols: M (mamba2), G (gated_delta_net), * (attn), - (mlp)")
+                               hint=_supported(symbols))
         elif ch.isspace():
             continue
         else:
-            raise HybridcError(f"unknown pattern symbol '{ch}'", pos,
-                               hint="supported symbols: M (mamba2), G (gated_delta_net), * (attn), - (mlp)")
+            raise HybridcError(f"unknown pattern symbol '{ch}'", pos, hint=_supported(symbols))
         if len(slots) > MAX_LAYERS:
             raise HybridcError("more than 10,000 layers", st.text_pos)
     if not slots:

@@ -1,7 +1,7 @@
 """Typed option values: convert a written `Value` to the type a spec field declares, with located errors.
 
-Every kind's options (names, types, ranges, defaults) are read off the Pydantic spec classes in `ir.py`;
-`describe_options(kind)` lists them for error messages and the README.
+Every kind's options (names, types, ranges, defaults) are read off the Pydantic spec classes in `hybridc.kinds`;
+`type_text(field)` writes one for error messages.
 """
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def type_text(field: FieldInfo) -> str:
               for m in field.metadata if hasattr(m, "ge") or hasattr(m, "gt")]
     bounds += [f"<={m.le}" for m in field.metadata if hasattr(m, "le")]
     return text + (f" ({', '.join(bounds)})" if bounds else "")
+
+
+def read_int(v: Value, what: str, lo: int = 1, hi: int | None = None, hint: str | None = None) -> int:
+    """The one reader of a written integer (layer counts, shares, indices): located errors for anything else."""
+    if v.kind != "number" or any(c in v.raw for c in ".eE"):
+        raise HybridcError(f"{what} must be an integer, got '{v.raw}'", v.pos)
+    n = int(v.raw)
+    if n < lo:
+        raise HybridcError(f"{what} must be at least {lo}, got {n}", v.pos)
+    if hi is not None and n > hi:
+        raise HybridcError(f"{what} must be at most {hi}, got {n}", v.pos, hint=hint)
+    return n
 
 
 def _number(v: Value, want_int: bool):

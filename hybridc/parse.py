@@ -5,6 +5,7 @@ Every node keeps the `Pos` of the token it came from, so later stages can point 
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Union
@@ -124,33 +125,32 @@ class Program:
 
 # --- parser -----------------------------------------------------------------------------------------------------------
 
-_ORIGIN: list = [None]  # origin tag for positions made by the current parse (None: the user's text)
-
-
-def _pos(tok: Token) -> Pos:
-    return Pos(tok.line, tok.column, max(1, len(str(tok))), _ORIGIN[0])
-
-
-def _value(tok: Token) -> Value:
-    kind = {"NAME": "name", "NUMBER": "number", "STRING": "string"}.get(tok.type, "name")
-    raw = str(tok)[1:-1] if kind == "string" else str(tok)
-    return Value(raw, _pos(tok), kind)
-
-
 class _Build(Transformer):
-    """Lark tree -> nodes above."""
+    """Lark tree -> nodes above; every position is tagged with `origin` (None: the user's text; a preset's name)."""
+
+    def __init__(self, origin: str | None = None):
+        super().__init__()
+        self.origin = origin
+
+    def _pos(self, tok: Token) -> Pos:
+        return Pos(tok.line, tok.column, max(1, len(str(tok))), self.origin)
+
+    def _value(self, tok: Token) -> Value:
+        kind = {"NAME": "name", "NUMBER": "number", "STRING": "string"}.get(tok.type, "name")
+        raw = str(tok)[1:-1] if kind == "string" else str(tok)
+        return Value(raw, self._pos(tok), kind)
 
     def value(self, c):
-        return _value(c[0])
+        return self._value(c[0])
 
     def kv(self, c):
-        return KV(str(c[0]), c[1], _pos(c[0]))
+        return KV(str(c[0]), c[1], self._pos(c[0]))
 
     def options(self, c):
-        return tuple(x for x in c if x is not None)
+        return tuple(x for x in c if isinstance(x, KV))
 
     def single(self, c):
-        return Single(str(c[0]), c[1] or (), _pos(c[0]))
+        return Single(str(c[0]), c[1] or (), self._pos(c[0]))
 
     def pair(self, c):
         return Pair(tuple(c), c[0].pos)
@@ -163,24 +163,24 @@ class _Build(Transformer):
         pos = atom.pos if isinstance(atom, Pair) else atom[0].pos
         if rep is None:
             return Item(atom, 1, pos)
-        return Item(atom, int(str(rep)[1:]), _pos(rep))
+        return Item(atom, int(str(rep)[1:]), self._pos(rep))
 
     def items(self, c):
         return ("items", tuple(c))
 
     def layout_opt(self, c):
-        return LayoutOpt(str(c[0]), _value(c[1]), _pos(c[0]))
+        return LayoutOpt(str(c[0]), self._value(c[1]), self._pos(c[0]))
 
     def ratio_layout(self, c):
-        return ("ratio", (_value(c[1]), _value(c[2])), tuple(c[3:]), _pos(c[0]))
+        return ("ratio", (self._value(c[1]), self._value(c[2])), tuple(c[3:]), self._pos(c[0]))
 
     def every_layout(self, c):
-        return ("every", (_value(c[1]),), tuple(c[2:]), _pos(c[0]))
+        return ("every", (self._value(c[1]),), tuple(c[2:]), self._pos(c[0]))
 
     def layers_stmt(self, c):
         count, kw, layout = c
-        count_v = _value(count) if count is not None else None
-        pos = count_v.pos if count_v else _pos(kw)
+        count_v = self._value(count) if count is not None else None
+        pos = count_v.pos if count_v else self._pos(kw)
         if layout is None:
             return LayersStmt(count_v, "none", pos=pos)
         if layout[0] == "items":
@@ -188,25 +188,25 @@ class _Build(Transformer):
         return LayersStmt(count_v, layout[0], numbers=layout[1], opts=layout[2], pos=pos)
 
     def pattern_stmt(self, c):
-        return PatternStmt(str(c[1])[1:-1], _pos(c[0]), Pos(c[1].line, c[1].column + 1, max(1, len(c[1]) - 2), _ORIGIN[0]))
+        return PatternStmt(str(c[1])[1:-1], self._pos(c[0]), Pos(c[1].line, c[1].column + 1, max(1, len(c[1]) - 2), self.origin))
 
     def preset_stmt(self, c):
-        return PresetStmt(str(c[1]), _pos(c[0]), _pos(c[1]))
+        return PresetStmt(str(c[1]), self._pos(c[0]), self._pos(c[1]))
 
     def share_stmt(self, c):
-        return ShareStmt(tuple(_value(t) for t in c[1:]), _pos(c[0]))
+        return ShareStmt(tuple(self._value(t) for t in c[1:]), self._pos(c[0]))
 
     def index(self, c):
         lo, hi = c
-        return (_value(lo), _value(hi) if hi is not None else _value(lo))
+        return (self._value(lo), self._value(hi) if hi is not None else self._value(lo))
 
     def at_stmt(self, c):
         ranges = tuple(x for x in c[1:] if isinstance(x, tuple))
         rest = [x for x in c[1:] if not isinstance(x, tuple)]
-        return AtStmt(ranges, _value(rest[0]), tuple(rest[1:]), _pos(c[0]))
+        return AtStmt(ranges, self._value(rest[0]), tuple(rest[1:]), self._pos(c[0]))
 
     def generic_stmt(self, c):
-        return GenericStmt(str(c[0]), tuple(c[1:]), _pos(c[0]))
+        return GenericStmt(str(c[0]), tuple(c[1:]), self._pos(c[0]))
 
     def start(self, c):
         return [x for x in c if x is not None and not isinstance(x, Token)]
@@ -227,7 +227,7 @@ _TOKEN_NAMES = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted string", "_NL": "end of line", "SEMICOLON": "';'",
     "COLON": "':'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='", "COMMA": "','", "VBAR": "'|'", "REPEAT": "a repeat like x3",
     "LAYERS": "'layers'", "RATIO": "'ratio'", "EVERY": "'every'", "LAYOUT_KEY": "backbone/placement/offset",
-    "$END": "end of input", "__ANON_0": "'..'",
+    "$END": "end of input", "__ANON_0": "'..'", "OPTIONS_OPEN": "'('",
 }
 
 
@@ -250,6 +250,9 @@ def _syntax_error(e: UnexpectedInput, text: str, source_name: str) -> HybridcErr
     hint = None
     if tok.type == "NAME" and "EQUAL" in e.expected:
         hint = "options are written key=value"
+    elif tok.type == "EQUAL" and re.search(r"[A-Za-z0-9_]\s+\(\s*[A-Za-z_]\w*\s*$",
+                                           text.splitlines()[tok.line - 1][:tok.column - 1]):
+        hint = "options attach to their kind with no space: kind(key=value)"
     elif tok.type == "NAME" and "NUMBER" in e.expected:
         hint = "a number is expected here"
     line = tok.line if tok.type != "_NL" else tok.line
@@ -267,11 +270,7 @@ def parse(text: str, source_name: str = "<string>", *, origin: str | None = None
         tree = _parser().parse(text + "\n")
     except UnexpectedInput as e:
         raise _syntax_error(e, text, source_name) from None
-    _ORIGIN[0] = origin
-    try:
-        return Program(_Build().transform(tree), text, source_name)
-    finally:
-        _ORIGIN[0] = None
+    return Program(_Build(origin).transform(tree), text, source_name)
 
 
 __all__ = ["parse", "Program", "Value", "KV", "Single", "Pair", "Item", "LayersStmt", "PatternStmt", "PresetStmt",

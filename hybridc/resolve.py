@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from . import costs
 from .errors import ErrorList, HybridcError, Pos, suggest
-from .ir import KIND_SPECS, FFNSpec, Layer, Model
+from .ir import FFNSpec, Layer, Model
+from .kinds import NAMES, spec_class
+from .kinds._ffn import AFTER as FFN_AFTER
+from .kinds._ffn import default_ffn, ffn_on_by_rule
 from .layout import Layout, Member, build_layout, check_kind
-from .options import convert, is_auto
-from .parse import KV, AtStmt, GenericStmt, LayersStmt, PatternStmt, PresetStmt, Program, ShareStmt, Value, parse
+from .options import convert, is_auto, read_int
+from .parse import KV, AtStmt, GenericStmt, LayersStmt, Pair, PatternStmt, PresetStmt, Program, ShareStmt, Value, parse
 from .presets import PRESETS
 
 SETTINGS = {  # statement -> (IR field, how it is written)
@@ -22,9 +24,7 @@ SETTINGS = {  # statement -> (IR field, how it is written)
     "dropout": "dropout", "meta_tokens": "meta_tokens", "fusion": "fusion",
 }
 FFN_KEYS = {"mult": FFNSpec.model_fields["mult"], "act": FFNSpec.model_fields["act"]}
-FFN_AFTER = ("attn", "all", "none")
-RWKV_CMIX = FFNSpec(mult=4.0, act="relu2", token_shift=True)
-STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(KIND_SPECS))
+STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(NAMES))
 
 
 @dataclass
@@ -86,7 +86,10 @@ class Resolver:
             return None
 
     def _statement(self, st):
-        if isinstance(st, (LayersStmt, PatternStmt)):
+        if isinstance(st, LayersStmt) and _parallel_word(st):  # `6 layers parallel`: the seeds' mode: :parallel
+            self._layout(LayersStmt(st.count, "none", pos=st.pos))
+            self._parallel(GenericStmt("parallel", (), st.items[0].pos), [], [])
+        elif isinstance(st, (LayersStmt, PatternStmt)):
             self._layout(st)
         elif isinstance(st, ShareStmt):
             self.s.share.extend(st.kinds)
@@ -125,7 +128,7 @@ class Resolver:
             self._parallel(st, values, kvs)
         elif st.name == "ffn":
             self._ffn(st, values, kvs)
-        elif st.name in KIND_SPECS:
+        elif st.name in NAMES:
             if values:
                 raise HybridcError(f"options for {st.name} are written key=value", values[0].pos)
             if not kvs:
@@ -201,7 +204,8 @@ class Resolver:
         pos = self.s.values["_parallel"][1]
         if not lay.explicit:
             return [(Member(lay.backbone, (), pos), Member("attn", (), pos)) for _ in lay.slots]
-        out = [(Member(lay.backbone, (), s[0].pos), s[0]) if len(s) == 1 and s[0].kind == "attn" else s for s in lay.slots]
+        out = [(Member(lay.backbone, (), s[0].pos), s[0]) if len(s) == 1 and spec_class(s[0].kind).ROLE == "attention"
+               else s for s in lay.slots]
         if out == lay.slots:
             raise HybridcError("parallel: the layout has no attention layer to turn into a parallel block", pos)
         return out
@@ -233,24 +237,20 @@ class Resolver:
             if not any(_int(lo) - 1 <= index <= _int(hi) - 1 for lo, hi in at.ranges):
                 continue
             if at.kind.raw not in kinds | {"ffn"}:
-                check_kind(at.kind.raw, at.kind.pos, list(KIND_SPECS) + ["ffn"])
+                check_kind(at.kind.raw, at.kind.pos, list(NAMES) + ["ffn"])
                 raise HybridcError(f"layer {index + 1} is '{'|'.join(m.kind for m in slot)}', it has no {at.kind.raw}",
                                    at.kind.pos)
             out.setdefault(at.kind.raw, []).extend(at.options)
         return out
 
     def _ffn_for(self, mixers, flag, ffn_kvs, pos: Pos):
-        kinds = [m.kind for m in mixers]
         after = self.s.ffn.get("after", ("attn", None))[0]
-        if kinds == ["mlp"]:
+        if len(mixers) == 1 and not mixers[0].TAKES_FFN:
             if flag or ffn_kvs:
-                raise HybridcError("an mlp layer takes no FFN sub-block", pos)
+                raise HybridcError(f"a {mixers[0].kind} layer takes no FFN sub-block", pos)
             return None
-        default = RWKV_CMIX if kinds == ["rwkv"] else FFNSpec(
-            **{k: val for k, (val, _) in self.s.ffn.items() if k in FFN_KEYS})
-        on = kinds == ["rwkv"] or after == "all" or (after == "attn" and "attn" in kinds)
-        if flag is not None:
-            on = flag
+        default = default_ffn(mixers, FFNSpec(**{k: val for k, (val, _) in self.s.ffn.items() if k in FFN_KEYS}))
+        on = ffn_on_by_rule(mixers, after) if flag is None else flag
         if not on:
             if ffn_kvs:
                 raise HybridcError("this layer has no FFN to override", ffn_kvs[0].pos, hint="add ffn=true")
@@ -306,14 +306,21 @@ _FFN_FLAG = Layer.model_fields["shared"]  # a bool field, used to read `ffn=true
 
 
 def _kind_example(kind: str) -> str:
-    name, fld = next((n, f) for n, f in KIND_SPECS[kind].model_fields.items() if n != "kind")
+    name, fld = next((n, f) for n, f in spec_class(kind).model_fields.items() if n != "kind")
     return f"{kind} {name}={'auto' if is_auto(fld) else fld.default}"
 
 
 def _int(v: Value) -> int:
-    if v.kind != "number" or any(c in v.raw for c in ".eE") or int(v.raw) < 1:
-        raise HybridcError(f"a layer index is a positive integer, got '{v.raw}'", v.pos)
-    return int(v.raw)
+    return read_int(v, "a layer index")
+
+
+def _parallel_word(st: LayersStmt) -> bool:
+    """`N layers parallel`: one bare item named `parallel` (not a kind) is the mode, as the seeds' `mode: :parallel`."""
+    if st.layout != "items" or len(st.items) != 1 or st.items[0].repeat != 1:
+        return False
+    atom = st.items[0].atom
+    return isinstance(atom, Pair) and len(atom.members) == 1 and atom.members[0].kind == "parallel" \
+        and not atom.members[0].options
 
 
 def _check_ranges(at: AtStmt, n: int):
@@ -327,7 +334,7 @@ def _check_ranges(at: AtStmt, n: int):
 
 
 def _option_value(kind: str, kv: KV):
-    fields = {k: f for k, f in KIND_SPECS[kind].model_fields.items() if k != "kind"}
+    fields = {k: f for k, f in spec_class(kind).model_fields.items() if k != "kind"}
     if kv.key == "ffn":
         return convert(kv.value, _FFN_FLAG, "ffn")
     if kv.key not in fields:
@@ -349,12 +356,12 @@ def _first_msg(e: ValidationError) -> str:
 
 
 def _spec(m: Member, opts: dict, where: dict, dim: int):
-    cls = KIND_SPECS[m.kind]
+    cls = spec_class(m.kind)
     for name, fld in cls.model_fields.items():
         if is_auto(fld):
             opts.setdefault(name, "auto")
     try:
-        opts = costs.resolve(m.kind, dict(opts), dim)
+        opts = cls.resolve(dict(opts), dim)
     except ValueError as e:
         raise HybridcError(f"{m.kind}: {e}", m.pos) from None
     try:

@@ -48,7 +48,6 @@ def every_positions(n: int, every: int, offset: int) -> list[int]:
     return [i for i in range(n) if i % every == offset]
 
 
-MEGATRON_SYMBOLS = {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp"}
 MEGATRON_UNSUPPORTED = {
     "E": "mixture-of-experts layers", "D": "DeepSeek sparse attention", "+": "multi-head latent attention",
     "|": "pipeline-stage separators", "/": "multi-token-prediction patterns",

@@ -5,50 +5,33 @@ torch backend's decode state holds after `context` steps (KV caches window-cappe
 """
 from __future__ import annotations
 
-from . import costs
-from .costs.attn import ffn_flops, ffn_params, norm_params
-from .ir import AttnSpec, Layer, Model
+from .ir import Layer, Model
+from .kinds import spec_class
+from .kinds._norm import norm_params
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-
-
-def _ffn_params(layer: Layer, dim: int, norm: str) -> int:
-    if layer.ffn is None:
-        return 0
-    f = layer.ffn
-    inner = costs.formulas("rwkv_cmix")[0](f, dim) if f.token_shift else ffn_params(f.mult, f.act, dim)
-    return norm_params(norm, dim) + inner
-
-
-def _ffn_state(layer: Layer, dim: int) -> int:
-    if layer.ffn is None or not layer.ffn.token_shift:
-        return 0
-    return costs.formulas("rwkv_cmix")[1](layer.ffn, dim)
-
-
-def _ffn_flops(layer: Layer, dim: int) -> int:
-    if layer.ffn is None:
-        return 0
-    f = layer.ffn
-    return costs.formulas("rwkv_cmix")[2](f, dim) if f.token_shift else ffn_flops(f.mult, f.act, dim)
 
 
 def layer_params(layer: Layer, model: Model) -> int:
     """Parameters of one block: pre-norm, mixers, parallel fusion, FFN (norm + FFN)."""
     d = model.dim
-    n = norm_params(model.norm, d) + sum(costs.params(m, d) for m in layer.mixers)
+    n = norm_params(model.norm, d) + sum(m.params(d) for m in layer.mixers)
     if layer.parallel:
         n += d * d + d if model.fusion == "gate" else 2 * norm_params(model.norm, d)
-    return n + _ffn_params(layer, d, model.norm)
+    if layer.ffn is not None:
+        n += norm_params(model.norm, d) + layer.ffn.params(d)
+    return n
 
 
 def layer_state_numel(layer: Layer, model: Model, context: int) -> int:
-    return sum(costs.state_numel(m, model.dim, context, model.meta_tokens) for m in layer.mixers) + _ffn_state(layer, model.dim)
+    n = sum(m.state_numel(model.dim, context, model.meta_tokens) for m in layer.mixers)
+    return n + (layer.ffn.state_numel(model.dim) if layer.ffn is not None else 0)
 
 
 def layer_flops(layer: Layer, model: Model, context: int) -> int:
     d = model.dim
-    f = sum(costs.flops(m, d, context, model.meta_tokens) for m in layer.mixers) + _ffn_flops(layer, d)
+    f = sum(m.flops(d, context, model.meta_tokens) for m in layer.mixers)
+    f += layer.ffn.flops(d) if layer.ffn is not None else 0
     if layer.parallel and model.fusion == "gate":
         f += 2 * d * d
     return f
@@ -62,28 +45,12 @@ def io_params(model: Model) -> dict:
     return out
 
 
-def total_params(model: Model) -> int:
-    seen, n = set(), 0
-    for layer in model.layers:
-        if layer.shared:
-            if layer.kind in seen:
-                continue
-            seen.add(layer.kind)
-        n += layer_params(layer, model)
-    return n + sum(io_params(model).values())
-
-
-KEY_OPTIONS = {"mamba": ("state", "expand"), "mamba2": ("state", "head_dim"), "gru": ("hidden",), "rwkv": ("head_dim",),
-               "delta_net": ("heads", "head_dim"), "gated_delta_net": ("heads", "head_dim"), "griffin_lru": ("width",),
-               "attn": ("heads", "kv_heads", "head_dim", "window"), "mlp": ("mult", "act")}
-
-
 def _options_text(layer: Layer) -> str:
     """The key options of each mixer, plus any option that differs from the kind's default."""
     parts = []
     for m in layer.mixers:
         fields = type(m).model_fields
-        shown = [k for k in fields if k != "kind" and (k in KEY_OPTIONS[m.kind] or (
+        shown = [k for k in fields if k != "kind" and (k in m.SHOWN or (
             fields[k].default is not None and not callable(fields[k].default) and
             fields[k].json_schema_extra is None and getattr(m, k) != fields[k].default))]
         parts.append(" ".join(f"{k}={'none' if getattr(m, k) is None else getattr(m, k)}" for k in shown))
@@ -95,19 +62,22 @@ def _options_text(layer: Layer) -> str:
 
 def schedule_summary(model: Model) -> dict:
     """The seeds' `describe_schedule` fields (plus counts of parallel blocks and MLP layers)."""
-    sched = model.schedule
-    n_attn = sum("attn" in k.split("|") for k in sched)
-    n_mlp = sum(k == "mlp" for k in sched)
-    n_backbone = sum(k not in ("attn", "mlp") and "|" not in k for k in sched)
-    return {"schedule": sched, "num_backbone": n_backbone, "num_attention": n_attn,
-            "num_parallel": sum("|" in k for k in sched), "num_mlp": n_mlp,
-            "backbone_pct": round(100.0 * n_backbone / len(sched), 2), "mode": model.mode}
+    roles = [[m.ROLE for m in l.mixers] for l in model.layers]
+    n_attn = sum("attention" in r for r in roles)
+    n_mlp = sum(r == ["mlp"] for r in roles)
+    n_backbone = sum(r == ["backbone"] for r in roles)
+    return {"schedule": model.schedule, "num_backbone": n_backbone, "num_attention": n_attn,
+            "num_parallel": sum(len(r) == 2 for r in roles), "num_mlp": n_mlp,
+            "backbone_pct": round(100.0 * n_backbone / len(roles), 2), "mode": model.mode}
 
 
 def _all_attention_state(model: Model, context: int) -> int:
-    attn = next((m for l in model.layers for m in l.mixers if m.kind == "attn"), None)
-    spec = (attn or AttnSpec(kv_heads=4)).model_copy(update={"window": None})
-    return len(model.layers) * costs.state_numel(spec, model.dim, context, model.meta_tokens)
+    attn = next((m for l in model.layers for m in l.mixers if m.ROLE == "attention"), None)
+    if attn is None:
+        cls = spec_class("attn")
+        attn = cls(**cls.resolve({}, model.dim))
+    spec = attn.model_copy(update={"window": None})
+    return len(model.layers) * spec.state_numel(model.dim, context, model.meta_tokens)
 
 
 def describe(model: Model, *, context: int = 4096, dtype: str = "fp32") -> dict:

@@ -39,7 +39,11 @@ def _read(path) -> dict:
 
     if not Path(path).is_file():
         raise HybridcError(f"no such weights file: {path}")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 -- safetensors raises its own error type (and OSError) for a bad file
+        raise HybridcError(f"not a valid safetensors file ({e})",
+                           source_name=str(path)) from None
 
 
 def load_weights(obj_or_backend, path):

@@ -15,7 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridc.costs import delta as costs
+from hybridc.kinds import spec_class
+from hybridc.kinds._ffn import FFNSpec
+from hybridc.kinds._ffn import cmix_hidden as core_cmix_hidden
 from hybridc_torch.layers.delta_net import DeltaNet
 from hybridc_torch.layers.gated_delta_net import GatedDeltaNet
 from hybridc_torch.layers.rwkv import RWKV7, RWKV7ChannelMix, cmix_hidden
@@ -334,13 +336,25 @@ def test_rwkv_matches_fla_forward_math_with_value_residual():
 
 
 # --------------------------------------------------------------------------------------------- cost formulas
+def _resolved(kind, options, dim):
+    """The core's spec for `options` (auto resolved), as a namespace the torch layers read."""
+    cls = spec_class(kind)
+    return NS(**cls(**cls.resolve(options, dim)).model_dump())
+
+
+def _core_spec(spec):
+    """The core's spec (its cost formulas are methods) for a test namespace."""
+    if spec.kind == "rwkv_cmix":
+        return FFNSpec(mult=spec.mult, act="relu2", token_shift=True)
+    fields = spec_class(spec.kind).model_fields
+    return spec_class(spec.kind).model_construct(**{k: v for k, v in vars(spec).items() if k in fields})  # any shape the layer takes
+
+
 COST_CASES = {
     **{n: (D, s) for n, (c, s) in SPECS.items()},
-    "delta_net-D48-H3-auto": (48, NS(**costs.resolve({"kind": "delta_net", "heads": 3}, 48))),
-    "gdn-D64-defaults-auto": (64, NS(kind="gated_delta_net", **costs.resolve(
-        {"heads": 2, "head_dim": "auto"}, 64, kind="gated_delta_net"))),
-    "rwkv-D64-auto-ranks-vr": (64, NS(kind="rwkv", **costs.resolve(
-        {"head_dim": 16, "value_residual": True}, 64, kind="rwkv"))),
+    "delta_net-D48-H3-auto": (48, _resolved("delta_net", {"kind": "delta_net", "heads": 3}, 48)),
+    "gdn-D64-defaults-auto": (64, _resolved("gated_delta_net", {"heads": 2, "head_dim": "auto"}, 64)),
+    "rwkv-D64-auto-ranks-vr": (64, _resolved("rwkv", {"head_dim": 16, "value_residual": True}, 64)),
     "rwkv_cmix-D20-mult3.5": (20, NS(kind="rwkv_cmix", mult=3.5)),
 }
 
@@ -354,36 +368,39 @@ def _module(dim, spec):
 def test_cost_formulas_match_module(case):
     dim, spec = COST_CASES[case]
     m = _module(dim, spec)
-    p_fn, s_fn, f_fn, _ = costs.FORMULAS[spec.kind]
-    assert p_fn(spec, dim) == costs.params(spec, dim) == sum(p.numel() for p in m.parameters())
-    assert s_fn(spec, dim) == costs.state_numel(spec, dim) == sum(t.numel() for t in m.init_state(1).values())
+    core = _core_spec(spec)
+    assert core.params(dim) == sum(p.numel() for p in m.parameters())
+    assert core.state_numel(dim) == sum(t.numel() for t in m.init_state(1).values())
     matmul_params = sum(p.numel() for p in m.parameters() if p.dim() == 2)
-    assert isinstance(f_fn(spec, dim), int) and costs.flops(spec, dim) >= 2 * matmul_params
+    assert isinstance(core.flops(dim), int) and core.flops(dim) >= 2 * matmul_params
 
 
 @pytest.mark.parametrize("dim,head_dim", [(256, 64), (512, 128), (96, 32)], ids=lambda v: str(v))
 def test_rwkv_auto_ranks_follow_fla(dim, head_dim):
     ref = _fla(RWKV7Attention, hidden_size=dim, head_dim=head_dim, layer_idx=1, num_hidden_layers=2)
-    got = costs.resolve({"head_dim": head_dim, "value_residual": True}, dim, kind="rwkv")
+    got = spec_class("rwkv").resolve({"head_dim": head_dim, "value_residual": True}, dim)
     assert (got["decay_rank"], got["a_rank"], got["v_rank"], got["gate_rank"]) == \
         (ref.decay_low_rank_dim, ref.a_low_rank_dim, ref.v_low_rank_dim, ref.gate_low_rank_dim)
 
 
 def test_resolve_auto_values_and_errors():
-    assert costs.resolve({"heads": 4, "head_dim": "auto"}, 64, kind="delta_net")["head_dim"] == 16
-    assert costs.resolve({}, 2048, kind="rwkv")["gate_rank"] == 224
-    assert costs.resolve({"mult": "auto"}, 64, kind="rwkv_cmix")["mult"] == 4
-    assert cmix_hidden(20, 3.5) == costs.cmix_hidden(20, 3.5) == 96
+    assert spec_class("delta_net").resolve({"heads": 4, "head_dim": "auto"}, 64)["head_dim"] == 16
+    assert spec_class("rwkv").resolve({}, 2048)["gate_rank"] == 224
+    assert spec_class("rwkv").OWN_FFN["mult"] == 4 and spec_class("rwkv").OWN_FFN["token_shift"]
+    assert cmix_hidden(20, 3.5) == core_cmix_hidden(20, 3.5) == 96
     opts = {"heads": 4, "head_dim": "auto"}
-    costs.resolve(opts, 64, kind="delta_net")
+    spec_class("delta_net").resolve(opts, 64)
     assert opts["head_dim"] == "auto"   # returns a new dict
     bad = [({"heads": 3}, 64, "delta_net", "divisible"), ({"heads": 0}, 64, "delta_net", "heads"),
            ({"head_dim": 8, "expand_v": 1.3}, 64, "gated_delta_net", "integer"),
-           ({"head_dim": 48}, 64, "rwkv", "divisible"), ({"mult": -1}, 64, "rwkv_cmix", "mult"),
-           ({"conv": -1}, 64, "delta_net", "conv"), ({}, 64, "mamba", "unknown kind")]
+           ({"head_dim": 48}, 64, "rwkv", "divisible"), ({"conv": -1}, 64, "delta_net", "conv")]
     for opts, dim, kind, msg in bad:
         with pytest.raises(ValueError, match=msg):
-            costs.resolve(opts, dim, kind=kind)
+            spec_class(kind).resolve(opts, dim)
+    with pytest.raises(ValueError, match="mult"):
+        FFNSpec(mult=-1, token_shift=True)
+    with pytest.raises(KeyError):
+        spec_class("mamab")
 
 
 def test_layers_reject_inconsistent_specs():

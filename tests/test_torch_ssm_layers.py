@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridc.costs import ssm as costs
+from hybridc.kinds import spec_class
 from hybridc_torch.layers.griffin_lru import GriffinLRU
 from hybridc_torch.layers.gru import GRU
 from hybridc_torch.layers.mamba import Mamba
@@ -198,23 +198,21 @@ def test_costs_match_module(case):
     spec, dim = COST_CASES[case]
     torch.manual_seed(0)
     layer = CLASSES[spec.kind](dim, spec)
-    assert costs.params(spec, dim) == sum(p.numel() for p in layer.parameters())
-    assert costs.state_numel(spec, dim) == sum(t.numel() for t in layer.init_state(1).values() if t.is_floating_point())
-    fl = costs.flops(spec, dim)
+    ir_spec = spec_class(spec.kind)(**vars(spec))   # the core's spec: its formulas are methods
+    assert ir_spec.params(dim) == sum(p.numel() for p in layer.parameters())
+    assert ir_spec.state_numel(dim) == sum(t.numel() for t in layer.init_state(1).values() if t.is_floating_point())
+    fl = ir_spec.flops(dim)
     # every weight takes part in >= 1 multiply-add per token (a bias in >= 1 add: the 2*dim slack covers out biases)
-    assert isinstance(fl, int) and fl >= 2 * costs.params(spec, dim) - 2 * dim
-    p_fn, s_fn, f_fn, _ = costs.FORMULAS[spec.kind]
-    assert (p_fn(spec, dim), s_fn(spec, dim), f_fn(spec, dim)) == (
-        costs.params(spec, dim), costs.state_numel(spec, dim), fl)
+    assert isinstance(fl, int) and fl >= 2 * ir_spec.params(dim) - 2 * dim
 
 
 def test_resolve_auto_values():
-    assert costs.FORMULAS["mamba"][3]({"state": 16, "expand": 2, "conv": 4, "dt_rank": "auto"}, 40)["dt_rank"] == 3
-    assert costs.FORMULAS["gru"][3]({"hidden": "auto"}, 24) == {"hidden": 24}
-    assert costs.FORMULAS["griffin_lru"][3]({"width": "auto", "heads": 4, "conv": 4}, 24)["width"] == 24
+    assert spec_class("mamba").resolve({"state": 16, "expand": 2, "conv": 4, "dt_rank": "auto"}, 40)["dt_rank"] == 3
+    assert spec_class("gru").resolve({"hidden": "auto"}, 24) == {"hidden": 24}
+    assert spec_class("griffin_lru").resolve({"width": "auto", "heads": 4, "conv": 4}, 24)["width"] == 24
     m2 = {"state": 16, "expand": 2, "conv": 4, "head_dim": 8, "groups": 2, "chunk": 64}
-    assert costs.FORMULAS["mamba2"][3](m2, 16) == m2
-    assert costs.resolve({"kind": "gru", "hidden": "auto"}, 8) == {"kind": "gru", "hidden": 8}
+    assert spec_class("mamba2").resolve(m2, 16) == m2
+    assert spec_class("gru").resolve({"kind": "gru", "hidden": "auto"}, 8) == {"kind": "gru", "hidden": 8}
 
 
 @pytest.mark.parametrize("kind, options, dim, match", [
@@ -228,7 +226,7 @@ def test_resolve_auto_values():
 ], ids=["m2-headdim", "m2-groups", "m2-expand", "griffin-heads", "griffin-auto-heads", "mamba-state", "gru-hidden"])
 def test_resolve_rejects_inconsistent_options(kind, options, dim, match):
     with pytest.raises(ValueError, match=match):
-        costs.FORMULAS[kind][3](options, dim)
+        spec_class(kind).resolve(options, dim)
 
 
 # --------------------------------------------------------------------------------------------------- init

@@ -1,0 +1,49 @@
+"""The layer kinds: the one list of them, each imported on first use.
+
+Everything the compiler knows about a kind lives in its module `hybridc/kinds/<kind>.py` (one `KindSpec` subclass:
+options and defaults, `auto` resolution, cost formulas, role, Megatron letter, the options describe shows). The
+IR's union of mixers, `hybridc schema`, the resolver, describe and the pattern letters all read this registry.
+Adding a kind: write its module and add its name to `NAMES`; then a torch layer `hybridc_torch/layers/<kind>.py`,
+a JAX layer `hybridc_jax/layers/<kind>.py`, a row in docs/layers.md and a program in tests/programs.py (the
+registry test names whichever is missing).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+
+from ._base import KindSpec
+
+NAMES: tuple[str, ...] = ("mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru", "attn",
+                          "mlp")
+
+__all__ = ["NAMES", "KindSpec", "spec_class", "all_specs", "kinds_with_role", "pattern_symbols"]
+
+
+@functools.lru_cache(maxsize=None)
+def spec_class(kind: str) -> type[KindSpec]:
+    """The spec class of `kind` (imports its module); KeyError for an unknown kind."""
+    if kind not in NAMES:
+        raise KeyError(kind)
+    module = importlib.import_module(f"{__name__}.{kind}")
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, KindSpec) and v.__module__ == module.__name__]
+    if len(found) != 1 or found[0].model_fields["kind"].default != kind:
+        raise TypeError(f"{module.__name__} must define exactly one KindSpec subclass with kind={kind!r}")
+    return found[0]
+
+
+def all_specs() -> dict[str, type[KindSpec]]:
+    """Every kind's spec class, in registry order (imports every kind module)."""
+    return {k: spec_class(k) for k in NAMES}
+
+
+def kinds_with_role(role: str) -> tuple[str, ...]:
+    """The kinds whose ROLE is `role` ("backbone", "attention", "mlp")."""
+    return tuple(k for k, c in all_specs().items() if c.ROLE == role)
+
+
+@functools.lru_cache(maxsize=1)
+def pattern_symbols() -> dict[str, str]:
+    """Megatron-LM pattern symbol -> kind, for the kinds that have one."""
+    return {c.PATTERN: k for k, c in all_specs().items() if c.PATTERN is not None}
