@@ -1,8 +1,8 @@
 """Small models shared by the backend tests: one per layer kind, per preset, and per feature."""
+from hybridc.kinds import NAMES as KINDS  # every registered kind gets a program (the registry is the one list)
 
 SMALL = ("dim 32\nattn heads=2 head_dim=16 window=6\nmamba2 head_dim=16 state=8 chunk=8\nrwkv head_dim=16\n"
          "gated_delta_net heads=2 head_dim=16\ndelta_net heads=2\ngriffin_lru heads=2\nmamba state=4\n")
-KINDS = ["mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru", "attn", "mlp"]
 PRESETS = ["nemotron_h", "jamba", "parallel", "minimal_attn", "hymba", "zamba", "samba", "griffin"]
 FEATURES = {
     "meta": "layers mamba attn rwkv|attn; meta_tokens 3",

@@ -1,0 +1,134 @@
+"""The layer kinds' registry and cost formulas, checked against closed forms (no torch, no jax).
+
+The formulas in `hybridc/kinds/<kind>.py` are algebra; here every count is the sum of the tensor shapes that
+docs/layers.md lists for the kind (written out independently), or a published model's parameter count.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+import hybridc
+from hybridc.kinds import NAMES, KindSpec, all_specs, kinds_with_role, pattern_symbols, spec_class
+from hybridc.kinds._ffn import FFNSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spec(kind, dim, **options):
+    cls = spec_class(kind)
+    opts = {n: "auto" for n, f in cls.model_fields.items() if (f.json_schema_extra or {}).get("auto")}
+    if kind == "rwkv":
+        opts["value_residual"] = False   # the resolver decides it from the layer's place in the model
+    return cls(**cls.resolve({**opts, **options}, dim))
+
+
+def _numel(*shapes) -> int:
+    return sum(math.prod(s) for s in shapes)
+
+
+# kind, dim, options, the tensor shapes of docs/layers.md for that config
+SHAPES = {
+    "mamba-D24-N4-E2-K3": ("mamba", 24, {"state": 4, "expand": 2, "conv": 3},  # E 48, R ceil(24/16) = 2
+                           [(96, 24), (48, 1, 3), (48,), (2 + 8, 48), (48, 2), (48,), (48, 4), (48,), (24, 48)]),
+    "mamba2-D32-N8-P16-G2": ("mamba2", 32, {"state": 8, "head_dim": 16, "groups": 2},  # E 64, H 4, X 64+32
+                             [(64 + 96 + 4, 32), (96, 1, 4), (96,), (4,), (4,), (4,), (64,), (32, 64)]),
+    "gru-D16-H24": ("gru", 16, {"hidden": 24}, [(72, 16), (72, 24), (72,), (72,), (16, 24)]),
+    "gru-D16-auto": ("gru", 16, {}, [(48, 16), (48, 16), (48,), (48,)]),
+    "griffin-D16-W32-M4-K4": ("griffin_lru", 16, {"width": 32, "heads": 4},
+                              [(32, 16), (32,), (32, 16), (32,), (16, 32), (16,), (4, 32), (32,), (32,),
+                               (4, 8, 8), (32,), (4, 8, 8), (32,)]),
+    "attn-D32-H4-KV2-hd8": ("attn", 32, {"heads": 4, "kv_heads": 2, "head_dim": 8},
+                            [(32, 32), (16, 32), (16, 32), (32, 32), (8,), (8,)]),
+    "attn-D32-noqknorm": ("attn", 32, {"heads": 2, "head_dim": 8, "qk_norm": False},
+                          [(16, 32), (16, 32), (16, 32), (32, 16)]),
+    "mlp-D16-gelu": ("mlp", 16, {"mult": 2}, [(32, 16), (32,), (16, 32), (16,)]),
+    "mlp-D16-swiglu": ("mlp", 16, {"mult": 2, "act": "swiglu"}, [(32, 16), (32, 16), (16, 32)]),
+    "delta_net-D32-H2-gate": ("delta_net", 32, {"heads": 2, "gate": True},  # head_dim auto 16
+                              [(32, 32), (32, 32), (32, 32), (2, 32), (32, 4), (32, 4), (32, 4), (16,), (32, 32),
+                               (32, 32)]),
+    "gdn-D32-H2-K8": ("gated_delta_net", 32, {"heads": 2, "head_dim": 8},  # V = 16
+                      [(16, 32), (16, 32), (32, 32), (2, 32), (2, 32), (2,), (2,), (16, 4), (16, 4), (32, 4), (16,),
+                       (32, 32), (32, 32)]),
+    "rwkv-D64-K16-ranks": ("rwkv", 64, {"head_dim": 16, "decay_rank": 8, "a_rank": 4, "v_rank": 2, "gate_rank": 6,
+                                        "value_residual": True},
+                           [(64,)] * 6 + [(64,), (64,), (4, 16)] + [(64, 64)] * 4 + [(64,), (64,)]
+                           + [(64, 8), (8, 64), (64,), (64, 4), (4, 64), (64,), (64, 6), (6, 64), (64, 2), (2, 64),
+                              (64,)]),
+}
+
+
+@pytest.mark.parametrize("case", list(SHAPES))
+def test_params_equal_the_documented_shapes(case):
+    kind, dim, options, shapes = SHAPES[case]
+    assert _spec(kind, dim, **options).params(dim) == _numel(*shapes)
+
+
+def test_ffn_closed_forms():
+    assert FFNSpec(mult=2).params(16) == _numel((32, 16), (32,), (16, 32), (16,))
+    assert FFNSpec(mult=3.5, token_shift=True).params(20) == _numel((20,), (96, 20), (20, 96))  # 70 -> 96
+    assert FFNSpec(token_shift=True).state_numel(20) == 20 and FFNSpec().state_numel(20) == 0
+
+
+def test_state_closed_forms():
+    assert _spec("mamba", 24, state=4, conv=3).state_numel(24) == 48 * 2 + 48 * 4
+    assert _spec("mamba2", 32, state=8, head_dim=16, groups=2).state_numel(32) == 96 * 3 + 4 * 16 * 8
+    a = _spec("attn", 32, heads=4, kv_heads=2, head_dim=8, window=10)
+    assert a.state_numel(32, context=100, meta=3) == 2 * 2 * 8 * (10 + 3)
+    assert a.model_copy(update={"window": None}).state_numel(32, context=100) == 2 * 2 * 8 * 100
+    assert _spec("gated_delta_net", 32, heads=2, head_dim=8).state_numel(32) == (16 + 16 + 32) * 3 + 2 * 8 * 16
+    assert _spec("rwkv", 64, head_dim=16).state_numel(64) == 64 + 4 * 16 * 16
+    assert _spec("mlp", 16).state_numel(16) == 0
+
+
+def test_attention_flops_grow_with_the_keys_seen():
+    a = _spec("attn", 32, heads=4, head_dim=8, window=None)
+    assert a.flops(32, context=200) - a.flops(32, context=100) == 4 * 32 * 100
+
+
+def test_mamba_130m_matches_the_published_count():
+    """state-spaces/mamba-130m: 24 Mamba blocks, d_model 768, vocab 50280 (tied head): 129,135,360 parameters."""
+    m = hybridc.load("24 layers every 100 backbone mamba\nat 24 mamba\ndim 768\nvocab 50280\noutput logits\n"
+                     "norm rms\nffn after=none")
+    d = hybridc.describe(m)
+    assert m.schedule == ["mamba"] * 24
+    assert d["params"] - d["params_io"]["head"] == 129_135_360   # hybridc's head is untied
+
+
+def test_registry_is_the_one_list():
+    specs = all_specs()
+    assert tuple(specs) == NAMES and all(issubclass(c, KindSpec) for c in specs.values())
+    for kind, cls in specs.items():
+        assert cls.model_fields["kind"].default == kind
+        assert cls.ROLE in ("backbone", "attention", "mlp")
+        assert set(cls.SHOWN) <= set(cls.model_fields), kind
+    letters = [c.PATTERN for c in specs.values() if c.PATTERN]
+    assert len(letters) == len(set(letters))
+    assert pattern_symbols() == {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp"}
+    assert "attn" in kinds_with_role("attention") and "mlp" not in kinds_with_role("backbone")
+    with pytest.raises(KeyError):
+        spec_class("mamab")
+
+
+def test_defaults_are_written_once():
+    """No kind's default is restated: cost code reads the spec; a bare kind resolves to the field defaults."""
+    for kind, cls in all_specs().items():
+        spec = _spec(kind, 64)
+        for name, f in cls.model_fields.items():
+            if not (f.json_schema_extra or {}).get("auto") and name != "kind":
+                assert getattr(spec, name) == f.default, (kind, name)
+    text = "\n".join(p.read_text() for p in (ROOT / "hybridc").rglob("*.py") if "kinds" not in p.parts)
+    assert "DEFAULTS" not in text and not re.search(r"\.get\(\"(heads|head_dim|groups)\", \d", text)
+
+
+@pytest.mark.parametrize("kind", NAMES)
+def test_every_kind_has_both_backend_layers_and_a_docs_section(kind):
+    """Adding a kind: hybridc/kinds/<kind>.py, a torch layer, a JAX layer, a section of docs/layers.md."""
+    for backend in ("hybridc_torch", "hybridc_jax"):
+        path = ROOT / "backends" / backend / "layers" / f"{kind}.py"
+        assert path.is_file(), f"kind {kind!r} has no {backend} layer: write {path.relative_to(ROOT)}"
+    docs = (ROOT / "docs" / "layers.md").read_text()
+    assert re.search(rf"^#+ .*`{kind}`", docs, re.M), f"kind {kind!r} has no section in docs/layers.md"
