@@ -2,15 +2,23 @@
 and the kernel choice rules (``hybridc_native.choice``). Stdlib only: neither torch nor jax is imported here, and
 the compiler core (``hybridc``) never imports this package.
 
-``csrc/`` holds one source per recurrence (plain C++ with a C ABI, no framework headers). The torch backend loads
-the library through ctypes; the JAX backend compiles its XLA FFI binding (``hybridc_jax/csrc/xla_ffi.cpp``, which
-includes the same sources) and registers the handlers as XLA custom calls, so both frameworks run the same machine
-code.
+``csrc/`` (plain C++ with a C ABI, no framework headers):
+
+    selective_scan.cpp     Mamba-1 selective scan (S6), forward and backward        hybridc_ss_*
+    linear_recurrence.cpp  RG-LRU diagonal linear recurrence, forward and backward  hybridc_lr_*
+    delta_rule.cpp         (gated) delta rule, forward and backward                 hybridc_dr_*
+    vec_math.h             shared vector types and math (exp, log, softplus, sigmoid), the thread pool run_tasks
+    scan_kernels.cpp       the library: one translation unit including the three recurrences (+ the ABI version)
+
+The torch backend builds ``scan_kernels.cpp`` and loads it through ctypes; the JAX backend compiles its XLA FFI
+binding (``hybridc_jax/csrc/xla_ffi.cpp``, which includes ``scan_kernels.cpp``) and registers the handlers as XLA
+custom calls, so both frameworks run the same machine code.
 
 `build` compiles once and caches: under ``$HYBRIDC_KERNEL_CACHE``, else ``$TORCH_EXTENSIONS_DIR/hybridc``, else
-``~/.cache/hybridc/kernels``, keyed by a hash of the sources, the flags, the compiler version and the CPU's flags
-(a cache shared between machines never loads a binary built for another CPU). It builds into a temporary file and
-renames it, so concurrent first uses are safe.
+``~/.cache/hybridc/kernels``, keyed by `cache_key`: a hash of the source, every file of ``csrc/`` (so an edit to
+an included source rebuilds), the flags, the compiler version and the CPU's flags (a cache shared between machines
+never loads a binary built for another CPU). It builds into a temporary file and renames it, so concurrent first
+uses are safe.
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ import threading
 import warnings
 from pathlib import Path
 
-__all__ = ["CSRC", "FLAGS", "LazyLibrary", "build", "cache_dir", "compiler", "disabled", "scan_splits"]
+__all__ = ["CSRC", "FLAGS", "LazyLibrary", "build", "cache_dir", "cache_key", "compiler", "disabled", "scan_splits"]
 
 CSRC = Path(__file__).with_name("csrc")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fopenmp-simd", "-std=c++17", "-pthread")
@@ -67,8 +75,20 @@ def compiler() -> str | None:
     return None
 
 
+def cache_key(source: Path, flags=FLAGS, depends=(), compiler_version: str = "") -> str:
+    """The build cache's key: a hash of `source`, the files in `depends`, every ``*.cpp`` / ``*.h`` of `CSRC` (by
+    name and content: the sources that ``scan_kernels.cpp`` includes), the flags, `compiler_version` and the CPU's
+    flags. Reads files, compiles nothing."""
+    csrc = sorted(p for p in Path(CSRC).rglob("*") if p.suffix in (".cpp", ".h") and p.is_file())
+    parts = [Path(source).read_bytes(), *(Path(d).read_bytes() for d in depends),
+             *(part for p in csrc for part in (p.relative_to(CSRC).as_posix().encode(), p.read_bytes())),
+             " ".join(flags).encode(), compiler_version.encode(), _cpu_flags().encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
 def build(name: str, source: Path, flags=FLAGS, include_dirs=(), depends=()) -> Path:
-    """Compile `source` (plus the files it includes, listed in `depends`) into a shared library; return its path.
+    """Compile `source` (plus the files it includes: every file of `CSRC` and those listed in `depends`) into a
+    shared library; return its path.
 
     Raises RuntimeError when there is no compiler or the compile fails (the message carries the compiler's errors).
     """
@@ -77,9 +97,7 @@ def build(name: str, source: Path, flags=FLAGS, include_dirs=(), depends=()) -> 
         raise RuntimeError("no C++ compiler found (tried $CXX, g++, c++, clang++)")
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     flags = [*flags, *(f"-isystem{d}" for d in include_dirs)]
-    parts = [Path(source).read_bytes(), *(Path(d).read_bytes() for d in depends), " ".join(flags).encode(),
-             version.encode(), _cpu_flags().encode()]
-    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    key = cache_key(source, flags, depends, version)
     out_dir = cache_dir()
     lib_path = out_dir / f"{name}_{key}.so"
     if not lib_path.exists():
