@@ -171,3 +171,55 @@ def test_example_details():
     h = hybridc.load_file("examples/hymba_mean_fusion.hyb")
     assert [l.mixers[1].window for l in h.layers] == [None, 128, 128, None, 128, 128, 128, None]
     assert h.fusion == "mean" and h.meta_tokens == 8
+
+
+# --- parallel blocks, groups after a kind, `N layers parallel` -------------------------------------------------------
+def test_n_layers_parallel_is_the_seeds_parallel_mode():
+    assert hybridc.load("6 layers parallel") == hybridc.load("6 layers; parallel")
+    assert hybridc.load("6 layers parallel").schedule == ["mamba|attn"] * 6
+
+
+def test_a_group_after_a_kind_is_a_group():
+    assert hybridc.load("layers mlp (mamba2|attn)").schedule == ["mlp", "mamba2|attn"]
+    assert hybridc.load("layers mlp (mamba2 attn) x2").schedule == ["mlp", "mamba2", "attn", "mamba2", "attn"]
+    m = hybridc.load("layers attn(window=none) mamba")
+    assert m.layers[0].mixers[0].window is None
+
+
+def test_options_with_a_space_before_the_paren_say_so():
+    with pytest.raises(hybridc.HybridcError) as e:
+        hybridc.load("layers attn (window=none)")
+    assert "no space" in e.value.hint
+
+
+@pytest.mark.parametrize("text, words, hint", [
+    ("layers mamba|gru", "not a parallel block", "BACKBONE|attn"),
+    ("layers attn|mamba", "backbone first", "mamba|attn"),
+    ("layers gru|rwkv attn", "not a parallel block", "gru, rwkv"),
+], ids=["two-backbones", "attn-first", "rwkv-pair"])
+def test_a_parallel_block_is_backbone_and_attention(text, words, hint):
+    with pytest.raises(hybridc.HybridcError) as e:
+        hybridc.load(text)
+    assert words in e.value.message and hint in e.value.hint and e.value.line == 1
+
+
+def test_parallel_pairs_in_the_ir_are_checked_too():
+    from hybridc.ir import Layer
+
+    m = hybridc.load("layers gru|attn")
+    with pytest.raises(ValueError, match="parallel block"):
+        Layer(mixers=(m.layers[0].mixers[0], m.layers[0].mixers[0]))
+
+
+def test_schema_lists_every_kind_and_validates_models():
+    jsonschema = pytest.importorskip("jsonschema")
+    from hybridc.ir import Model, json_schema
+    from hybridc.kinds import NAMES
+
+    schema = json_schema()
+    union = schema["$defs"]["Layer"]["properties"]["mixers"]["items"]
+    assert list(union["discriminator"]["mapping"]) == list(NAMES)
+    for text in ("preset hymba", "preset griffin", "layers rwkv attn delta_net mlp", "pattern \"MG*-\""):
+        m = hybridc.load(text)
+        jsonschema.validate(m.model_dump(mode="json"), schema)
+        assert Model.model_validate(m.model_dump()) == m
