@@ -60,6 +60,8 @@ def _backbone(opts: dict) -> str:
     v = opts.get("backbone")
     if v is None:
         return "mamba"
+    if v.raw in NAMES and spec_class(v.raw).ROLE == "backbone":  # imports only this kind's module
+        return v.raw
     return check_kind(v.raw, v.pos, kinds_with_role("backbone"))
 
 

@@ -113,3 +113,15 @@ def test_core_is_only_the_compiler(path):
     words = path.read_text().lower()
     for word in ("triton", "pallas", "xla", "cuda"):
         assert word not in words, f"{path.relative_to(ROOT)} names the device backend {word!r}"
+
+
+def test_describe_imports_only_the_kinds_a_model_uses():
+    """Startup stays flat as kinds are added: a kind's module (and its validator) is built only when a model uses it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hybridc; hybridc.describe(hybridc.load_file('examples/nemotron_h.hyb')); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('hybridc.kinds.') and "
+            "not m.rpartition('.')[2].startswith('_'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split() == ["hybridc.kinds.attn", "hybridc.kinds.mamba"]
