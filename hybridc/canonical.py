@@ -27,7 +27,8 @@ def _defaults(kind: str, dim: int) -> dict:
     """The values a bare `kind` resolves to (class defaults, `auto` resolved)."""
     cls = spec_class(kind)
     opts = {n: ("auto" if is_auto(f) else f.default) for n, f in cls.model_fields.items() if n != "kind"}
-    opts.pop("value_residual", None)
+    for name in cls.MODEL_AUTO:
+        opts.pop(name, None)
     return cls.resolve(opts, dim)
 
 
@@ -65,12 +66,25 @@ def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
     return ("ffn " + " ".join(parts) if parts else None), after, spec
 
 
-def _item(layer: Layer, base: dict, after: str, first_rwkv: bool) -> str:
+def _linked(model: Model) -> dict:
+    """(layer, mixer) -> the MODEL_AUTO values `auto` would give there (what the text need not say)."""
+    where: dict = {}
+    for i, l in enumerate(model.layers):
+        for j, m in enumerate(l.mixers):
+            if m.MODEL_AUTO:
+                where.setdefault(m.kind, []).append((i, j))
+    out = {}
+    for kind, spots in where.items():
+        specs = [model.layers[i].mixers[j] for i, j in spots]
+        out.update(zip(spots, spec_class(kind).link(specs)))
+    return out
+
+
+def _item(layer: Layer, base: dict, after: str, linked: list) -> str:
     members = []
     for i, m in enumerate(layer.mixers):
         opts = {k: getattr(m, k) for k in base[m.kind] if getattr(m, k) != base[m.kind][k]}
-        if m.kind == "rwkv" and m.value_residual != (not first_rwkv):
-            opts["value_residual"] = m.value_residual
+        opts |= {k: getattr(m, k) for k, v in linked[i].items() if getattr(m, k) != v}
         if i == 0 and _ffn_on_by_rule(layer, after) != (layer.ffn is not None):
             opts["ffn"] = layer.ffn is not None
         members.append(m.kind + ("(" + ", ".join(f"{k}={render(v)}" for k, v in opts.items()) + ")" if opts else ""))
@@ -111,10 +125,9 @@ def dumps(model: Model) -> str:
         lines.append(ffn_line)
     kind_lines, base = _kind_lines(model)
     lines += kind_lines
-    items, seen_rwkv = [], False
-    for layer in model.layers:
-        items.append(_item(layer, base, after, not seen_rwkv))
-        seen_rwkv = seen_rwkv or any(m.kind == "rwkv" for m in layer.mixers)
+    linked = _linked(model)
+    items = [_item(l, base, after, [linked.get((i, j), {}) for j in range(len(l.mixers))])
+             for i, l in enumerate(model.layers)]
     lines.append("layers " + _compress(items))
     if model.share:
         lines.append("share " + " ".join(model.share))

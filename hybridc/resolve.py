@@ -56,7 +56,7 @@ class Resolver:
         self.errors: list[HybridcError] = []
         self.s = _Settings()
         self._user: set = set()
-        self._auto_vr: set = set()  # (layer, mixer) of rwkv mixers whose value_residual is left to the core
+        self._model_auto: dict = {}  # (layer, mixer) -> the MODEL_AUTO options left `auto` there (settled by `link`)
 
     # --- statements ----------------------------------------------------------------------------------------------
     def run(self) -> Model:
@@ -191,7 +191,7 @@ class Resolver:
             layers.append(self._guard(self._layer, i, slot, dim))
         if self.errors:
             raise ErrorList(self.errors) if len(self.errors) > 1 else self.errors[0]
-        layers = _value_residual(layers, self._auto_vr)
+        layers = _link(layers, self._model_auto)
         layers, share = self._share(layers)
         try:
             return Model(**v, share=share, layers=tuple(layers))
@@ -223,9 +223,9 @@ class Resolver:
                     continue
                 opts[kv.key] = _option_value(m.kind, kv)
                 where[kv.key] = kv.value.pos
-            if m.kind == "rwkv" and opts.get("value_residual", "auto") == "auto":
-                opts["value_residual"] = False
-                self._auto_vr.add((index, len(mixers)))
+            left = {n for n in spec_class(m.kind).MODEL_AUTO if opts.get(n, "auto") == "auto"}
+            if left:
+                self._model_auto[(index, len(mixers))] = left
             mixers.append(_spec(m, opts, where, dim))
         ffn = self._ffn_for(mixers, ffn_flag, overrides.get("ffn", []), slot[0].pos)
         return Layer(mixers=tuple(mixers), ffn=ffn)
@@ -379,17 +379,24 @@ def _raise(msg, pos):
     raise HybridcError(msg, pos)
 
 
-def _value_residual(layers, auto: set):
-    """RWKV-7's value residual: the first rwkv mixer produces v_first, every later one lerps towards it."""
-    out, first = [], True
+def _link(layers, auto: dict):
+    """Settle the options each kind resolves from its place in the model (`KindSpec.link`, e.g. RWKV-7's value
+    residual), for the mixers where they were left `auto`."""
+    where: dict = {}
     for i, l in enumerate(layers):
-        mixers = list(l.mixers)
-        for j, m in enumerate(mixers):
-            if m.kind == "rwkv":
-                if (i, j) in auto:
-                    mixers[j] = m.model_copy(update={"value_residual": not first})
-                first = False
-        out.append(l.model_copy(update={"mixers": tuple(mixers)}) if mixers != list(l.mixers) else l)
+        for j, m in enumerate(l.mixers):
+            if m.MODEL_AUTO:
+                where.setdefault(m.kind, []).append((i, j))
+    updates = {}
+    for kind, spots in where.items():
+        for (i, j), values in zip(spots, spec_class(kind).link([layers[i].mixers[j] for i, j in spots])):
+            keep = {k: v for k, v in values.items() if k in auto.get((i, j), ())}
+            if keep:
+                updates[(i, j)] = keep
+    out = []
+    for i, l in enumerate(layers):
+        mixers = tuple(m.model_copy(update=updates[(i, j)]) if (i, j) in updates else m for j, m in enumerate(l.mixers))
+        out.append(l.model_copy(update={"mixers": mixers}) if mixers != l.mixers else l)
     return out
 
 

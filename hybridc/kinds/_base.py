@@ -54,6 +54,7 @@ class KindSpec(Frozen):
     SHOWN: ClassVar[tuple[str, ...]] = ()
     OWN_FFN: ClassVar[Optional[dict]] = None
     TAKES_FFN: ClassVar[bool] = True
+    MODEL_AUTO: ClassVar[tuple[str, ...]] = ()  # `auto` options settled by `link` from the kind's place in the model
 
     @classmethod
     def default(cls, name: str):
@@ -70,6 +71,12 @@ class KindSpec(Frozen):
         """Fill `auto` options from `dim` and the other options; raise ValueError (without the kind's name, the
         caller prefixes it) for options that cannot go together. Returns a new dict."""
         return dict(options)
+
+    @classmethod
+    def link(cls, specs: list) -> list:
+        """Settle the MODEL_AUTO options of this kind's mixers, given in layer order with those options `auto`;
+        returns the values they take, one dict per spec (e.g. RWKV-7: only the first layer makes v_first)."""
+        return [{} for _ in specs]
 
     def params(self, dim: int) -> int:
         """Exact parameter count of the layer (both backends build exactly these tensors)."""

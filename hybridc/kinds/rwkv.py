@@ -44,6 +44,12 @@ class RWKVSpec(KindSpec):
 
     SHOWN = ("head_dim",)
     OWN_FFN = {"mult": 4.0, "act": "relu2", "token_shift": True}  # RWKV-7's channel mix
+    MODEL_AUTO = ("value_residual",)
+
+    @classmethod
+    def link(cls, specs: list) -> list:
+        """RWKV-7's value residual: the first rwkv mixer of the model makes v_first, every later one lerps to it."""
+        return [{"value_residual": i > 0} for i in range(len(specs))]
 
     @classmethod
     def resolve(cls, options: dict, dim: int) -> dict:
@@ -55,6 +61,8 @@ class RWKVSpec(KindSpec):
             if out.get(name, "auto") == "auto":
                 out[name] = value
             positive_int(out[name], name)
+        if out.get("value_residual") == "auto":
+            out["value_residual"] = False  # a placeholder: `link` settles it once every layer is known
         if "value_residual" in out and not isinstance(out["value_residual"], bool):
             raise ValueError(f"option value_residual must be a bool, got {out['value_residual']!r}")
         return out
