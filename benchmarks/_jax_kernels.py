@@ -131,20 +131,15 @@ def torch_call(kernel: str, length: int):
     """(fwd(), fwdbwd()) closures of the torch kernel (impl="auto") on the same inputs as `inputs`."""
     import torch
 
-    from hybridc_torch.kernels import delta_rule as tdr
-    from hybridc_torch.kernels import gated_delta_rule as tgdr
-    from hybridc_torch.kernels import linear_recurrence as tlr
-    from hybridc_torch.kernels import rwkv7 as trk
-    from hybridc_torch.kernels import selective_scan as tss
-    from hybridc_torch.kernels import ssd as tssd
+    from hybridc_torch import ops as tops
 
     kw = {k: torch.from_numpy(np.array(v)).requires_grad_() for k, v in inputs(kernel, length).items()}
-    fns = {"selective_scan": lambda: tss.selective_scan(**kw, delta_softplus=True, return_last_state=True),
-           "ssd": lambda: tssd.ssd(**kw, chunk_size=256, dt_softplus=True, return_final_states=True),
-           "linear_recurrence": lambda: tlr.linear_recurrence(**kw),
-           "delta_rule": lambda: tdr.delta_rule(**kw, output_final_state=True),
-           "gated_delta_rule": lambda: tgdr.gated_delta_rule(**kw, output_final_state=True),
-           "rwkv7": lambda: trk.rwkv7(**kw, output_final_state=True)}
+    fns = {"selective_scan": lambda: tops.selective_scan(**kw, delta_softplus=True, return_last_state=True),
+           "ssd": lambda: tops.ssd(**kw, chunk_size=256, dt_softplus=True, return_final_states=True),
+           "linear_recurrence": lambda: tops.linear_recurrence(**kw),
+           "delta_rule": lambda: tops.delta_rule(**kw, output_final_state=True),
+           "gated_delta_rule": lambda: tops.gated_delta_rule(**kw, output_final_state=True),
+           "rwkv7": lambda: tops.rwkv7(**kw, output_final_state=True)}
     call = fns[kernel]
     with torch.no_grad():
         ws = [torch.from_numpy(np.asarray(w)) for w in _weights(call())]

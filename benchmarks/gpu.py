@@ -22,11 +22,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from hybridc_torch.kernels import delta_rule as dr
-from hybridc_torch.kernels import gated_delta_rule as gdr
-from hybridc_torch.kernels import linear_recurrence as lr
-from hybridc_torch.kernels import selective_scan as ss
-from hybridc_torch.kernels import ssd as ssd_mod
+from hybridc_torch.ops import delta_rule, gated_delta_rule, linear_recurrence, selective_scan, ssd
 
 DT = {"bf16": torch.bfloat16, "fp32": torch.float32}
 SHAPES = {
@@ -86,8 +82,8 @@ def inputs(kernel: str, s: dict, dtype, device):
     return args, kw, moved
 
 
-ENTRY = {"selective_scan": ss.selective_scan, "ssd": ssd_mod.ssd, "linear_recurrence": lr.linear_recurrence,
-         "gated_delta_rule": gdr.gated_delta_rule, "delta_rule": dr.delta_rule}
+ENTRY = {"selective_scan": selective_scan, "ssd": ssd, "linear_recurrence": linear_recurrence,
+         "gated_delta_rule": gated_delta_rule, "delta_rule": delta_rule}
 
 
 def first(out):

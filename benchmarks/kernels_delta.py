@@ -24,10 +24,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from hybridc_torch.kernels import delta_rule as dr
-from hybridc_torch.kernels import gated_delta_rule as gdr
-from hybridc_torch.kernels import rwkv7 as rk
-from hybridc_torch.kernels import selective_scan_cpu
+from hybridc_torch.ops import _cpp_library, delta_rule, gated_delta_rule, rwkv7
 
 CPP_KERNELS = ("delta_rule", "gated_delta_rule")  # the fused C++ kernel exists for these
 
@@ -85,7 +82,7 @@ def _inputs(kernel: str, L: int, seed: int = 0):
 
 
 def _ours(kernel, impl):
-    entry = {"delta_rule": dr.delta_rule, "gated_delta_rule": gdr.gated_delta_rule, "rwkv7": rk.rwkv7}[kernel]
+    entry = {"delta_rule": delta_rule, "gated_delta_rule": gated_delta_rule, "rwkv7": rwkv7}[kernel]
     extra = {"scale": None} if kernel == "rwkv7" else {}                # K**-0.5 like fla's naive dplr
     return lambda *a: entry(*a, impl=impl, **extra)[0]
 
@@ -156,7 +153,7 @@ def bench(kernel, lengths, reps):
         ours_fb, ours_mem = _time(_ours(kernel, "chunk"), args, reps, True)
         rows.append(("ours (chunk)", ours_f, ours_fb, ours_mem, False))
         cpp = None
-        if kernel in CPP_KERNELS and selective_scan_cpu.available():  # the fused C++ kernel, auto on CPU
+        if kernel in CPP_KERNELS and _cpp_library.available():  # the fused C++ kernel, auto on CPU
             _time(_ours(kernel, "cpp"), args, 1, True)
             cpp_f, _ = _time(_ours(kernel, "cpp"), args, reps, False)
             cpp_fb, cpp_mem = _time(_ours(kernel, "cpp"), args, reps, True)

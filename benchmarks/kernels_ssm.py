@@ -22,10 +22,8 @@ import warnings
 
 import torch
 
-from hybridc_torch.kernels import linear_recurrence as lr_mod
-from hybridc_torch.kernels import selective_scan as ss_mod
-from hybridc_torch.kernels import selective_scan_cpu
-from hybridc_torch.kernels import ssd as ssd_mod
+from hybridc_torch.ops import _cpp_library, linear_recurrence, selective_scan, ssd
+from hybridc_torch.ops.linear_recurrence.chunk import _auto_chunk
 
 BATCH, D_MODEL = 4, 256
 
@@ -103,7 +101,7 @@ def _extrapolated(measured: dict, length: int, key: str):
 def bench_selective_scan(lengths, reps):
     table = Table("selective scan (Mamba-1): B=4, E=512, N=16, fp32")
     E, N = 2 * D_MODEL, 16
-    if not selective_scan_cpu.available():
+    if not _cpp_library.available():
         print("\nselective scan: C++ kernel unavailable here (see the warning); skipped")
         return
     try:
@@ -126,7 +124,7 @@ def bench_selective_scan(lengths, reps):
         leaves = [v.requires_grad_() for v in kw.values()]
 
         def run(impl):
-            return lambda: ss_mod.selective_scan(**kw, delta_softplus=True, impl=impl)
+            return lambda: selective_scan(**kw, delta_softplus=True, impl=impl)
 
         if is_ref:
             measured[(length, "ref")] = _median_seconds(_fwd(run("reference")), 1, warmup=0)
@@ -184,7 +182,7 @@ def bench_ssd(lengths, reps):
         leaves = [v.requires_grad_() for v in kw.values()]
 
         def run(impl):
-            return lambda: ssd_mod.ssd(**kw, chunk_size=chunk, dt_softplus=True, impl=impl)
+            return lambda: ssd(**kw, chunk_size=chunk, dt_softplus=True, impl=impl)
 
         if is_ref:
             measured[(length, "ref")] = _median_seconds(_fwd(run("reference")), 1, warmup=0)
@@ -211,21 +209,21 @@ def bench_linear_recurrence(lengths, reps):
         h0 = torch.randn(BATCH, W, generator=g, requires_grad=True)
 
         def run(impl):
-            return lambda: lr_mod.linear_recurrence(a, x, h0, impl=impl)
+            return lambda: linear_recurrence(a, x, h0, impl=impl)
 
         if is_ref:
             measured[(length, "ref")] = _median_seconds(_fwd(run("reference")), 1)
             measured[(length, "ref_fb")] = _median_seconds(_fwd_bwd(run("reference"), [a, x, h0]), 1, warmup=0)
             continue
         ref, ref_fb = _extrapolated(measured, length, "ref"), _extrapolated(measured, length, "ref_fb")
-        if selective_scan_cpu.available():
+        if _cpp_library.available():
             fwd = _median_seconds(_fwd(run("cpp")), reps)
             fb = _median_seconds(_fwd_bwd(run("cpp"), [a, x, h0]), reps)
             table.add(length, "ours (cpp, auto)", (fwd, False), ref, (fb, False), ref_fb)
         fwd = _median_seconds(_fwd(run("chunk")), reps)
         fb = _median_seconds(_fwd_bwd(run("chunk"), [a, x, h0]), reps)
         table.add(length, "ours (chunk, torch)", (fwd, False), ref, (fb, False), ref_fb,
-                  f"chunk_size auto = {lr_mod._auto_chunk(length)}")
+                  f"chunk_size auto = {_auto_chunk(length)}")
         table.add(length, "reference (loop)", ref, ref, ref_fb, ref_fb)
     table.print()
 
@@ -253,7 +251,7 @@ def main(argv=None):
     only = args.only or ["selective_scan", "ssd", "linear_recurrence"]
     if "selective_scan" in only:
         t = time.perf_counter()
-        selective_scan_cpu.load()
+        _cpp_library.load()
         print(f"(C++ selective scan kernel ready in {time.perf_counter() - t:.2f} s: build on first use, then cached)")
         bench_selective_scan(args.lengths, args.reps)
     if "ssd" in only:

@@ -11,6 +11,7 @@ Dimension glossary: B batch, L / T sequence length, D model dim, H heads, K key 
 from __future__ import annotations
 
 import functools
+import importlib
 from functools import partial
 from types import SimpleNamespace as NS
 
@@ -28,12 +29,13 @@ from hybridc_jax.layers import delta_net as jdelta
 from hybridc_jax.layers import gated_delta_net as jgdn
 from hybridc_jax.layers import rwkv as jrwkv
 from hybridc_jax.layers.common import layer_norm
-from hybridc_torch.kernels import delta_rule as tdr
-from hybridc_torch.kernels import gated_delta_rule as tgdr
-from hybridc_torch.kernels import rwkv7 as trk
 from hybridc_torch.layers.delta_net import DeltaNet
 from hybridc_torch.layers.gated_delta_net import GatedDeltaNet
 from hybridc_torch.layers.rwkv import RWKV7, RWKV7ChannelMix
+from hybridc_torch.model import run_mixer
+
+tdr, tgdr, trk = (importlib.import_module(f"hybridc_torch.ops.{op}")
+                  for op in ("delta_rule", "gated_delta_rule", "rwkv7"))
 
 B, L, D = 2, 9, 32
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -70,7 +72,8 @@ CHAIN = (("att0", RWKV7, jrwkv, rwkv_spec(False)), ("ffn0", RWKV7ChannelMix, Non
 
 
 class TorchChain(torch.nn.Module):
-    """att0 -> ffn0 -> att1, pre-norm residual, one ctx: att0 publishes v_first, att1 lerps towards it."""
+    """att0 -> ffn0 -> att1, pre-norm residual, threading v_first as the torch model does: att0 passes its values
+    on as v_first, att1 lerps towards them."""
 
     def __init__(self, dim):
         super().__init__()
@@ -80,19 +83,20 @@ class TorchChain(torch.nn.Module):
     def init_state(self, batch_size):
         return {n: getattr(self, n).init_state(batch_size) for n, *_ in CHAIN}
 
-    def _run(self, x, state, call):
-        ctx, new = {}, {}
+    def _run(self, x, state, step):
+        v_first, new = None, {}
         for n, *_ in CHAIN:
-            y, new[n] = call(getattr(self, n), F.layer_norm(x, x.shape[-1:]), None if state is None else state[n], ctx)
+            y, new[n], v_first = run_mixer(getattr(self, n), F.layer_norm(x, x.shape[-1:]),
+                                           None if state is None else state[n], None, v_first, step=step)
             x = x + y
         return x, new
 
     def forward(self, x, state=None, ctx=None):
-        y, new = self._run(x, state, lambda m, x, s, c: m(x, s, c))
+        y, new = self._run(x, state, step=False)
         return y, None if state is None else new
 
     def step(self, x_t, state, ctx=None):
-        return self._run(x_t, state, lambda m, x, s, c: m.step(x, s, c))
+        return self._run(x_t, state, step=True)
 
 
 class JaxLayer(NS):

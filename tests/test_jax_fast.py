@@ -13,6 +13,7 @@ Glossary of dimension letters:
 """
 
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +30,10 @@ from hybridc_jax.kernels import linear_recurrence as jlr
 from hybridc_jax.kernels import rwkv7 as jrk
 from hybridc_jax.kernels import selective_scan as jss
 from hybridc_jax.kernels import ssd as jssd
-from hybridc_torch.kernels import delta_rule as tdr
-from hybridc_torch.kernels import gated_delta_rule as tgdr
-from hybridc_torch.kernels import linear_recurrence as tlr
-from hybridc_torch.kernels import rwkv7 as trk
-from hybridc_torch.kernels import selective_scan as tss
-from hybridc_torch.kernels import ssd as tssd
+
+# the torch op packages (entry point, step); `from hybridc_torch.ops import ssd` gives the entry callable itself
+tdr, tgdr, tlr, trk, tss, tssd = (importlib.import_module(f"hybridc_torch.ops.{op}") for op in (
+    "delta_rule", "gated_delta_rule", "linear_recurrence", "rwkv7", "selective_scan", "ssd"))
 
 T = 8
 LENGTHS = [1, T - 1, T, T + 1, 3 * T + 5]

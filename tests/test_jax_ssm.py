@@ -14,6 +14,7 @@ Glossary of dimension letters:
 """
 
 import functools
+import importlib
 from types import SimpleNamespace as NS
 
 import jax
@@ -26,13 +27,13 @@ from hybridc_jax.kernels import linear_recurrence as jlr
 from hybridc_jax.kernels import selective_scan as jss
 from hybridc_jax.kernels import ssd as jssd
 from hybridc_jax.layers import griffin_lru, gru, mamba, mamba2
-from hybridc_torch.kernels import linear_recurrence as tlr
-from hybridc_torch.kernels import selective_scan as tss
-from hybridc_torch.kernels import ssd as tssd
 from hybridc_torch.layers.griffin_lru import GriffinLRU, _SqrtBoundDerivative
 from hybridc_torch.layers.gru import GRU
 from hybridc_torch.layers.mamba import Mamba
 from hybridc_torch.layers.mamba2 import Mamba2
+
+tlr, tss, tssd = (importlib.import_module(f"hybridc_torch.ops.{op}")
+                  for op in ("linear_recurrence", "selective_scan", "ssd"))
 
 DIM, BATCH, LENGTH = 16, 2, 7
 KINDS = {"mamba": (Mamba, mamba), "mamba2": (Mamba2, mamba2), "gru": (GRU, gru), "griffin_lru": (GriffinLRU, griffin_lru)}

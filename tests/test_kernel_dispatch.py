@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hybridc_jax.kernels import _dispatch as jax_dispatch
-from hybridc_torch.kernels import _dispatch as torch_dispatch
-from hybridc_torch.kernels import rwkv7 as rk
+from hybridc_native import choice as torch_dispatch  # the torch ops' `Op`s resolve through these rules
+from hybridc_torch.ops import OPS, rwkv7
 
 IMPLS = {"reference": "R", "chunk": "C", "cpp": "P"}
 
@@ -51,13 +51,13 @@ def test_errors_name_the_choices(dispatch, monkeypatch, env, impl, needle):
 def test_env_reaches_a_real_kernel(monkeypatch):
     """HYBRIDC_KERNEL=rwkv7=reference routes the entry point to the sequential reference."""
     calls = []
-    monkeypatch.setitem(rk._IMPLS, "reference", lambda *a, **k: calls.append("ref") or (a[0], None))
+    monkeypatch.setitem(OPS["rwkv7"]._loaded, "reference", lambda *a, **k: calls.append("ref") or (a[0], None))
     x = torch.zeros(1, 3, 1, 4)
     monkeypatch.setenv("HYBRIDC_KERNEL", "rwkv7=reference")
-    rk.rwkv7(x, x, x, x, x, x)
+    rwkv7(x, x, x, x, x, x)
     assert calls == ["ref"]
     monkeypatch.setenv("HYBRIDC_KERNEL", "")
-    rk.rwkv7(x, x, x, x, x, x)
+    rwkv7(x, x, x, x, x, x)
     assert calls == ["ref"]                                       # auto: the chunked form
 
 

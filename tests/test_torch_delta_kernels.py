@@ -14,9 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridc_torch.kernels import delta_rule as dr
-from hybridc_torch.kernels import gated_delta_rule as gdr
-from hybridc_torch.kernels import rwkv7 as rk
+from hybridc_torch import ops
+from hybridc_torch.ops import OPS, delta_rule, delta_rule_step, gated_delta_rule, gated_delta_rule_step, rwkv7
+from hybridc_torch.ops import rwkv7_step
+from hybridc_torch.ops.delta_rule import naive as dr_naive
+from hybridc_torch.ops.gated_delta_rule import naive as gdr_naive
+from hybridc_torch.ops.rwkv7 import naive as rk_naive
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -59,16 +62,16 @@ def _inputs(T, seed=0, dtype=torch.float32):
 
 
 def _run_dr(x, h0, impl="auto"):
-    return dr.delta_rule(x["q"], x["k"], x["v"], x["beta"], initial_state=h0, output_final_state=True, impl=impl)
+    return delta_rule(x["q"], x["k"], x["v"], x["beta"], initial_state=h0, output_final_state=True, impl=impl)
 
 
 def _run_gdr(x, h0, impl="auto"):
-    return gdr.gated_delta_rule(x["q"], x["k"], x["v"], x["g"], x["beta"], initial_state=h0,
+    return gated_delta_rule(x["q"], x["k"], x["v"], x["g"], x["beta"], initial_state=h0,
                                 output_final_state=True, impl=impl)
 
 
 def _run_rk(x, h0, scale=K ** -0.5, impl="auto"):
-    return rk.rwkv7(x["q"], x["w"], x["k"], x["v"], x["a"], x["b"], scale=scale, initial_state=h0,
+    return rwkv7(x["q"], x["w"], x["k"], x["v"], x["a"], x["b"], scale=scale, initial_state=h0,
                     output_final_state=True, impl=impl)
 
 
@@ -149,7 +152,7 @@ def _grads(fn, tensors):
 def test_delta_rule_grads_match_fla():
     x = _inputs(7)
     names = ("q", "k", "v", "beta", "h0")
-    ours = _grads(lambda t: dr.delta_rule(t["q"], t["k"], t["v"], t["beta"], initial_state=t["h0"],
+    ours = _grads(lambda t: delta_rule(t["q"], t["k"], t["v"], t["beta"], initial_state=t["h0"],
                                           output_final_state=True), {n: x[n] for n in names})
     ref = _grads(lambda t: (lambda o, S: (_tr(o), S))(*fla_dr.delta_rule_recurrence(
         _tr(t["q"]), _tr(t["k"]), _tr(t["v"]), _tr(t["beta"]), initial_state=t["h0"])), {n: x[n] for n in names})
@@ -160,7 +163,7 @@ def test_delta_rule_grads_match_fla():
 def test_gated_delta_rule_grads_match_fla():
     x = _inputs(7)
     names = ("q", "k", "v", "g", "beta", "h0")
-    ours = _grads(lambda t: gdr.gated_delta_rule(t["q"], t["k"], t["v"], t["g"], t["beta"], initial_state=t["h0"],
+    ours = _grads(lambda t: gated_delta_rule(t["q"], t["k"], t["v"], t["g"], t["beta"], initial_state=t["h0"],
                                                  output_final_state=True), {n: x[n] for n in names})
     ref = _grads(lambda t: fla_gdr.naive_recurrent_gated_delta_rule(
         t["q"], t["k"], t["v"], t["beta"], t["g"], initial_state=t["h0"], output_final_state=True),
@@ -172,7 +175,7 @@ def test_gated_delta_rule_grads_match_fla():
 def test_rwkv7_grads_match_fla():
     x = _inputs(7)
     names = ("q", "w", "k", "v", "a", "b", "h0")
-    ours = _grads(lambda t: rk.rwkv7(t["q"], t["w"], t["k"], t["v"], t["a"], t["b"], scale=K ** -0.5,
+    ours = _grads(lambda t: rwkv7(t["q"], t["w"], t["k"], t["v"], t["a"], t["b"], scale=K ** -0.5,
                                      initial_state=t["h0"], output_final_state=True), {n: x[n] for n in names})
     ref = _grads(lambda t: (lambda o, S: (_tr(o), S))(*fla_dplr.dplr_recurrence(
         *(_tr(t[n]) for n in ("q", "k", "v", "a", "b", "w")), initial_state=t["h0"])), {n: x[n] for n in names})
@@ -184,21 +187,21 @@ def test_rwkv7_grads_match_fla():
 def test_steps_equal_reference():
     x = _inputs(5, seed=4)
     h = x["h0"]
-    _, S_dr = dr.reference(x["q"], x["k"], x["v"], x["beta"], initial_state=h, output_final_state=True)
-    o_dr, S_dr1 = dr.delta_rule_step(x["q"][:, 0], x["k"][:, 0], x["v"][:, 0], x["beta"][:, 0], h)
-    o_ref, S_ref = dr.reference(x["q"][:, :1], x["k"][:, :1], x["v"][:, :1], x["beta"][:, :1], initial_state=h,
+    _, S_dr = dr_naive.reference(x["q"], x["k"], x["v"], x["beta"], initial_state=h, output_final_state=True)
+    o_dr, S_dr1 = delta_rule_step(x["q"][:, 0], x["k"][:, 0], x["v"][:, 0], x["beta"][:, 0], h)
+    o_ref, S_ref = dr_naive.reference(x["q"][:, :1], x["k"][:, :1], x["v"][:, :1], x["beta"][:, :1], initial_state=h,
                                 output_final_state=True)
     torch.testing.assert_close(o_dr, o_ref[:, 0], **TOL)
     torch.testing.assert_close(S_dr1, S_ref, **TOL)
 
-    o_g, S_g = gdr.gated_delta_rule_step(*(x[n][:, 0] for n in ("q", "k", "v", "g", "beta")), h)
-    o_ref, S_ref = gdr.reference(*(x[n][:, :1] for n in ("q", "k", "v", "g", "beta")), initial_state=h,
+    o_g, S_g = gated_delta_rule_step(*(x[n][:, 0] for n in ("q", "k", "v", "g", "beta")), h)
+    o_ref, S_ref = gdr_naive.reference(*(x[n][:, :1] for n in ("q", "k", "v", "g", "beta")), initial_state=h,
                                  output_final_state=True)
     torch.testing.assert_close(o_g, o_ref[:, 0], **TOL)
     torch.testing.assert_close(S_g, S_ref, **TOL)
 
-    o_r, S_r = rk.rwkv7_step(*(x[n][:, 0] for n in ("q", "w", "k", "v", "a", "b")), h, scale=0.7)
-    o_ref, S_ref = rk.reference(*(x[n][:, :1] for n in ("q", "w", "k", "v", "a", "b")), scale=0.7,
+    o_r, S_r = rwkv7_step(*(x[n][:, 0] for n in ("q", "w", "k", "v", "a", "b")), h, scale=0.7)
+    o_ref, S_ref = rk_naive.reference(*(x[n][:, :1] for n in ("q", "w", "k", "v", "a", "b")), scale=0.7,
                                 initial_state=h, output_final_state=True)
     torch.testing.assert_close(o_r, o_ref[:, 0], **TOL)
     torch.testing.assert_close(S_r, S_ref, **TOL)
@@ -207,9 +210,9 @@ def test_steps_equal_reference():
 def test_steps_do_not_mutate_state():
     x = _inputs(1)
     h = x["h0"].clone()
-    dr.delta_rule_step(x["q"][:, 0], x["k"][:, 0], x["v"][:, 0], x["beta"][:, 0], h)
-    gdr.gated_delta_rule_step(*(x[n][:, 0] for n in ("q", "k", "v", "g", "beta")), h)
-    rk.rwkv7_step(*(x[n][:, 0] for n in ("q", "w", "k", "v", "a", "b")), h)
+    delta_rule_step(x["q"][:, 0], x["k"][:, 0], x["v"][:, 0], x["beta"][:, 0], h)
+    gated_delta_rule_step(*(x[n][:, 0] for n in ("q", "k", "v", "g", "beta")), h)
+    rwkv7_step(*(x[n][:, 0] for n in ("q", "w", "k", "v", "a", "b")), h)
     assert torch.equal(h, x["h0"])
 
 
@@ -228,14 +231,14 @@ def test_split_sequences_chain_through_state(T1):
 
 def test_final_state_none_unless_requested_and_defaults():
     x = _inputs(4)
-    o, S = dr.delta_rule(x["q"], x["k"], x["v"], x["beta"])
+    o, S = delta_rule(x["q"], x["k"], x["v"], x["beta"])
     assert S is None and o.shape == (B, 4, H, V) and o.dtype == torch.float32
-    o2, _ = dr.delta_rule(x["q"], x["k"], x["v"], x["beta"], scale=K ** -0.5)
+    o2, _ = delta_rule(x["q"], x["k"], x["v"], x["beta"], scale=K ** -0.5)
     torch.testing.assert_close(o, o2, atol=0, rtol=0)
-    o, S = gdr.gated_delta_rule(x["q"], x["k"], x["v"], x["g"], x["beta"])
+    o, S = gated_delta_rule(x["q"], x["k"], x["v"], x["g"], x["beta"])
     assert S is None and o.shape == (B, 4, H, V)
-    o, S = rk.rwkv7(x["q"], x["w"], x["k"], x["v"], x["a"], x["b"])
-    o_1, _ = rk.rwkv7(x["q"], x["w"], x["k"], x["v"], x["a"], x["b"], scale=1.0)
+    o, S = rwkv7(x["q"], x["w"], x["k"], x["v"], x["a"], x["b"])
+    o_1, _ = rwkv7(x["q"], x["w"], x["k"], x["v"], x["a"], x["b"], scale=1.0)
     assert S is None and torch.equal(o, o_1)
 
 
@@ -245,14 +248,14 @@ def test_state_is_fp32_for_low_precision_inputs():
     assert o.dtype == torch.bfloat16 and S.dtype == torch.float32
 
 
-@pytest.mark.parametrize("mod,name", [(dr, "delta_rule"), (gdr, "gated_delta_rule"), (rk, "rwkv7")],
+@pytest.mark.parametrize("naive,name", [(dr_naive, "delta_rule"), (gdr_naive, "gated_delta_rule"), (rk_naive, "rwkv7")],
                          ids=["delta_rule", "gated_delta_rule", "rwkv7"])
-def test_impl_dispatch(mod, name):
-    assert mod._IMPLS["reference"] is mod.reference and "chunk" in mod._IMPLS
+def test_impl_dispatch(naive, name):
+    assert OPS[name].get("reference") is naive.reference and "chunk" in OPS[name].impls
     x = _inputs(3)
     args = {"delta_rule": ("q", "k", "v", "beta"), "gated_delta_rule": ("q", "k", "v", "g", "beta"),
             "rwkv7": ("q", "w", "k", "v", "a", "b")}[name]
-    entry = getattr(mod, name)
+    entry = getattr(ops, name)
     o_auto, _ = entry(*(x[n] for n in args), impl="auto")
     o_ref, _ = entry(*(x[n] for n in args), impl="reference")
     torch.testing.assert_close(o_auto, o_ref, atol=1e-5, rtol=1e-4)  # auto = the chunked kernel on CPU

@@ -21,6 +21,7 @@ from hybridc.kinds._ffn import cmix_hidden as core_cmix_hidden
 from hybridc_torch.layers.delta_net import DeltaNet
 from hybridc_torch.layers.gated_delta_net import GatedDeltaNet
 from hybridc_torch.layers.rwkv import RWKV7, RWKV7ChannelMix, cmix_hidden
+from hybridc_torch.model import run_mixer
 
 B, L, D = 2, 11, 32
 TOL = dict(atol=1e-5, rtol=1e-5)
@@ -41,8 +42,8 @@ def rwkv_spec(value_residual, **kw):
 
 
 class RwkvChain(torch.nn.Module):
-    """Pre-norm residual chain att0 -> ffn0 -> att1 sharing ctx, as the model wires it: att0 publishes v_first,
-    att1 (value_residual) lerps towards it."""
+    """Pre-norm residual chain att0 -> ffn0 -> att1 threading v_first, as the model wires it: att0 returns its v as
+    v_first, att1 (value_residual) lerps towards it."""
 
     def __init__(self, dim):
         super().__init__()
@@ -52,19 +53,38 @@ class RwkvChain(torch.nn.Module):
     def init_state(self, batch_size, device=None, dtype=torch.float32):
         return {n: getattr(self, n).init_state(batch_size, device, dtype) for n in ("att0", "ffn0", "att1")}
 
-    def _run(self, x, state, call):
-        ctx, new = {}, {}
+    def _run(self, x, state, step):
+        v_first, new = None, {}
         for n in ("att0", "ffn0", "att1"):
-            y, new[n] = call(getattr(self, n), F.layer_norm(x, x.shape[-1:]), None if state is None else state[n], ctx)
+            y, new[n], v_first = run_mixer(getattr(self, n), F.layer_norm(x, x.shape[-1:]),
+                                           None if state is None else state[n], None, v_first, step=step)
             x = x + y
         return x, new
 
     def forward(self, x, state=None, ctx=None):
-        y, new = self._run(x, state, lambda m, x, s, c: m(x, s, c))
+        y, new = self._run(x, state, step=False)
         return y, None if state is None else new
 
     def step(self, x_t, state, ctx=None):
-        return self._run(x_t, state, lambda m, x, s, c: m.step(x, s, c))
+        return self._run(x_t, state, step=True)
+
+
+class AsMixer(torch.nn.Module):
+    """An RWKV7 layer as the other layers run: (y, state) (a first rwkv layer takes no v_first; the v_first it
+    returns is dropped)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def init_state(self, batch_size, device=None, dtype=torch.float32):
+        return self.layer.init_state(batch_size, device, dtype)
+
+    def forward(self, x, state=None, ctx=None):
+        return self.layer(x, state, ctx)[:2]
+
+    def step(self, x_t, state, ctx=None):
+        return self.layer.step(x_t, state, ctx)[:2]
 
 
 SPECS = {
@@ -87,6 +107,7 @@ def build(name, randomize=True, dim=D):
     else:
         cls, spec = SPECS[name]
         m = cls(dim, spec.mult) if cls is RWKV7ChannelMix else cls(dim, spec)
+        m = AsMixer(m) if cls is RWKV7 else m
     if randomize:   # the published inits zero some weights (o_proj, LoRA down), which would hide gradients/bugs
         with torch.no_grad():
             for p in m.parameters():   # matrices ~ unit-gain, everything else small
@@ -173,17 +194,16 @@ def test_value_residual_needs_v_first():
         m(x_input())
 
 
-def test_value_residual_reads_and_first_layer_publishes_ctx():
-    first, later = build("rwkv-K8-first"), build("rwkv-chain-value-residual").att1
-    ctx = {}
-    first(x_input(), ctx=ctx)
-    assert ctx["v_first"].shape == (B, L, D)
-    y_a = later(x_input(2), ctx=ctx)[0]
-    y_b = later(x_input(2), ctx={"v_first": ctx["v_first"] + 1.0})[0]
+def test_value_residual_reads_and_first_layer_returns_v_first():
+    first, later = build("rwkv-K8-first").layer, build("rwkv-chain-value-residual").att1
+    _, _, v_first = first(x_input())
+    assert v_first.shape == (B, L, D)
+    y_a, _, passed_on = later(x_input(2), v_first=v_first)
+    assert passed_on is v_first
+    y_b = later(x_input(2), v_first=v_first + 1.0)[0]
     assert not torch.allclose(y_a, y_b)
-    step_ctx = {}
-    first.step(x_input()[:, 0], first.init_state(B), step_ctx)
-    assert step_ctx["v_first"].shape == (B, D)
+    _, _, v_step = first.step(x_input()[:, 0], first.init_state(B))
+    assert v_step.shape == (B, D)
 
 
 # --------------------------------------------------------------------------------------------- fla parity
@@ -322,13 +342,13 @@ def _fla_rwkv_forward(m, x, v_first=None):
 def test_rwkv_matches_fla_forward_math_with_value_residual():
     chain = build("rwkv-chain-value-residual")
     x = x_input()
-    ctx = {}
     with torch.no_grad():
         y0_ref, v_first = _fla_rwkv_forward(chain.att0, x)
-        torch.testing.assert_close(chain.att0(x, ctx=ctx)[0], y0_ref, **TOL)
-        torch.testing.assert_close(ctx["v_first"], v_first, atol=0, rtol=0)
+        y0, _, ours = chain.att0(x)
+        torch.testing.assert_close(y0, y0_ref, **TOL)
+        torch.testing.assert_close(ours, v_first, atol=0, rtol=0)
         y1_ref, _ = _fla_rwkv_forward(chain.att1, x, v_first=v_first)
-        torch.testing.assert_close(chain.att1(x, ctx=ctx)[0], y1_ref, **TOL)
+        torch.testing.assert_close(chain.att1(x, v_first=ours)[0], y1_ref, **TOL)
         ffn = chain.ffn0
         sqrelu = lambda t: F.relu(t).square()   # noqa: E731  fla's sqrelu_fwd (which is torch.compile'd: slow)
         ref = ffn.value(sqrelu(ffn.key(x.addcmul(token_shift_ref(x), ffn.x_k))))

@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridc_torch.kernels import delta_rule as dr
-from hybridc_torch.kernels import gated_delta_rule as gdr
-from hybridc_torch.kernels import rwkv7 as rk
-from hybridc_torch.kernels import selective_scan_cpu
+from hybridc_torch.ops import OPS, _cpp_library, delta_rule, gated_delta_rule, rwkv7
+from hybridc_torch.ops.delta_rule import chunk as dr_chunk
+from hybridc_torch.ops.delta_rule import naive as dr_naive
+from hybridc_torch.ops.gated_delta_rule import chunk as gdr_chunk
+from hybridc_torch.ops.gated_delta_rule import naive as gdr_naive
+from hybridc_torch.ops.rwkv7 import chunk as rk_chunk
+from hybridc_torch.ops.rwkv7 import naive as rk_naive
 
 H, K, V = 2, 8, 6
 KERNELS = ("delta_rule", "gated_delta_rule", "rwkv7")
@@ -68,7 +71,7 @@ def _inputs(kernel, Bsz, T, *, strong, seed=0, h=H, k_dim=K, v_dim=V, dtype=torc
 
 
 def _entry(kernel):
-    return {"delta_rule": dr.delta_rule, "gated_delta_rule": gdr.gated_delta_rule, "rwkv7": rk.rwkv7}[kernel]
+    return {"delta_rule": delta_rule, "gated_delta_rule": gated_delta_rule, "rwkv7": rwkv7}[kernel]
 
 
 def _run(kernel, args, h0, impl, chunk_size=None, grads=True, seed=1):
@@ -124,9 +127,9 @@ def test_other_chunk_sizes(kernel, chunk_size):
 
 
 def test_default_chunk_sizes():
-    assert gdr.chunk_gated_delta_rule.__defaults__[-1] == 64
-    assert dr.chunk_delta_rule.__defaults__[-1] == 64
-    assert rk.chunk_rwkv7.__defaults__[-1] == 16
+    assert gdr_chunk.chunk_gated_delta_rule.__defaults__[-1] == 64
+    assert dr_chunk.chunk_delta_rule.__defaults__[-1] == 64
+    assert rk_chunk.chunk_rwkv7.__defaults__[-1] == 16
     for kernel in KERNELS:                       # default chunk size, T spanning several chunks with a ragged tail
         args, h0 = _inputs(kernel, 1, 150, strong=False)
         _check(kernel, args, h0, None)
@@ -141,8 +144,8 @@ def test_rwkv7_overflow_fallback(monkeypatch):
     _check("rwkv7", args, h0, 16)
     o_pair, S_pair, _ = _run("rwkv7", args, h0, "chunk", 16, grads=False)
     calls = []
-    orig = rk._pair_scores
-    monkeypatch.setattr(rk, "_pair_scores", lambda *a: calls.append(1) or orig(*a))
+    orig = rk_chunk._pair_scores
+    monkeypatch.setattr(rk_chunk, "_pair_scores", lambda *a: calls.append(1) or orig(*a))
     _run("rwkv7", args, h0, "chunk", 16, grads=False)
     assert calls, "the pairwise path should run past the bound"
     calls.clear()
@@ -150,10 +153,10 @@ def test_rwkv7_overflow_fallback(monkeypatch):
     _run("rwkv7", weak, h0w, "chunk", 16, grads=False)
     assert not calls, "the factorised path should run within the bound"
     # forcing the pairwise path on moderate decays gives the factorised result
-    monkeypatch.setitem(rk._FACTOR_BOUND, torch.float32, -1.0)
+    monkeypatch.setitem(rk_chunk._FACTOR_BOUND, torch.float32, -1.0)
     args_m, h0m = _inputs("rwkv7", 2, 40, strong=True)
     o1, S1, _ = _run("rwkv7", args_m, h0m, "chunk", 16, grads=False)
-    monkeypatch.setitem(rk._FACTOR_BOUND, torch.float32, 60.0)
+    monkeypatch.setitem(rk_chunk._FACTOR_BOUND, torch.float32, 60.0)
     o2, S2, _ = _run("rwkv7", args_m, h0m, "chunk", 16, grads=False)
     _close(o1, o2, what="pairwise vs factorised output")
     _close(S1, S2, what="pairwise vs factorised state")
@@ -161,22 +164,22 @@ def test_rwkv7_overflow_fallback(monkeypatch):
 
 
 CPP_KERNELS = ("delta_rule", "gated_delta_rule")
-CPP = selective_scan_cpu.available()
+CPP = _cpp_library.available()
 needs_cpp = pytest.mark.skipif(not CPP, reason="no C++ toolchain for the CPU kernels")
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_auto_on_cpu(kernel, monkeypatch):
     """auto: the C++ kernel for the delta rules (when it builds), the chunked form for RWKV-7; chunk_size passes."""
-    mod = {"delta_rule": dr, "gated_delta_rule": gdr, "rwkv7": rk}[kernel]
-    x = torch.zeros(1, 1, 1, 1)
+    op, naive = OPS[kernel], {"delta_rule": dr_naive, "gated_delta_rule": gdr_naive, "rwkv7": rk_naive}[kernel]
+    device = torch.zeros(1, 1, 1, 1).device.type
     auto = "cpp" if kernel in CPP_KERNELS and CPP else "chunk"
-    assert mod._pick("auto", x) is mod._IMPLS[auto]
-    assert mod._pick("reference", x) is mod.reference
+    assert op.pick("auto", device) is op.get(auto)
+    assert op.pick("reference", device) is naive.reference
     with pytest.raises(ValueError, match="'chunk'"):
-        mod._pick("nope", x)
+        op.pick("nope", device)
     seen = []
-    monkeypatch.setitem(mod._IMPLS, auto, lambda *a, **kw: seen.append(kw) or (None, None))
+    monkeypatch.setitem(op._loaded, auto, lambda *a, **kw: seen.append(kw) or (None, None))   # what the entry runs
     args, h0 = _inputs(kernel, 1, 3, strong=False)
     _entry(kernel)(*args, chunk_size=5)
     assert seen and seen[-1]["chunk_size"] == 5
@@ -261,10 +264,9 @@ def test_cpp_fp64_empty_and_fallback(kernel, monkeypatch):
     o, S = _entry(kernel)(*args, initial_state=h0, output_final_state=True, impl="cpp")
     assert o.shape == (2, 0, H, V)
     torch.testing.assert_close(S, h0)
-    mod = {"delta_rule": dr, "gated_delta_rule": gdr}[kernel]
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", None)
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", True)
-    assert mod._pick("auto", torch.zeros(1)) is mod._IMPLS["chunk"]
+    monkeypatch.setattr(_cpp_library._LOADER, "lib", None)
+    monkeypatch.setattr(_cpp_library._LOADER, "tried", True)
+    assert OPS[kernel].pick("auto", torch.zeros(1).device.type) is OPS[kernel].get("chunk")
     with pytest.raises(RuntimeError, match="unavailable"):
         _entry(kernel)(*args, impl="cpp")
 

@@ -17,16 +17,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridc_torch.kernels import linear_recurrence as lr_mod
-from hybridc_torch.kernels import selective_scan as ss_mod
-from hybridc_torch.kernels import selective_scan_cpu
-from hybridc_torch.kernels import ssd as ssd_mod
+from hybridc_torch.ops import OPS, _cpp_library, linear_recurrence, selective_scan, ssd
+from hybridc_torch.ops.linear_recurrence import chunk as lr_chunk
+from hybridc_torch.ops.linear_recurrence import cpp as lr_cpp
+from hybridc_torch.ops.linear_recurrence import naive as lr_naive
+from hybridc_torch.ops.selective_scan import cpp as ss_cpp
+from hybridc_torch.ops.selective_scan import naive as ss_naive
+from hybridc_torch.ops.ssd import chunk as ssd_chunk
+from hybridc_torch.ops.ssd import naive as ssd_naive
 
 T = 8
 LENGTHS = [1, 7, T - 1, T, T + 1, 3 * T + 5]
 F32 = torch.float32
 
-needs_cpp = pytest.mark.skipif(not selective_scan_cpu.available(), reason="no C++ toolchain for the fused kernel")
+needs_cpp = pytest.mark.skipif(not _cpp_library.available(), reason="no C++ toolchain for the fused kernel")
 
 
 def _close(actual, expected, rtol=1e-4, atol=1e-5):
@@ -80,7 +84,7 @@ def _ssd_inputs(batch, length, heads, head_dim, groups, state, *, strong=False, 
 
 def _ssd_fn(impl, chunk_size=T):
     def fn(**kw):
-        return ssd_mod.ssd(**kw, chunk_size=chunk_size, dt_softplus=True, return_final_states=True, impl=impl)
+        return ssd(**kw, chunk_size=chunk_size, dt_softplus=True, return_final_states=True, impl=impl)
     return fn
 
 
@@ -100,8 +104,8 @@ def test_ssd_chunk_options_and_dtypes():
     _compare(_ssd_fn("reference"), _ssd_fn("chunk", 4), kw, 2)
     for dtype in (torch.float64, torch.bfloat16):
         kw = _ssd_inputs(1, 9, 2, 2, 1, 3, dtype=dtype)
-        y, final = ssd_mod.ssd(**kw, chunk_size=4, return_final_states=True, impl="chunk")
-        y_ref, final_ref = ssd_mod.ssd(**kw, chunk_size=4, return_final_states=True, impl="reference")
+        y, final = ssd(**kw, chunk_size=4, return_final_states=True, impl="chunk")
+        y_ref, final_ref = ssd(**kw, chunk_size=4, return_final_states=True, impl="reference")
         assert y.dtype == dtype and final.dtype == final_ref.dtype
         tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-2, atol=2e-2)
         torch.testing.assert_close(y, y_ref, **tol)
@@ -110,12 +114,12 @@ def test_ssd_chunk_options_and_dtypes():
 
 def test_ssd_chunk_size_honoured_and_auto():
     kw = _ssd_inputs(1, 20, 2, 2, 1, 3, h0=True)
-    outs = [ssd_mod.ssd(**kw, chunk_size=c, return_final_states=True, impl="chunk") for c in (1, 3, 8, 64)]
+    outs = [ssd(**kw, chunk_size=c, return_final_states=True, impl="chunk") for c in (1, 3, 8, 64)]
     for y, f in outs[1:]:
         _close(y, outs[0][0])
         _close(f, outs[0][1])
-    assert ssd_mod._pick("auto", "cpu") is ssd_mod.chunk_ssd
-    assert ssd_mod._pick("reference", "cpu") is ssd_mod.reference
+    assert OPS["ssd"].pick("auto", "cpu") is ssd_chunk.chunk_ssd
+    assert OPS["ssd"].pick("reference", "cpu") is ssd_naive.reference
 
 
 # --------------------------------------------------------------------------------------- linear recurrence
@@ -135,8 +139,8 @@ LR_IMPLS = ["chunk", pytest.param("cpp", marks=needs_cpp)]
 def _lr_fn(impl, chunk_size=T):
     def fn(**kw):
         if impl == "chunk":
-            return lr_mod.linear_recurrence(**kw, impl=impl, chunk_size=chunk_size)
-        return lr_mod.linear_recurrence(**kw, impl=impl)
+            return linear_recurrence(**kw, impl=impl, chunk_size=chunk_size)
+        return linear_recurrence(**kw, impl=impl)
     return fn
 
 
@@ -155,7 +159,7 @@ def test_linear_recurrence_fast_dtypes(impl):
     for dtype in (torch.float64, torch.bfloat16):
         kw = _lr_inputs(2, 19, 3, h0=True, dtype=dtype)
         h, last = _lr_fn(impl, 4)(**kw)
-        h_ref, last_ref = lr_mod.linear_recurrence(**kw, impl="reference")
+        h_ref, last_ref = linear_recurrence(**kw, impl="reference")
         assert h.dtype == dtype and last.dtype == last_ref.dtype
         tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-2, atol=1e-2)
         torch.testing.assert_close(h, h_ref, **tol)
@@ -166,26 +170,26 @@ def test_linear_recurrence_fast_dtypes(impl):
 def test_linear_recurrence_cpp_is_bitwise_the_reference():
     """No FMA contraction in the C++ scan: same roundings as the loop (and the decode step)."""
     kw = _lr_inputs(3, 200, 70, h0=True, resets=True)
-    for got, want in zip(lr_mod.linear_recurrence(**kw, impl="cpp"), lr_mod.linear_recurrence(**kw, impl="reference")):
+    for got, want in zip(linear_recurrence(**kw, impl="cpp"), linear_recurrence(**kw, impl="reference")):
         assert torch.equal(got, want)
 
 
 def test_linear_recurrence_chunk_sizes_and_auto():
     kw = _lr_inputs(2, 100, 3, h0=True)
-    base = lr_mod.linear_recurrence(**kw, impl="reference")
+    base = linear_recurrence(**kw, impl="reference")
     for c in (1, 2, 5, 100, 1000, None):
-        out = lr_mod.linear_recurrence(**kw, impl="chunk", chunk_size=c)
+        out = linear_recurrence(**kw, impl="chunk", chunk_size=c)
         _close(out[0], base[0])
         _close(out[1], base[1])
-    auto = lr_mod.cpp if selective_scan_cpu.available() else lr_mod.chunk_linear_recurrence
-    assert lr_mod._pick("auto", "cpu") is auto
-    assert lr_mod._pick("reference") is lr_mod.reference
+    auto = lr_cpp.linear_recurrence_cpp if _cpp_library.available() else lr_chunk.chunk_linear_recurrence
+    assert OPS["linear_recurrence"].pick("auto", "cpu") is auto
+    assert OPS["linear_recurrence"].pick("reference") is lr_naive.reference
 
 
 @pytest.mark.parametrize("impl", LR_IMPLS)
 def test_linear_recurrence_empty_sequence(impl):
     a, x, h0 = torch.rand(2, 0, 3), torch.rand(2, 0, 3), torch.rand(2, 3)
-    h, last = lr_mod.linear_recurrence(a, x, h0, impl=impl)
+    h, last = linear_recurrence(a, x, h0, impl=impl)
     assert h.shape == (2, 0, 3)
     torch.testing.assert_close(last, h0)
 
@@ -194,7 +198,7 @@ def test_linear_recurrence_empty_sequence(impl):
 @pytest.fixture
 def small_checkpoints(monkeypatch):
     """Backward checkpoints every T steps, so the test lengths cross checkpoint boundaries."""
-    monkeypatch.setattr(selective_scan_cpu, "CHECKPOINT_EVERY", T)
+    monkeypatch.setattr(_cpp_library, "CHECKPOINT_EVERY", T)
 
 
 def _ss_inputs(batch, channels, state, length, groups=None, *, strong=False, h0=False, full=True, dtype=F32,
@@ -214,7 +218,7 @@ def _ss_inputs(batch, channels, state, length, groups=None, *, strong=False, h0=
 
 def _ss_fn(impl, softplus=True):
     def fn(**kw):
-        return ss_mod.selective_scan(**kw, delta_softplus=softplus, return_last_state=True, impl=impl)
+        return selective_scan(**kw, delta_softplus=softplus, return_last_state=True, impl=impl)
     return fn
 
 
@@ -261,7 +265,7 @@ def test_selective_scan_cpp_dtypes_threads_and_no_grad(small_checkpoints):
             _close(out[1], ref[1])
     finally:
         torch.set_num_threads(threads)
-    out = ss_mod.selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], impl="cpp")  # out only
+    out = selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], impl="cpp")  # out only
     assert out.shape == kw["u"].shape
     empty = _ss_inputs(2, 4, 3, 0, h0=True)
     out, last = _ss_fn("cpp")(**empty)
@@ -277,7 +281,7 @@ def test_selective_scan_cpp_common_state_sizes(small_checkpoints, state):
 
 
 def _lanes():
-    return selective_scan_cpu.load().hybridc_ss_lanes(0)
+    return _cpp_library.load().hybridc_ss_lanes(0)
 
 
 @needs_cpp
@@ -316,10 +320,10 @@ def test_selective_scan_cpp_extreme_values(small_checkpoints):
 def test_selective_scan_cpp_portable_build(monkeypatch, small_checkpoints):
     """The vector code without AVX (-march=x86-64: the generic min/max, vectors split into SSE2 halves) and with 16
     fp32 lanes (the AVX-512 lane count, emulated): same results as the reference."""
-    lib = selective_scan_cpu._build(("-march=x86-64", "-DHYBRIDC_VBYTES=64"))
+    lib = _cpp_library._build(("-march=x86-64", "-DHYBRIDC_VBYTES=64"))
     assert lib.hybridc_ss_lanes(0) == 16 and lib.hybridc_ss_lanes(1) == 8
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", lib)
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", True)
+    monkeypatch.setattr(_cpp_library._LOADER, "lib", lib)
+    monkeypatch.setattr(_cpp_library._LOADER, "tried", True)
     for state, groups in ((16, None), (5, 2)):
         kw = _ss_inputs(2, 2 * 19, state, 2 * T + 3, groups, h0=True, seed=state)
         _compare(_ss_fn("reference"), _ss_fn("cpp"), kw, 2)
@@ -327,38 +331,38 @@ def test_selective_scan_cpp_portable_build(monkeypatch, small_checkpoints):
 
 @needs_cpp
 def test_selective_scan_auto_picks_cpp():
-    assert ss_mod._pick("auto", "cpu") is ss_mod.cpp
-    assert ss_mod._pick("reference", "cpu") is ss_mod.reference
+    assert OPS["selective_scan"].pick("auto", "cpu") is ss_cpp.selective_scan_cpp
+    assert OPS["selective_scan"].pick("reference", "cpu") is ss_naive.reference
 
 
 def test_selective_scan_auto_falls_back_when_build_fails(monkeypatch, tmp_path):
     """A failing compile warns once and `auto` runs the reference; it never crashes."""
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", None)
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", False)
+    monkeypatch.setattr(_cpp_library._LOADER, "lib", None)
+    monkeypatch.setattr(_cpp_library._LOADER, "tried", False)
     monkeypatch.setenv("HYBRIDC_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "/nonexistent/c++")
-    monkeypatch.setattr(selective_scan_cpu, "_SRC", tmp_path / "broken.cpp")
+    monkeypatch.setattr(_cpp_library, "_SRC", tmp_path / "broken.cpp")
     (tmp_path / "broken.cpp").write_text("this is not C++\n")
     kw = _ss_inputs(1, 3, 2, 5)
     with pytest.warns(RuntimeWarning, match="falls back to the reference"):
-        out = ss_mod.selective_scan(**{k: v for k, v in kw.items() if k != "initial_state"})
-    _close(out, ss_mod.selective_scan(**{k: v for k, v in kw.items() if k != "initial_state"}, impl="reference"))
-    assert ss_mod._pick("auto", "cpu") is ss_mod.reference
-    assert lr_mod._pick("auto", "cpu") is lr_mod.chunk_linear_recurrence  # the torch fallback, not the loop
+        out = selective_scan(**{k: v for k, v in kw.items() if k != "initial_state"})
+    _close(out, selective_scan(**{k: v for k, v in kw.items() if k != "initial_state"}, impl="reference"))
+    assert OPS["selective_scan"].pick("auto", "cpu") is ss_naive.reference
+    assert OPS["linear_recurrence"].pick("auto", "cpu") is lr_chunk.chunk_linear_recurrence  # torch, not the loop
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once only
-        ss_mod.selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"])
+        selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"])
     with pytest.raises(RuntimeError, match="unavailable"):
-        ss_mod.selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], impl="cpp")
+        selective_scan(kw["u"], kw["delta"], kw["A"], kw["B"], kw["C"], impl="cpp")
     assert not list(tmp_path.glob("*.so"))
 
 
 def test_selective_scan_disabled_by_env(monkeypatch):
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "lib", None)
-    monkeypatch.setattr(selective_scan_cpu._LOADER, "tried", False)
+    monkeypatch.setattr(_cpp_library._LOADER, "lib", None)
+    monkeypatch.setattr(_cpp_library._LOADER, "tried", False)
     monkeypatch.setenv("HYBRIDC_DISABLE_CPP", "1")
-    assert not selective_scan_cpu.available()
-    assert ss_mod._pick("auto", "cpu") is ss_mod.reference
+    assert not _cpp_library.available()
+    assert OPS["selective_scan"].pick("auto", "cpu") is ss_naive.reference
 
 
 # ------------------------------------------------------------------------------------------ property tests
@@ -377,7 +381,7 @@ def test_ssd_property(batch, length, heads_per_group, groups, head_dim, state, c
 def test_linear_recurrence_property(batch, length, width, chunk, h0, strong, seed):
     kw = _lr_inputs(batch, length, width, strong=strong, h0=h0, seed=seed, resets=strong)
     _compare(_lr_fn("reference"), _lr_fn("chunk", chunk), kw, 2)
-    if selective_scan_cpu.available():
+    if _cpp_library.available():
         _compare(_lr_fn("reference"), _lr_fn("cpp"), kw, 2)
 
 
@@ -389,12 +393,12 @@ def test_linear_recurrence_property(batch, length, width, chunk, h0, strong, see
 def test_selective_scan_property(batch, length, channels_per_group, groups, state, checkpoint, h0, full, seed):
     channels = channels_per_group * (groups or 1)
     kw = _ss_inputs(batch, channels, state, length, groups, h0=h0, full=full, seed=seed)
-    old = selective_scan_cpu.CHECKPOINT_EVERY
-    selective_scan_cpu.CHECKPOINT_EVERY = checkpoint
+    old = _cpp_library.CHECKPOINT_EVERY
+    _cpp_library.CHECKPOINT_EVERY = checkpoint
     try:
         _compare(_ss_fn("reference"), _ss_fn("cpp"), kw, 2)
     finally:
-        selective_scan_cpu.CHECKPOINT_EVERY = old
+        _cpp_library.CHECKPOINT_EVERY = old
 
 
 # ------------------------------------------------------------------------------------------- long sequences
@@ -405,8 +409,8 @@ LONG = 16384
 def test_long_sequence_linear_recurrence_finite(impl):
     kw = _lr_inputs(1, LONG, 2, h0=True)
     kw["a"] = torch.full_like(kw["a"], 0.999)
-    h, last = lr_mod.linear_recurrence(**kw, impl=impl)
-    h_ref, last_ref = lr_mod.linear_recurrence(**kw, impl="reference")
+    h, last = linear_recurrence(**kw, impl=impl)
+    h_ref, last_ref = linear_recurrence(**kw, impl="reference")
     assert torch.isfinite(h).all() and torch.isfinite(last).all()
     _close(h, h_ref)
     _close(last, last_ref)
@@ -415,9 +419,9 @@ def test_long_sequence_linear_recurrence_finite(impl):
 def test_long_sequence_ssd_finite():
     kw = _ssd_inputs(1, LONG, 2, 2, 1, 2, h0=True)
     kw.pop("z")
-    y, final = ssd_mod.ssd(**kw, chunk_size=64, return_final_states=True, impl="chunk")
+    y, final = ssd(**kw, chunk_size=64, return_final_states=True, impl="chunk")
     assert torch.isfinite(y).all() and torch.isfinite(final).all()
-    y_ref, final_ref = ssd_mod.ssd(**kw, chunk_size=64, return_final_states=True, impl="reference")
+    y_ref, final_ref = ssd(**kw, chunk_size=64, return_final_states=True, impl="reference")
     _close(y, y_ref)
     _close(final, final_ref)
 

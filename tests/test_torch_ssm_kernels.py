@@ -12,12 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridc_torch.kernels import linear_recurrence as lr_mod
-from hybridc_torch.kernels import selective_scan as ss_mod
-from hybridc_torch.kernels import ssd as ssd_mod
-from hybridc_torch.kernels.linear_recurrence import linear_recurrence, linear_recurrence_step
-from hybridc_torch.kernels.selective_scan import selective_scan, selective_scan_step
-from hybridc_torch.kernels.ssd import ssd, ssd_step
+from hybridc_torch.ops import OPS, linear_recurrence, linear_recurrence_step, selective_scan, selective_scan_step
+from hybridc_torch.ops import ssd, ssd_step
+from hybridc_torch.ops.linear_recurrence import naive as lr_naive
+from hybridc_torch.ops.selective_scan import naive as ss_naive
+from hybridc_torch.ops.ssd import naive as ssd_naive
 
 LENGTHS = [1, 7, 33]
 F64 = torch.float64
@@ -224,13 +223,15 @@ def test_linear_recurrence_dtypes_and_step():
 
 
 # -------------------------------------------------------------------------------------------- impl dispatch
-@pytest.mark.parametrize("module", [ss_mod, ssd_mod, lr_mod], ids=["selective_scan", "ssd", "linear_recurrence"])
-def test_impl_registry_and_unknown_impl(module):
-    assert "reference" in module._IMPLS and len(module._IMPLS) >= 2  # the reference plus a fast CPU kernel
-    assert module._pick("reference") is module.reference
-    assert module._pick("auto", device="cuda") is module._IMPLS["triton"]  # the Triton kernels (triton is installed)
+@pytest.mark.parametrize("op, naive", [("selective_scan", ss_naive), ("ssd", ssd_naive),
+                                       ("linear_recurrence", lr_naive)], ids=["selective_scan", "ssd", "linear_recurrence"])
+def test_impl_registry_and_unknown_impl(op, naive):
+    op = OPS[op]
+    assert "reference" in op.impls and len(op.impls) >= 2  # the reference plus a fast CPU kernel
+    assert op.pick("reference") is naive.reference
+    assert op.pick("auto", device="cuda") is op.get("triton")  # the Triton kernels (triton is installed)
     with pytest.raises(ValueError, match="auto.*reference"):
-        module._pick("triton-nope")
+        op.pick("triton-nope")
 
 
 def test_entry_points_reject_unknown_impl():

@@ -16,12 +16,10 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton", reason="triton is not installed: no Triton kernels to test")
 
-from hybridc_torch.kernels import _dispatch  # noqa: E402
-from hybridc_torch.kernels import delta_rule as dr  # noqa: E402
-from hybridc_torch.kernels import gated_delta_rule as gdr  # noqa: E402
-from hybridc_torch.kernels import selective_scan_cpu  # noqa: E402
-from hybridc_torch.kernels import ssd as ssd_mod  # noqa: E402
-from hybridc_torch.kernels import triton_gated_delta_rule as tgdr  # noqa: E402
+from hybridc_torch.ops import OPS, _cpp_library, _triton, delta_rule, gated_delta_rule, ssd  # noqa: E402
+from hybridc_torch.ops.gated_delta_rule import triton as tgdr  # noqa: E402
+from hybridc_torch.ops.ssd import chunk as ssd_chunk  # noqa: E402
+from hybridc_torch.ops.ssd import naive as ssd_naive  # noqa: E402
 
 C = 8
 LENGTHS = sorted({1, 7, C - 1, C, C + 1, 3 * C + 5})                     # 7 is C - 1 here
@@ -92,7 +90,7 @@ def _gdr_inputs(B, T, *, init, strong, H=2, K=8, V=6, seed=0, gated=True):
 
 
 def _gdr_fn(impl, chunk_size=C, gated=True):
-    entry = gdr.gated_delta_rule if gated else dr.delta_rule
+    entry = gated_delta_rule if gated else delta_rule
 
     def fn(**kw):
         return entry(**kw, output_final_state=True, impl=impl, chunk_size=chunk_size)
@@ -129,12 +127,12 @@ def test_gated_delta_rule_triton_shapes():
 
 
 def test_triton_needs_cuda_or_the_interpreter(monkeypatch):
-    from hybridc_torch.kernels import triton_ssd
+    from hybridc_torch.ops.ssd import triton as triton_ssd
 
     monkeypatch.setattr(tgdr, "_INTERPRETED", False)
     monkeypatch.setattr(triton_ssd, "_INTERPRETED", False)
     with pytest.raises(ValueError, match="needs CUDA tensors"):
-        gdr.gated_delta_rule(**_gdr_inputs(1, 3, init=False, strong=False), impl="triton")
+        gated_delta_rule(**_gdr_inputs(1, 3, init=False, strong=False), impl="triton")
     kw = _ssd_inputs(1, 3, init=False, strong=False)
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         _ssd_fn("triton")(**kw)
@@ -142,12 +140,12 @@ def test_triton_needs_cuda_or_the_interpreter(monkeypatch):
 
 def test_gated_delta_rule_triton_empty_and_fp64():
     kw = _gdr_inputs(2, 0, init=True, strong=False)
-    o, S = gdr.gated_delta_rule(**kw, output_final_state=True, impl="triton")
+    o, S = gated_delta_rule(**kw, output_final_state=True, impl="triton")
     assert o.shape == (2, 0, 2, 6)
     torch.testing.assert_close(S, kw["initial_state"])
     kw = {n: None if x is None else x.double() for n, x in _gdr_inputs(2, 11, init=True, strong=True).items()}
-    o, S = gdr.gated_delta_rule(**kw, output_final_state=True, impl="triton", chunk_size=C)   # the torch chunked form
-    o_r, S_r = gdr.gated_delta_rule(**kw, output_final_state=True, impl="reference")
+    o, S = gated_delta_rule(**kw, output_final_state=True, impl="triton", chunk_size=C)   # the torch chunked form
+    o_r, S_r = gated_delta_rule(**kw, output_final_state=True, impl="reference")
     assert o.dtype == S.dtype == torch.float64
     torch.testing.assert_close(o, o_r, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(S, S_r, rtol=1e-10, atol=1e-10)
@@ -172,19 +170,17 @@ def test_delta_triton_bf16(gated):
 def test_delta_auto_picks_triton_on_cuda_only(monkeypatch):
     monkeypatch.delenv("HYBRIDC_KERNEL", raising=False)
 
-    class _Cuda:
-        device = torch.device("cuda")
-    cpu = "cpp" if selective_scan_cpu.available() else "chunk"
-    for mod in (gdr, dr):
-        assert mod._auto("cpu") == cpu and mod._auto("cuda") == "triton"
-        assert mod._pick("auto", torch.zeros(1)) is mod._IMPLS[cpu]
-        assert mod._pick("auto", _Cuda()) is mod._IMPLS["triton"]
-        assert mod._pick("triton", torch.zeros(1)) is mod._IMPLS["triton"]
+    cpu = "cpp" if _cpp_library.available() else "chunk"
+    for op in (OPS["gated_delta_rule"], OPS["delta_rule"]):
+        assert op.auto("cpu") == cpu and op.auto("cuda") == "triton"
+        assert op.pick("auto", "cpu") is op.get(cpu)
+        assert op.pick("auto", "cuda") is op.get("triton")
+        assert op.pick("triton", "cpu") is op.get("triton")
         with pytest.raises(ValueError, match="'triton'"):
-            mod._pick("nope", torch.zeros(1))
-    monkeypatch.setattr(_dispatch, "triton_available", lambda: False)
-    for mod in (gdr, dr):
-        assert mod._pick("auto", _Cuda()) is mod.reference
+            op.pick("nope", "cpu")
+    monkeypatch.setattr(_triton, "triton_available", lambda: False)
+    for op in (OPS["gated_delta_rule"], OPS["delta_rule"]):
+        assert op.pick("auto", "cuda") is op.get("reference")
 
 
 # ---------------------------------------------------------------- SSD
@@ -208,7 +204,7 @@ def _ssd_inputs(B, L, *, init, strong, groups=1, full=True, H=2, P=6, N=5, seed=
 
 def _ssd_fn(impl, chunk_size=C):
     def fn(dt_softplus=False, **kw):
-        return ssd_mod.ssd(**kw, chunk_size=chunk_size, dt_softplus=dt_softplus, return_final_states=True, impl=impl)
+        return ssd(**kw, chunk_size=chunk_size, dt_softplus=dt_softplus, return_final_states=True, impl=impl)
     return fn
 
 
@@ -292,7 +288,7 @@ def test_ssd_triton_bf16():
 
 def test_ssd_auto_picks_triton_on_cuda_only(monkeypatch):
     monkeypatch.delenv("HYBRIDC_KERNEL", raising=False)
-    assert ssd_mod._pick("auto", "cpu") is ssd_mod.chunk_ssd
-    assert ssd_mod._pick("auto", "cuda") is ssd_mod._IMPLS["triton"]
-    monkeypatch.setattr(_dispatch, "triton_available", lambda: False)
-    assert ssd_mod._pick("auto", "cuda") is ssd_mod.reference
+    assert OPS["ssd"].pick("auto", "cpu") is ssd_chunk.chunk_ssd
+    assert OPS["ssd"].pick("auto", "cuda") is OPS["ssd"].get("triton")
+    monkeypatch.setattr(_triton, "triton_available", lambda: False)
+    assert OPS["ssd"].pick("auto", "cuda") is ssd_naive.reference

@@ -22,10 +22,11 @@ import torch
 
 pytest.importorskip("triton", reason="the Triton kernels need triton")
 
-from hybridc_torch.kernels import linear_recurrence as lr_mod  # noqa: E402
-from hybridc_torch.kernels import selective_scan as ss_mod  # noqa: E402
-from hybridc_torch.kernels import triton_linear_recurrence as tlr  # noqa: E402
-from hybridc_torch.kernels import triton_selective_scan as tss  # noqa: E402
+from hybridc_torch.ops import OPS, linear_recurrence, selective_scan  # noqa: E402
+from hybridc_torch.ops.linear_recurrence import naive as lr_naive  # noqa: E402
+from hybridc_torch.ops.linear_recurrence import triton as tlr  # noqa: E402
+from hybridc_torch.ops.selective_scan import naive as ss_naive  # noqa: E402
+from hybridc_torch.ops.selective_scan import triton as tss  # noqa: E402
 
 T = 8  # chunk in the tests
 LENGTHS = [1, T - 1, T, T + 1, 3 * T + 5]  # the brief's 7 is T - 1 here
@@ -83,7 +84,7 @@ def _ss_inputs(batch, channels, state, length, groups=None, *, strong=False, h0=
 
 def _ss_ref(softplus=True):
     def fn(**kw):
-        return ss_mod.reference(**kw, delta_softplus=softplus)
+        return ss_naive.reference(**kw, delta_softplus=softplus)
     return fn
 
 
@@ -119,7 +120,7 @@ def test_selective_scan_default_blocks_and_entry_point():
 
     def entry(impl):
         def fn(**k):
-            return ss_mod.selective_scan(**k, delta_softplus=True, return_last_state=True, impl=impl)
+            return selective_scan(**k, delta_softplus=True, return_last_state=True, impl=impl)
         return fn
     _compare(entry("reference"), entry("triton"), kw)
 
@@ -177,7 +178,7 @@ def _lr_triton(block_d=4):
 @pytest.mark.parametrize("strong", [False, True], ids=["weak", "strong-resets"])
 def test_linear_recurrence_matches_reference(length, batch, h0, strong):
     kw = _lr_inputs(batch, length, 3, strong=strong, h0=h0, seed=length)  # D = 3: a ragged second block
-    _compare(lr_mod.reference, _lr_triton(block_d=2), kw)
+    _compare(lr_naive.reference, _lr_triton(block_d=2), kw)
 
 
 def test_linear_recurrence_entry_point_and_dispatch():
@@ -185,23 +186,24 @@ def test_linear_recurrence_entry_point_and_dispatch():
 
     def entry(impl):
         def fn(**k):
-            return lr_mod.linear_recurrence(**k, impl=impl)
+            return linear_recurrence(**k, impl=impl)
         return fn
     _compare(entry("reference"), entry("triton"), kw)
-    assert lr_mod._auto("cuda") == ss_mod._auto("cuda") == "triton"  # triton imports here
-    assert lr_mod._auto("cpu") in ("cpp", "chunk") and ss_mod._auto("cpu") in ("cpp", "reference")
-    assert lr_mod._auto("meta") == ss_mod._auto("meta") == "reference"
+    lr_op, ss_op = OPS["linear_recurrence"], OPS["selective_scan"]
+    assert lr_op.auto("cuda") == ss_op.auto("cuda") == "triton"  # triton imports here
+    assert lr_op.auto("cpu") in ("cpp", "chunk") and ss_op.auto("cpu") in ("cpp", "reference")
+    assert lr_op.auto("meta") == ss_op.auto("meta") == "reference"
 
 
 def test_linear_recurrence_bf16_inputs():
     kw = _lr_inputs(2, 2 * T + 1, 5, h0=True, seed=2, dtype=torch.bfloat16)
     up = {k: v.float() for k, v in kw.items()}
     h, last = _lr_triton()(**kw)
-    ref, ref_last = lr_mod.reference(**up)
+    ref, ref_last = lr_naive.reference(**up)
     assert h.dtype == torch.bfloat16 and last.dtype == F32
     torch.testing.assert_close(h.float(), ref, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(last, ref_last, rtol=1e-4, atol=1e-4)  # fp32 state from the same bf16 inputs
-    (_, grads), (_, ref_grads) = _run(_lr_triton(), kw), _run(lr_mod.reference, up)
+    (_, grads), (_, ref_grads) = _run(_lr_triton(), kw), _run(lr_naive.reference, up)
     for k, r in ref_grads.items():
         assert grads[k].dtype == torch.bfloat16, k
         torch.testing.assert_close(grads[k].float(), r, rtol=2e-2, atol=2e-2)
@@ -216,7 +218,7 @@ def test_linear_recurrence_edge_cases(monkeypatch):
     with pytest.raises(ValueError, match="power of two"):
         tlr.triton_linear_recurrence(**kw, block_d=3)
     with torch.no_grad():  # no grad: no fp32 copy of h, same values
-        _close(tlr.triton_linear_recurrence(**kw)[0], lr_mod.reference(**kw)[0])
+        _close(tlr.triton_linear_recurrence(**kw)[0], lr_naive.reference(**kw)[0])
     monkeypatch.setattr(tlr, "_INTERPRET", False)
     if DEVICE == "cpu":
         with pytest.raises(RuntimeError, match="CUDA tensors"):
@@ -230,7 +232,8 @@ _COMPILE_FOR_HOPPER = textwrap.dedent("""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from hybridc_torch.kernels import triton_linear_recurrence as tlr, triton_selective_scan as tss
+    from hybridc_torch.ops.linear_recurrence import triton as tlr
+    from hybridc_torch.ops.selective_scan import triton as tss
 
     LOW = {"u_ptr", "delta_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_ptr", "du_ptr", "ddelta_ptr",
            "dz_ptr", "a_ptr", "x_ptr", "dh_ptr", "da_ptr", "dx_ptr"}  # bf16 inputs and outputs; states fp32

@@ -7,15 +7,20 @@ Meta tokens (Hymba) are prepended to the stream before the first block and remov
 
 Decoding: `state = model.init_state(B)`; `y, state = model(x, state=state)` (prefill, any number of chunks);
 `y_t, state = model.step(x_t, state)`. The state is `{"pos": int, "layers": [block states]}`.
+
+A kind's layer is `hybridc_torch.layers.<kind>.LAYER`, built as `LAYER(dim, spec, impl=impl)`; every mixer runs as
+`mixer(x, state, ctx) -> (y, new_state)` (`step` alike), where ctx holds the positions (`pos`, `pos_offset`, `meta`).
+RWKV-7's value residual is a second stream beside the residual one: its layers (`carries_v_first`) also take and
+return `v_first`, which the blocks thread from layer to layer within one forward or step call.
 """
 from __future__ import annotations
 
+import importlib
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from .layers import KINDS
 from .layers.ffn import FFN
 
 
@@ -23,8 +28,23 @@ def make_norm(kind: str, dim: int) -> nn.Module:
     return nn.LayerNorm(dim) if kind == "layer" else nn.RMSNorm(dim, eps=1e-6)
 
 
+def layer_class(kind: str) -> type[nn.Module]:
+    """The torch layer of an IR kind: `LAYER` of its module `hybridc_torch.layers.<kind>`."""
+    return importlib.import_module(f"{__package__}.layers.{kind}").LAYER
+
+
 def make_mixer(spec, dim: int, impl: str) -> nn.Module:
-    return KINDS[spec.kind](dim, spec, impl=impl)
+    return layer_class(spec.kind)(dim, spec, impl=impl)
+
+
+def run_mixer(mixer, x, state, ctx, v_first, step: bool = False):
+    """Run a mixer's forward (or step) -> (y, new_state, v_first); mixers that carry RWKV-7's value residual take
+    and return v_first, the others pass it through."""
+    fn = mixer.step if step else mixer
+    if getattr(mixer, "carries_v_first", False):
+        return fn(x, state, ctx, v_first)
+    y, new_state = fn(x, state, ctx)
+    return y, new_state, v_first
 
 
 def make_ffn(spec, dim: int, impl: str) -> nn.Module:
@@ -38,6 +58,8 @@ def make_ffn(spec, dim: int, impl: str) -> nn.Module:
 
 class Parallel(nn.Module):
     """Two mixers side by side on the same input, fused by a learned gate or by Hymba's normalised mean."""
+
+    carries_v_first = True   # either branch may be an RWKV-7 layer
 
     def __init__(self, dim: int, specs, fusion: str, norm: str, impl: str):
         super().__init__()
@@ -58,15 +80,15 @@ class Parallel(nn.Module):
             return g * a + (1 - g) * b
         return (self.norm_ssm(a) + self.norm_attn(b)) / 2
 
-    def forward(self, x, state=None, ctx=None):
-        a, sa = self.ssm(x, None if state is None else state["ssm"], ctx)
-        b, sb = self.attn(x, None if state is None else state["attn"], ctx)
-        return self._fuse(x, a, b), (None if state is None else {"ssm": sa, "attn": sb})
+    def forward(self, x, state=None, ctx=None, v_first=None):
+        a, sa, v_first = run_mixer(self.ssm, x, None if state is None else state["ssm"], ctx, v_first)
+        b, sb, v_first = run_mixer(self.attn, x, None if state is None else state["attn"], ctx, v_first)
+        return self._fuse(x, a, b), (None if state is None else {"ssm": sa, "attn": sb}), v_first
 
-    def step(self, x_t, state, ctx=None):
-        a, sa = self.ssm.step(x_t, state["ssm"], ctx)
-        b, sb = self.attn.step(x_t, state["attn"], ctx)
-        return self._fuse(x_t, a, b), {"ssm": sa, "attn": sb}
+    def step(self, x_t, state, ctx=None, v_first=None):
+        a, sa, v_first = run_mixer(self.ssm, x_t, state["ssm"], ctx, v_first, step=True)
+        b, sb, v_first = run_mixer(self.attn, x_t, state["attn"], ctx, v_first, step=True)
+        return self._fuse(x_t, a, b), {"ssm": sa, "attn": sb}, v_first
 
 
 def spec(kind: str | None = None, **options) -> SimpleNamespace:
@@ -97,8 +119,9 @@ class Block(nn.Module):
             st["ffn"] = self.ffn.init_state(batch_size, device, dtype)
         return st
 
-    def forward(self, x, state=None, ctx=None):
-        y, sm = self.mixer(self.norm(x), None if state is None else state["mixer"], ctx)
+    def forward(self, x, state=None, ctx=None, v_first=None):
+        """x (B, L, D) -> (x (B, L, D), new_state or None, v_first)."""
+        y, sm, v_first = run_mixer(self.mixer, self.norm(x), None if state is None else state["mixer"], ctx, v_first)
         x = x + self.drop(y)
         new = None if state is None else {"mixer": sm}
         if self.has_ffn:
@@ -106,16 +129,17 @@ class Block(nn.Module):
             x = x + self.drop(y)
             if new is not None:
                 new["ffn"] = sf
-        return x, new
+        return x, new, v_first
 
-    def step(self, x_t, state, ctx=None):
-        y, sm = self.mixer.step(self.norm(x_t), state["mixer"], ctx)
+    def step(self, x_t, state, ctx=None, v_first=None):
+        """x_t (B, D) -> (x_t (B, D), new_state, v_first)."""
+        y, sm, v_first = run_mixer(self.mixer, self.norm(x_t), state["mixer"], ctx, v_first, step=True)
         x_t = x_t + y
         new = {"mixer": sm}
         if self.has_ffn:
             y, new["ffn"] = self.ffn.step(self.ffn_norm(x_t), state["ffn"], ctx)
             x_t = x_t + y
-        return x_t, new
+        return x_t, new, v_first
 
 
 class HybridBase(nn.Module):
@@ -168,10 +192,10 @@ class HybridBase(nn.Module):
         if m and pos == 0:
             h = torch.cat([self.meta_tokens.to(h.dtype).expand(h.shape[0], -1, -1), h], dim=1)  # (B, M+L, D)
         h = self.drop(h)
-        ctx = {"pos": pos, "pos_offset": pos, "meta": m}
+        ctx, v_first = {"pos": pos, "pos_offset": pos, "meta": m}, None
         states = []
         for i, blk in enumerate(self.layers):
-            h, st = blk(h, None if state is None else state["layers"][i], ctx)
+            h, st, v_first = blk(h, None if state is None else state["layers"][i], ctx, v_first)
             states.append(st)
         if m and pos == 0:
             h = h[:, m:]
@@ -186,10 +210,10 @@ class HybridBase(nn.Module):
             y, state = self.forward(x_t[:, None], state)
             return (y[:, -1] if y.dim() == 3 else y), state
         h = self._embed(x_t)  # (B, D)
-        ctx = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens}
+        ctx, v_first = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens}, None
         states = []
         for i, blk in enumerate(self.layers):
-            h, st = blk.step(h, state["layers"][i], ctx)
+            h, st, v_first = blk.step(h, state["layers"][i], ctx, v_first)
             states.append(st)
         y = self._out(h, last_only=False)
         return y, {"pos": state["pos"] + 1, "layers": states}

@@ -1,18 +1,10 @@
-"""Torch layers, one module per kind; `KINDS` maps an IR kind to its class."""
-from .attn import Attention
-from .delta_net import DeltaNet
-from .ffn import FFN
-from .gated_delta_net import GatedDeltaNet
-from .griffin_lru import GriffinLRU
-from .gru import GRU
-from .mamba import Mamba
-from .mamba2 import Mamba2
-from .rwkv import RWKV7, RWKV7ChannelMix
+"""Torch layers, one module per IR kind: ``layers/<kind>.py`` (mamba, mamba2, gru, rwkv, delta_net,
+gated_delta_net, griffin_lru, attn, mlp).
 
-KINDS = {
-    "mamba": Mamba, "mamba2": Mamba2, "gru": GRU, "rwkv": RWKV7, "delta_net": DeltaNet, "gated_delta_net": GatedDeltaNet,
-    "griffin_lru": GriffinLRU, "attn": Attention, "mlp": FFN,
-}
-
-__all__ = ["KINDS", "Attention", "DeltaNet", "FFN", "GatedDeltaNet", "GriffinLRU", "GRU", "Mamba", "Mamba2", "RWKV7",
-           "RWKV7ChannelMix"]
+Each kind's module declares, by convention (read by ``model.py`` and ``plan.py``; adding a kind edits neither):
+    LAYER    its nn.Module class, built as ``LAYER(dim, spec, impl=...)``
+    OP       the name of the recurrence it runs (an op of ``hybridc_torch.ops``), or
+    KERNEL   (name, why) for a kind that runs one fixed thing (``(None, "no recurrence")`` for none)
+Shared pieces: ``ffn.py`` (the FFN sub-block), ``_conv.py`` (the causal depthwise conv), ``_shortconv.py`` (the
+DeltaNet family's short convolutions).
+"""

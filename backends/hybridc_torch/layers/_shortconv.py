@@ -1,4 +1,5 @@
-"""Depthwise causal short convolution with a decode state (shared by DeltaNet / Gated DeltaNet).
+"""Depthwise causal short convolution with a decode state (shared by DeltaNet / Gated DeltaNet), run by
+``_conv.causal_conv1d``.
 
 Follows flash-linear-attention's ``fla.modules.ShortConvolution`` (an ``nn.Conv1d`` subclass: parameter ``weight``
 (C, 1, W), optional ``bias`` (C,), ``nn.Conv1d``'s default init, optional SiLU), used by the DeltaNet family
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ._conv import causal_conv1d, causal_conv1d_step
 
 __all__ = ["ShortConvolution"]
 
@@ -45,15 +48,10 @@ class ShortConvolution(nn.Conv1d):
             cache = self.init_state(B, device=x.device, dtype=x.dtype)  # (B, C, W-1)
         if L == 0:
             return x, cache
-        xp = torch.cat([cache.to(x.dtype), x.transpose(1, 2)], dim=-1)  # (B, C, W-1+L)
-        y = F.conv1d(xp, self.weight, self.bias, groups=C)              # (B, C, L)
-        new_cache = xp[..., xp.shape[-1] - (self.width - 1):]           # (B, C, W-1)
+        y, new_cache = causal_conv1d(x.transpose(1, 2), self.weight[:, 0], self.bias, cache)  # (B, C, L), (B, C, W-1)
         return self._act(y.transpose(1, 2)), new_cache                  # (B, L, C)
 
     def step(self, x_t: torch.Tensor, cache: torch.Tensor):
         """x_t (B, C); cache (B, C, W-1). Returns (y_t (B, C), new cache (B, C, W-1)); cache is not mutated."""
-        xp = torch.cat([cache.to(x_t.dtype), x_t[..., None]], dim=-1)   # (B, C, W)
-        y = (xp * self.weight[:, 0, :]).sum(-1)                         # (B, C)
-        if self.bias is not None:
-            y = y + self.bias
-        return self._act(y), xp[..., 1:]                                 # (B, C), (B, C, W-1)
+        y, new_cache = causal_conv1d_step(x_t, self.weight[:, 0, :], self.bias, cache)   # (B, C), (B, C, W-1)
+        return self._act(y), new_cache

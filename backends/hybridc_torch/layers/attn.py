@@ -108,3 +108,7 @@ class Attention(nn.Module):
     def step(self, x_t, state, ctx=None):
         y, new = self.forward(x_t[:, None], state, ctx)
         return y[:, 0], new
+
+
+LAYER = Attention
+KERNEL = ("sdpa", "torch.nn.functional.scaled_dot_product_attention")  # (`describe --kernels`: hybridc_torch.plan)

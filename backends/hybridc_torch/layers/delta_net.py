@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels.delta_rule import delta_rule, delta_rule_step
+from ..ops.delta_rule import delta_rule, delta_rule_step
 from ._shortconv import ShortConvolution
 
-__all__ = ["DeltaNet", "GatedRMSNorm", "l2norm"]
+__all__ = ["DeltaNet", "GatedRMSNorm", "l2norm", "LAYER", "OP"]
 
 NORM_EPS = 1e-5
 
@@ -139,3 +139,7 @@ class DeltaNet(_DeltaFamily):
         beta = self.b_proj(x_t).sigmoid()                                            # (B, H)
         o, S = delta_rule_step(q, k, v, beta, state["recurrent"])                    # (B, H, V)
         return self._out(o, x_t), {**conv_state, "recurrent": S}
+
+
+LAYER = DeltaNet
+OP = "delta_rule"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)

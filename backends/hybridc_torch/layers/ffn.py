@@ -1,4 +1,4 @@
-"""Feed-forward sub-blocks: the FFN after a mixer and the standalone `mlp` layer (Megatron's `-`).
+"""Feed-forward sub-block: the FFN after a mixer (and, through ``mlp.py``, the `mlp` layer kind, Megatron's `-`).
 
 `up` (F, D)+bias -> activation -> `down` (D, F)+bias, F = int(mult * D); `swiglu` (Shazeer 2020) has
 `gate`, `up`, `down` without biases. Activations: gelu (exact), silu, relu, relu2 (squared ReLU, So et al. 2021).

@@ -23,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
+from ..ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from .delta_net import _DeltaFamily
 
-__all__ = ["GatedDeltaNet"]
+__all__ = ["GatedDeltaNet", "LAYER", "OP"]
 
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4
 
@@ -86,3 +86,7 @@ class GatedDeltaNet(_DeltaFamily):
         g, beta = self._gates(x_t)                                                   # (B, H)
         o, S = gated_delta_rule_step(q, k, v, g, beta, state["recurrent"])           # (B, H, V)
         return self._out(o, x_t), {**conv_state, "recurrent": S}
+
+
+LAYER = GatedDeltaNet
+OP = "gated_delta_rule"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)

@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.linear_recurrence import linear_recurrence, linear_recurrence_step
-from .mamba import causal_conv1d, recurrent_dtype
+from ..ops.linear_recurrence import linear_recurrence, linear_recurrence_step
+from ._conv import causal_conv1d
+from .mamba import recurrent_dtype
 
-__all__ = ["GriffinLRU", "RGLRU", "BlockDiagonalLinear", "Conv1D"]
+__all__ = ["GriffinLRU", "RGLRU", "BlockDiagonalLinear", "Conv1D", "LAYER", "OP"]
 
 C_EXPONENT = 8.0          # the constant c in log a_t = -c * r_t * softplus(a_param)
 MAX_SQRT_GRADIENT = 1000.0
@@ -176,3 +177,7 @@ class GriffinLRU(nn.Module):
         h = self.rg_lru.step(u[..., 0], start == 0, state["h"])  # (B, W)
         out = self.linear_out(h.to(x_t.dtype) * gate)  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "h": h, "pos": start + 1}
+
+
+LAYER = GriffinLRU
+OP = "linear_recurrence"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)

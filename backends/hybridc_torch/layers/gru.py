@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["GRU"]
+__all__ = ["GRU", "LAYER", "KERNEL"]
 
 
 class GRU(nn.Module):
@@ -69,3 +69,7 @@ class GRU(nn.Module):
     def step(self, x_t, state, ctx=None):
         h_seq, h_last = self._run(x_t[:, None], state["h"])  # (B, 1, H), (B, H)
         return self._project(h_seq[:, 0]), {"h": h_last.to(state["h"].dtype)}
+
+
+LAYER = GRU
+KERNEL = ("torch.gru", "torch's fused GRU kernel")  # what it runs (`describe --kernels`: hybridc_torch.plan)

@@ -3,7 +3,7 @@
 Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), Fig. 3 / Sec. 3.4.
 Reference implementation: mamba_ssm ``Mamba`` (mamba_ssm/modules/mamba_simple.py) -- parameter names, shapes and
 init order follow it -- and transformers' ``MambaMixer`` (models/mamba/modeling_mamba.py), whose pure-torch path we
-match numerically. Also holds the causal depthwise convolution shared by the Mamba-2 and Griffin layers.
+match numerically.
 
 Glossary of dimension letters:
     B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    N: state size
@@ -18,32 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.selective_scan import selective_scan, selective_scan_step
+from ..ops.selective_scan import selective_scan, selective_scan_step
+from ._conv import causal_conv1d
 
-__all__ = ["Mamba", "causal_conv1d", "init_dt_bias", "recurrent_dtype"]
+__all__ = ["Mamba", "init_dt_bias", "recurrent_dtype", "LAYER", "OP"]
 
 
 def recurrent_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of recurrent states: fp32, or fp64 for fp64 models (the kernels accumulate in the same)."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def causal_conv1d(x, weight, bias=None, conv_state=None):
-    """Causal depthwise conv over time, continuing from `conv_state` (the previous K-1 inputs, zeros if None).
-
-    x (B, C, L); weight (C, K); bias (C,); conv_state (B, C, K-1).
-    Returns (y (B, C, L), new_conv_state (B, C, K-1)) -- the last K-1 inputs seen, in x's dtype.
-    """
-    batch, channels, _ = x.shape
-    keep = weight.shape[-1] - 1
-    if conv_state is None:
-        conv_state = x.new_zeros(batch, channels, keep)
-    xp = torch.cat([conv_state.to(x.dtype), x], dim=-1)  # (B, C, K-1+L)
-    if x.shape[-1] == 0:
-        return x, xp
-    y = F.conv1d(xp, weight[:, None, :].to(x.dtype), None if bias is None else bias.to(x.dtype),
-                 groups=channels)  # (B, C, L)
-    return y, xp[..., xp.shape[-1] - keep:]
 
 
 def init_dt_bias(n: int, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> torch.Tensor:
@@ -118,3 +101,7 @@ class Mamba(nn.Module):
         )  # (B, E), (B, E, N)
         out = self.out_proj(y.to(x_t.dtype))  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
+
+
+LAYER = Mamba
+OP = "selective_scan"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.ssd import ssd, ssd_step
-from .mamba import causal_conv1d, init_dt_bias, recurrent_dtype
+from ..ops.ssd import ssd, ssd_step
+from ._conv import causal_conv1d
+from .mamba import init_dt_bias, recurrent_dtype
 
-__all__ = ["Mamba2", "RMSNormGated"]
+__all__ = ["Mamba2", "RMSNormGated", "LAYER", "OP"]
 
 NORM_EPS = 1e-5  # mamba_ssm Mamba2 builds its RMSNormGated with eps=1e-5
 
@@ -111,3 +112,7 @@ class Mamba2(nn.Module):
                                 dt_softplus=True)  # (B, H, P), (B, H, P, N)
         out = self.out_proj(self.norm(y.flatten(-2), z).to(x_t.dtype))  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
+
+
+LAYER = Mamba2
+OP = "ssd"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)

@@ -14,8 +14,9 @@ Time mixing, with x_prev the previous (normed) input and lerp(x, x_prev, m) = x 
     y = o_proj(o * g)
 Channel mixing:  y = value(relu(key(lerp(x, x_prev, x_k)))^2).
 
-Value residual through ``ctx``: a layer with value_residual=False publishes its v as ctx["v_first"]
-((B, L, value_dim) in forward, (B, value_dim) in step); later layers with value_residual=True read it.
+Value residual (fla's ``v_first``): ``RWKV7`` takes and returns it, and the model threads it from layer to layer
+within one forward / step call. A layer with value_residual=False passes its own v on as v_first ((B, L, value_dim)
+in forward, (B, value_dim) in step); later layers with value_residual=True lerp towards it and pass it on unchanged.
 
 Init: fla's layer-position-dependent RWKV-7 init, with the layer position taken from the optional spec attributes
 ``layer_idx`` (default 0) and ``n_layers`` (default 1); fla itself skips it when built without a layer_idx.
@@ -32,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels.rwkv7 import rwkv7, rwkv7_step
+from ..ops.rwkv7 import rwkv7, rwkv7_step
 
-__all__ = ["RWKV7", "RWKV7ChannelMix", "LoRA", "cmix_hidden"]
+__all__ = ["RWKV7", "RWKV7ChannelMix", "LoRA", "cmix_hidden", "LAYER", "OP"]
 
 DECAY_SCALE = math.exp(-0.5)   # 0.6065306597126334: w = -DECAY_SCALE * sigmoid(.) lies in (-e^-0.5, 0)
 NORM_EPS = 1e-5
@@ -100,7 +101,10 @@ def _init_profiles(dim: int, head_dim: int, layer_idx: int, n_layers: int) -> di
 
 class RWKV7(nn.Module):
     """RWKV-7 time mixing. spec: head_dim, decay_rank, a_rank, v_rank, gate_rank, value_residual
-    (+ optional layer_idx, n_layers used only for the init)."""
+    (+ optional layer_idx, n_layers used only for the init). forward and step take and return the value-residual
+    stream v_first besides the state."""
+
+    carries_v_first = True   # the model passes v_first in and takes it back out (hybridc_torch.model.run_mixer)
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
@@ -152,31 +156,31 @@ class RWKV7(nn.Module):
                 "recurrent": torch.zeros(batch_size, self.num_heads, self.head_dim, self.head_dim,
                                          device=device, dtype=acc)}                                # (B, H, K, K)
 
-    def _value(self, v, xv, ctx):
-        """Publish (first layer) or lerp towards (later layers) ctx['v_first']; v, xv (..., D)."""
+    def _value(self, v, xv, v_first):
+        """(v, the v_first to pass on): the first layer passes its own v on, later layers (value_residual) lerp
+        towards v_first and pass it on unchanged. v, xv, v_first (..., D)."""
         if not self.value_residual:
-            ctx["v_first"] = v
-            return v
-        if "v_first" not in ctx:
-            raise RuntimeError("RWKV7 with value_residual=True needs ctx['v_first'] from an earlier rwkv layer "
+            return v, v
+        if v_first is None:
+            raise RuntimeError("RWKV7 with value_residual=True needs v_first from an earlier rwkv layer "
                                "with value_residual=False in the same forward/step call")
-        return torch.lerp(v, ctx["v_first"].to(v.dtype), torch.sigmoid(self.v_lora(xv)))
+        return torch.lerp(v, v_first.to(v.dtype), torch.sigmoid(self.v_lora(xv))), v_first
 
-    def _mix(self, x, delta, ctx):
-        """x, delta (..., D) -> r, w, k, a, kk (..., H, K), v (..., H, K), g (..., D)."""
+    def _mix(self, x, delta, v_first):
+        """x, delta (..., D) -> r, w, k, a, kk (..., H, K), v (..., H, K), g (..., D), v_first (..., D)."""
         xr, xw, xk, xv, xa, xg = (torch.addcmul(x, delta, getattr(self, n).view(-1))
                                   for n in ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g"))
         r = self.r_proj(xr)                                                  # (..., D)
         w = -DECAY_SCALE * torch.sigmoid(self.w_lora(xw))                    # (..., D)
         k = self.k_proj(xk)                                                  # (..., D)
-        v = self._value(self.v_proj(xv), xv, ctx)                            # (..., D)
+        v, v_first = self._value(self.v_proj(xv), xv, v_first)              # (..., D)
         a = torch.sigmoid(self.a_lora(xa))                                   # (..., D)
         g = self.g_lora(xg)                                                  # (..., D)
         heads = (self.num_heads, self.head_dim)
         kk = F.normalize((k * self.k_k).unflatten(-1, heads), dim=-1, p=2.0)  # (..., H, K)
         k = k.addcmul(k * (a - 1), self.k_a)                                 # (..., D)
         r, w, k, v, a = (t.unflatten(-1, heads) for t in (r, w, k, v, a))    # (..., H, K)
-        return r, w, k, v, a, g, kk
+        return r, w, k, v, a, g, kk, v_first
 
     def _out(self, o, r, k, v, g):
         """o, r, k, v (..., H, K), g (..., D) -> y (..., D)."""
@@ -185,24 +189,22 @@ class RWKV7(nn.Module):
         bonus = ((r * k * self.r_k).sum(-1, keepdim=True) * v).flatten(-2)           # (..., D)
         return self.o_proj((o + bonus) * g)                                           # (..., D)
 
-    def forward(self, x, state=None, ctx=None):
-        """x (B, L, D) -> (y (B, L, D), new_state or None)."""
-        ctx = {} if ctx is None else ctx
+    def forward(self, x, state=None, ctx=None, v_first=None):
+        """x (B, L, D), v_first (B, L, D) or None -> (y (B, L, D), new_state or None, v_first (B, L, D))."""
         delta, shift = _token_shift(x, state)                                # (B, L, D), (B, D)
-        r, w, k, v, a, g, kk = self._mix(x, delta, ctx)                      # (B, L, H, K)
+        r, w, k, v, a, g, kk, v_first = self._mix(x, delta, v_first)         # (B, L, H, K)
         o, S = rwkv7(r, w, k, v, -kk, kk * a, scale=1.0,
                      initial_state=None if state is None else state["recurrent"],
                      output_final_state=state is not None, impl=self.impl)  # (B, L, H, K)
         y = self._out(o, r, k, v, g)                                         # (B, L, D)
-        return y, (None if state is None else {"shift": shift, "recurrent": S})
+        return y, (None if state is None else {"shift": shift, "recurrent": S}), v_first
 
-    def step(self, x_t, state, ctx=None):
-        """x_t (B, D) -> (y_t (B, D), new_state)."""
-        ctx = {} if ctx is None else ctx
+    def step(self, x_t, state, ctx=None, v_first=None):
+        """x_t (B, D), v_first (B, D) or None -> (y_t (B, D), new_state, v_first (B, D))."""
         delta = state["shift"].to(x_t.dtype) - x_t                           # (B, D)
-        r, w, k, v, a, g, kk = self._mix(x_t, delta, ctx)                    # (B, H, K)
+        r, w, k, v, a, g, kk, v_first = self._mix(x_t, delta, v_first)       # (B, H, K)
         o, S = rwkv7_step(r, w, k, v, -kk, kk * a, state["recurrent"], scale=1.0)   # (B, H, K)
-        return self._out(o, r, k, v, g), {"shift": x_t, "recurrent": S}
+        return self._out(o, r, k, v, g), {"shift": x_t, "recurrent": S}, v_first
 
 
 class RWKV7ChannelMix(nn.Module):
@@ -240,3 +242,7 @@ class RWKV7ChannelMix(nn.Module):
     def step(self, x_t, state, ctx=None):
         """x_t (B, D) -> (y_t (B, D), new_state)."""
         return self._ffn(x_t, state["shift"].to(x_t.dtype) - x_t), {"shift": x_t}
+
+
+LAYER = RWKV7
+OP = "rwkv7"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)

@@ -6,7 +6,7 @@ Reference design: mamba_ssm's CUDA ``selective_scan_fwd/bwd`` kernels, in words:
 channel) keeps the [N] states in registers, walks L in chunks, scans each chunk in parallel over time (per thread,
 then across the block) with the associative operator on (decay, input) pairs, carries the state from chunk to
 chunk and writes only the chunk-boundary states; the backward walks the chunks in reverse, recomputes each
-chunk's states and runs a reverse block scan for the state cotangent. Semantics: ``selective_scan.reference``.
+chunk's states and runs a reverse block scan for the state cotangent. Semantics: ``naive.reference``.
 
 Grid and tiling. Program (b * G + g, channel block) owns BLOCK_D channels of group g of batch b and an fp32
 state h [BLOCK_D, BLOCK_N] in registers (BLOCK_N = N rounded up to a power of two, masked). Time is walked in
@@ -57,6 +57,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from .naive import reference
 
 __all__ = ["triton_selective_scan"]
 
@@ -355,14 +357,12 @@ def _check_device(u: torch.Tensor) -> None:
 
 def triton_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                           initial_state=None, *, chunk_size: int = 16, block_d: int | None = None):
-    """Same contract as `selective_scan.reference`: returns (out (B, D, L) in u.dtype, last_state (B, D, N) fp32).
+    """Same contract as `naive.reference`: returns (out (B, D, L) in u.dtype, last_state (B, D, N) fp32).
 
     u, delta, z (B, D, L); A (D, N); B, C (B, N, L) or (B, G, N, L); D, delta_bias (D,); initial_state (B, D, N).
     ``chunk_size`` (a power of two) is the time tile and checkpoint interval; ``block_d`` the channels per program
     (None: fill the register budget). fp64 inputs and empty tensors go to the reference.
     """
-    from .selective_scan import reference
-
     if u.dtype == torch.float64 or u.numel() == 0 or A.numel() == 0:
         return reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
     _check_device(u)

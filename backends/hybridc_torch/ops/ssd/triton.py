@@ -2,8 +2,8 @@
 
 Paper: Dao & Gu, "Transformers are SSMs" (ICML 2024), Sec. 6-7 (the SSD chunked algorithm). Reference design:
 mamba_ssm's Triton SSD (mamba_ssm/ops/triton/ssd_*.py): a chunk cumsum kernel, a chunk-state kernel, a
-state-passing kernel and a chunk-scan (output) kernel; written here from the math of ``ssd.chunk_ssd`` (read its
-docstring), whose sequential twin ``ssd.reference`` is the oracle.
+state-passing kernel and a chunk-scan (output) kernel; written here from the math of ``chunk.chunk_ssd`` (read its
+docstring), whose sequential twin ``naive.reference`` is the oracle.
 
 Four kernels, layouts as the module (x, z (B, L, H, P); dt (B, L, H); B, C (B, L, G, N)), chunk T steps (a parameter;
 any size, tiles are powers of two >= 16 with masks), g_t the within-chunk cumsum of dt_t A_h (log space, decays only
@@ -20,7 +20,7 @@ Tiles live in registers/shared memory; accumulation is fp32 (IEEE fp32 dots for 
 whose mantissas are shorter anyway). B/C groups: head h reads group h // (H / G).
 
 Backward: a custom ``torch.autograd.Function`` whose backward recomputes the forward through the torch chunked form
-(``ssd.chunk_ssd`` under ``torch.enable_grad``, same chunk size, same device) and returns its gradients; the tests
+(``chunk.chunk_ssd`` under ``torch.enable_grad``, same chunk size, same device) and returns its gradients; the tests
 prove them equal to the reference's. fp64 inputs (and L = 0) run ``chunk_ssd`` directly.
 
 Bandwidth model (bytes read + written once per (b, h), Bt bytes per input element, c = L / T chunks): (a) reads dt
@@ -40,7 +40,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .ssd import chunk_ssd
+from .chunk import chunk_ssd
 
 __all__ = ["triton_ssd"]
 
@@ -234,7 +234,7 @@ class _ChunkSSD(torch.autograd.Function):
 
 
 def triton_ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, dt_softplus=False):
-    """SSD by the Triton kernels; same contract as ``ssd.reference``. Returns (y (B, L, H, P), final (B, H, P, N)).
+    """SSD by the Triton kernels; same contract as ``naive.reference``. Returns (y (B, L, H, P), final (B, H, P, N)).
 
     x (B, L, H, P); dt (B, L, H); A (H,); B, C (B, L, G, N); D (H,) or (H, P); z (B, L, H, P); dt_bias (H,);
     initial_states (B, H, P, N).

@@ -1,19 +1,10 @@
-"""Selective scan: the S6 recurrence of Mamba-1.
+"""Selective scan, the sequential reference (``impl="reference"``, the oracle) and the decoding step.
 
-Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), Alg. 2 / Sec. 3.
-Reference implementation: mamba_ssm ``selective_scan_fn`` / ``selective_scan_ref`` (state-spaces/mamba); the
-same shapes and semantics as transformers' ``mamba_selective_scan`` (models/mamba/modeling_mamba.py).
-
-Per channel d and state index n (ZOH for A, Euler for B, as in the reference):
+Per channel d and state index n (ZOH for A, Euler for B, as mamba_ssm's ``selective_scan_ref``):
     dt_t     = softplus(delta_t + delta_bias)            (if delta_softplus, else delta_t + delta_bias)
     h_t      = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t
     y_t      = sum_n C_t * h_t + D * u_t
     out_t    = y_t * silu(z_t)                           (if z is given)
-
-Fast form (``impl="cpp"``, what ``auto`` picks on CPU when it builds): a fused C++ kernel, see
-``selective_scan_cpu.py`` (compiled on first use; if that fails, ``auto`` warns once and uses the reference).
-GPU form (``impl="triton"``, what ``auto`` picks on CUDA when triton imports): ``triton_selective_scan`` (a chunked
-parallel scan with the state in registers; its backward is a reverse-scan kernel recomputing from checkpoints).
 
 Glossary of dimension letters:
     B: batch    D: channels (d_inner)    L: sequence length    N: state size    G: groups of B/C (D % G == 0)
@@ -24,10 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch
-from ._dispatch import choose
-
-__all__ = ["selective_scan", "selective_scan_step", "reference"]
+__all__ = ["selective_scan_step", "reference"]
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -90,47 +78,3 @@ def reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus
     if z is not None:
         y = y * F.silu(z.to(acc))
     return y.to(u.dtype), h
-
-
-def cpp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None):
-    """Fused C++ scan (forward and backward); CPU tensors only. Raises if the kernel cannot be built here."""
-    from . import selective_scan_cpu
-
-    if selective_scan_cpu.load() is None:
-        raise RuntimeError("the C++ selective scan kernel is unavailable here (see the warning); use impl='reference'")
-    return selective_scan_cpu.selective_scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
-
-
-def _triton(*args, **kwargs):
-    """The Triton GPU kernels (``triton_selective_scan``), imported on first call (torch without triton imports)."""
-    from .triton_selective_scan import triton_selective_scan
-    return triton_selective_scan(*args, **kwargs)
-
-
-_IMPLS = {"reference": reference, "cpp": cpp, "triton": _triton}
-
-
-def _auto(device) -> str:
-    """CPU: the C++ kernel when it builds (warns once and falls back otherwise); CUDA: the Triton kernels when
-    triton imports; elsewhere the reference."""
-    kind = torch.device(device).type
-    if kind != "cpu":
-        return "triton" if kind == "cuda" and _dispatch.triton_available() else "reference"
-    from . import selective_scan_cpu
-
-    return "cpp" if selective_scan_cpu.load() is not None else "reference"
-
-
-def _pick(impl: str, device: torch.device | str = "cpu"):
-    return choose("selective_scan", _IMPLS, impl, _auto(device))
-
-
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, *, initial_state=None, impl="auto"):
-    """mamba_ssm ``selective_scan_fn`` semantics.
-
-    u, delta (B, D, L); A (D, N); B, C (B, N, L) or (B, G, N, L); D (D,); z (B, D, L); delta_bias (D,);
-    initial_state (B, D, N). Returns out (B, D, L), or (out, last_state (B, D, N) fp32) if return_last_state.
-    """
-    out, last_state = _pick(impl, u.device)(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
-    return (out, last_state) if return_last_state else out

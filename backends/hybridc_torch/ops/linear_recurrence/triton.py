@@ -5,7 +5,7 @@ Paper: De et al., "Griffin: Mixing Gated Linear Recurrences with Local Attention
 recurrentgemma's Pallas linear scan for TPU and flash-linear-attention's fused recurrent HGRN kernel, in words:
 a program owns a block of channels of one sequence, keeps h in registers in fp32 and walks time, reading a and x
 and writing h once; the backward walks time in reverse with the same recurrence on the cotangent.
-Semantics: ``linear_recurrence.reference``.
+Semantics: ``naive.reference``.
 
 Grid and tiling. Program (b, channel block) owns BLOCK_D contiguous channels of batch b (D is the contiguous
 dimension of (B, L, D): every load and store is a coalesced row of BLOCK_D values) and walks time in chunks of
@@ -44,6 +44,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from .naive import reference
 
 __all__ = ["triton_linear_recurrence"]
 
@@ -174,13 +176,11 @@ def _check_device(x: torch.Tensor) -> None:
 
 
 def triton_linear_recurrence(a, x, initial_state=None, *, chunk_size: int = 16, block_d: int = 64):
-    """Same contract as `linear_recurrence.reference`: returns (h (B, L, D) in x.dtype, h_last (B, D) fp32).
+    """Same contract as `naive.reference`: returns (h (B, L, D) in x.dtype, h_last (B, D) fp32).
 
     a, x (B, L, D); initial_state (B, D). ``chunk_size`` (time tile) and ``block_d`` (channels per program) are
     powers of two; ``block_d`` is capped at D rounded up. fp64 inputs and empty sequences go to the reference.
     """
-    from .linear_recurrence import reference
-
     if x.dtype == torch.float64 or x.numel() == 0:
         return reference(a, x, initial_state)
     _check_device(x)

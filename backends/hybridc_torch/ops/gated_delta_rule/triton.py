@@ -1,10 +1,11 @@
-"""Triton GPU kernels for the chunked gated delta rule (WY / UT-transform form); the delta rule is its g = 0 case.
+"""Triton GPU kernels for the chunked gated delta rule (WY / UT-transform form); the delta rule is its g = 0 case
+(``delta_rule/triton.py``).
 
 Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks" (arXiv:2412.06464), and Yang et al., "Parallelizing Linear
 Transformers with the Delta Rule over Sequence Length" (arXiv:2406.06484) for the WY / UT form. Reference design:
 flash-linear-attention's ``chunk_gated_delta_rule`` (fla/ops/gated_delta_rule/chunk.py: a per-chunk kernel builds the
 UT transform and w, u; a second kernel walks the chunks per (batch, head, V-block) with the state on chip). The math
-is ``gated_delta_rule.chunk_delta_core``'s (read its docstring); ``gated_delta_rule.reference`` is the oracle.
+is ``chunk.chunk_delta_core``'s (read its docstring); ``naive.reference`` is the oracle.
 
 Two kernels, [B, T, H, K] layout as the module, chunk C (64 by default; any size, the tile is BT = next pow2 >= 16):
   1. ``_gdr_prep_kernel``, grid (B*H, chunks): loads the chunk's k [BT, K], beta, g; G = cumsum(g) (log space);
@@ -38,9 +39,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .gated_delta_rule import chunk_delta_core
+from .chunk import chunk_delta_core
 
-__all__ = ["triton_gated_delta_rule", "triton_delta_rule"]
+__all__ = ["triton_gated_delta_rule"]
 
 MAX_HEAD_DIM = 256  # K is one register tile
 # Triton reads TRITON_INTERPRET when a kernel is decorated: then the kernels run on CPU tensors through numpy
@@ -185,7 +186,7 @@ class _ChunkGatedDeltaRule(torch.autograd.Function):
 
 def triton_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False,
                             chunk_size=64):
-    """Gated delta rule by the Triton kernels; same contract as ``gated_delta_rule.reference``.
+    """Gated delta rule by the Triton kernels; same contract as ``naive.reference``.
 
     q, k (B, T, H, K); v (B, T, H, V); g, beta (B, T, H); initial_state (B, H, K, V) or None.
     Returns (o (B, T, H, V) in q.dtype, final state (B, H, K, V) fp32 or None).
@@ -204,10 +205,3 @@ def triton_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, ou
     h0 = None if initial_state is None else initial_state.contiguous()
     o, ht = _ChunkGatedDeltaRule.apply(*args, h0, scale, int(chunk_size))
     return o, (ht if output_final_state else None)
-
-
-def triton_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_final_state=False, chunk_size=64):
-    """Delta rule by the Triton kernels: the gated kernels with g = 0 (no decay); same contract as
-    ``delta_rule.reference``."""
-    g = torch.zeros(q.shape[:3], device=q.device, dtype=q.dtype)           # (B, T, H)
-    return triton_gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state, chunk_size)

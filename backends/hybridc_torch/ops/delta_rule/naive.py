@@ -1,0 +1,52 @@
+"""The delta rule, the sequential reference (``impl="reference"``, the oracle) and the decoding step.
+
+Per head, with state S (K, V) and one step t (as fla's ``fla/ops/delta_rule/naive.py::delta_rule_recurrence``):
+    u_t = beta_t * (v_t - S_{t-1}^T k_t)            # (V,)
+    S_t = S_{t-1} + k_t u_t^T                        # (K, V)
+    o_t = S_t^T (scale * q_t)                        # (V,)
+
+Dimension glossary:
+    B batch, T time (sequence length), H heads, K key/query head dim, V value head dim.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["delta_rule_step", "reference"]
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation dtype: at least fp32 (fp64 inputs stay fp64)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def delta_rule_step(q_t, k_t, v_t, beta_t, state, scale=None):
+    """One recurrence step. q_t, k_t (B, H, K); v_t (B, H, V); beta_t (B, H); state (B, H, K, V).
+
+    Returns (o_t (B, H, V) in q_t's dtype, new state (B, H, K, V) in the accumulation dtype). Does not mutate state.
+    """
+    acc = _acc_dtype(q_t.dtype)
+    scale = q_t.shape[-1] ** -0.5 if scale is None else scale
+    q, k, v, beta = (t.to(acc) for t in (q_t, k_t, v_t, beta_t))
+    S = state.to(acc)                                                   # (B, H, K, V)
+    u = beta[..., None] * (v - torch.einsum("bhk,bhkv->bhv", k, S))     # (B, H, V)
+    S = S + k[..., :, None] * u[..., None, :]                           # (B, H, K, V)
+    o = torch.einsum("bhk,bhkv->bhv", q * scale, S)                     # (B, H, V)
+    return o.to(q_t.dtype), S
+
+
+def reference(q, k, v, beta, scale=None, initial_state=None, output_final_state=False):
+    """Sequential oracle: a Python loop over time with fp32 (or wider) state accumulation."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    acc = _acc_dtype(q.dtype)
+    if initial_state is None:
+        S = torch.zeros(B, H, K, V, dtype=acc, device=q.device)        # (B, H, K, V)
+    else:
+        S = initial_state.to(acc)                                       # (B, H, K, V)
+    outs = []
+    for t in range(T):
+        o_t, S = delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], S, scale)
+        outs.append(o_t)                                                # (B, H, V)
+    o = torch.stack(outs, dim=1) if T else v.new_zeros(B, 0, H, V)      # (B, T, H, V)
+    return o.to(q.dtype), (S if output_final_state else None)
