@@ -28,15 +28,18 @@ def _args(d: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in d.items())
 
 
-def _spec(s) -> str:
-    d = s.model_dump()
+def _spec(s, **extra) -> str:
+    d = {**s.model_dump(), **extra}
     kind = d.pop("kind", None)
     return f"spec({kind!r}, {_args(d)})" if kind is not None else f"spec({_args(d)})"
 
 
-def _block(layer) -> str:
-    mixers = ", ".join(_spec(m) for m in layer.mixers)
-    ffn = "None" if layer.ffn is None else _spec(layer.ffn)
+def _block(layer, i: int, n: int) -> str:
+    """Layer i of n as a `Block(...)` expression; RWKV-7's init depends on depth, so its specs (the time mix and the
+    token-shift FFN) carry layer_idx and n_layers, as `HybridModel` gives them."""
+    hint = {"layer_idx": i, "n_layers": n}
+    mixers = ", ".join(_spec(m, **(hint if m.kind == "rwkv" else {})) for m in layer.mixers)
+    ffn = "None" if layer.ffn is None else _spec(layer.ffn, **(hint if layer.ffn.token_shift else {}))
     return f"Block([{mixers}], {ffn}, **common)"
 
 
@@ -46,12 +49,17 @@ def emit(model) -> str:
     common = dict(dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout)
     out = [HEADER.format(name=model.name, schedule=" ".join(model.schedule), base=_args(base),
                          common=_args(common) + ", impl=impl")]
-    for kind in model.share:
-        layer = next(l for l in model.layers if l.shared and l.kind == kind)
-        out.append(f"        shared_{kind} = {_block(layer)}  # one set of weights at every '{kind}' position\n")
+    # Blocks are built in layer order (the RNG draws, hence the weights under a seed, are `hybridc.build`'s); a shared
+    # layer is built at its first position and named there.
+    n, named = len(model.layers), set()
     out.append("        self.layers = nn.ModuleList([\n")
     for i, layer in enumerate(model.layers):
-        line = f"shared_{layer.kind}" if layer.shared else _block(layer)
-        out.append(f"            {line},  # {i + 1}: {layer.kind}\n")
+        line, note = _block(layer, i, n), ""
+        if layer.shared and layer.kind in named:
+            line = f"shared_{layer.kind}"
+        elif layer.shared:
+            named.add(layer.kind)
+            line, note = f"(shared_{layer.kind} := {line})", f" (one set of weights at every '{layer.kind}' position)"
+        out.append(f"            {line},  # {i + 1}: {layer.kind}{note}\n")
     out.append("        ])\n")
     return "".join(out)
