@@ -33,12 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hybridc_jax.kernels import delta_rule as jdr
-from hybridc_jax.kernels import gated_delta_rule as jgdr
-from hybridc_jax.kernels import linear_recurrence as jlr
-from hybridc_jax.kernels import rwkv7 as jrk
-from hybridc_jax.kernels import selective_scan as jss
-from hybridc_jax.kernels import ssd as jssd
+from hybridc_jax import ops as jops
 
 BATCH, D_MODEL = 4, 256
 KERNELS = ("selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence")
@@ -95,12 +90,12 @@ def jax_call(kernel: str, impl: str = "auto") -> Callable:
     """kwargs -> tuple of the kernel's outputs, through the JAX entry point."""
     def fn(**kw):
         if kernel == "selective_scan":
-            return jss.selective_scan(**kw, delta_softplus=True, return_last_state=True, impl=impl)
+            return jops.selective_scan(**kw, delta_softplus=True, return_last_state=True, impl=impl)
         if kernel == "ssd":
-            return jssd.ssd(**kw, chunk_size=256, dt_softplus=True, return_final_states=True, impl=impl)
+            return jops.ssd(**kw, chunk_size=256, dt_softplus=True, return_final_states=True, impl=impl)
         if kernel == "linear_recurrence":
-            return jlr.linear_recurrence(**kw, impl=impl)
-        mod = {"delta_rule": jdr.delta_rule, "gated_delta_rule": jgdr.gated_delta_rule, "rwkv7": jrk.rwkv7}[kernel]
+            return jops.linear_recurrence(**kw, impl=impl)
+        mod = {"delta_rule": jops.delta_rule, "gated_delta_rule": jops.gated_delta_rule, "rwkv7": jops.rwkv7}[kernel]
         return mod(**kw, output_final_state=True, impl=impl)
     return fn
 
@@ -195,9 +190,7 @@ def bench(lengths, reps: int, only=KERNELS) -> list[dict]:
 
 
 def jax_call_impl(kernel: str) -> str:
-    mod = {"selective_scan": jss, "ssd": jssd, "delta_rule": jdr, "gated_delta_rule": jgdr, "rwkv7": jrk,
-           "linear_recurrence": jlr}[kernel]
-    return mod._auto(jax.default_backend())
+    return jops.OPS[kernel].auto(jax.default_backend())
 
 
 HEADER = ("| kernel (JAX auto impl), widths | L | JAX fwd ms | JAX ref fwd ms | torch fwd ms | JAX / torch fwd "

@@ -22,9 +22,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridc_jax.kernels import delta_rule as jdr
-from hybridc_jax.kernels import gated_delta_rule as jgdr
-from hybridc_jax.kernels import rwkv7 as jrk
 from hybridc_jax.layers import delta_net as jdelta
 from hybridc_jax.layers import gated_delta_net as jgdn
 from hybridc_jax.layers import rwkv as jrwkv
@@ -34,6 +31,9 @@ from hybridc_torch.layers.gated_delta_net import GatedDeltaNet
 from hybridc_torch.layers.rwkv import RWKV7, RWKV7ChannelMix
 from hybridc_torch.model import run_mixer
 
+# the op packages (entry point, step, reference); `from hybridc_jax.ops import rwkv7` gives the entry callable itself
+jdr, jgdr, jrk = (importlib.import_module(f"hybridc_jax.ops.{op}")
+                  for op in ("delta_rule", "gated_delta_rule", "rwkv7"))
 tdr, tgdr, trk = (importlib.import_module(f"hybridc_torch.ops.{op}")
                   for op in ("delta_rule", "gated_delta_rule", "rwkv7"))
 
@@ -123,11 +123,14 @@ def _jax_chain():
     unit = jnp.ones((D,))
 
     def run(params, x, state, fn):
-        ctx, new = {}, {}
-        for n, part in parts.items():
+        new, v_first = {}, None   # att0 passes its values on as v_first, att1 lerps towards them (as the model does)
+        for n, _, mod, spec in CHAIN:
             sub = {k[len(n) + 1:]: v for k, v in params.items() if k.startswith(n + ".")}
-            y, new[n] = getattr(part, fn)(sub, layer_norm(x, unit, 0 * unit), state=None if state is None else state[n],
-                                          ctx=ctx)
+            h, st = layer_norm(x, unit, 0 * unit), None if state is None else state[n]
+            if mod is None:   # the channel mix
+                y, new[n] = getattr(parts[n], fn)(sub, h, state=st)
+            else:             # rwkv time mixing: takes and returns v_first
+                y, new[n], v_first = getattr(mod, fn)(sub, h, spec, st, None, v_first)
             x = x + y
         return x, (None if state is None and fn == "apply" else new)
 
@@ -313,9 +316,7 @@ def test_first_rwkv_layer_publishes_v_first_in_apply_and_step():
     spec = rwkv_spec(False)
 
     def publish(fn, params, x, *state):
-        ctx = {}
-        fn(params, x, spec, *state, ctx=ctx)
-        return ctx["v_first"]
+        return fn(params, x, spec, *state)[-1]   # the v_first it passes on
 
     p = _abstract_params(spec)
     assert jax.eval_shape(partial(publish, jrwkv.apply), p, jnp.ones((B, 3, D))).shape == (B, 3, D)

@@ -23,13 +23,20 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hybridc_jax.kernels import cpu_ffi
-from hybridc_jax.kernels import delta_rule as jdr
-from hybridc_jax.kernels import gated_delta_rule as jgdr
-from hybridc_jax.kernels import linear_recurrence as jlr
-from hybridc_jax.kernels import rwkv7 as jrk
-from hybridc_jax.kernels import selective_scan as jss
-from hybridc_jax.kernels import ssd as jssd
+from hybridc_jax.ops import OPS, _ffi_library
+from hybridc_jax.ops import delta_rule, gated_delta_rule, linear_recurrence, rwkv7, selective_scan, ssd
+from hybridc_jax.ops.delta_rule import chunk as jdr_chunk
+from hybridc_jax.ops.delta_rule import cpp as jdr_cpp
+from hybridc_jax.ops.gated_delta_rule import chunk as jgdr_chunk
+from hybridc_jax.ops.gated_delta_rule import cpp as jgdr_cpp
+from hybridc_jax.ops.linear_recurrence import cpp as jlr_cpp
+from hybridc_jax.ops.linear_recurrence import naive as jlr_naive
+from hybridc_jax.ops.rwkv7 import chunk as jrk_chunk
+from hybridc_jax.ops.rwkv7 import naive as jrk_naive
+from hybridc_jax.ops.selective_scan import chunk as jss_chunk
+from hybridc_jax.ops.selective_scan import cpp as jss_cpp
+from hybridc_jax.ops.selective_scan import naive as jss_naive
+from hybridc_jax.ops.ssd import chunk as jssd_chunk
 
 # the torch op packages (entry point, step); `from hybridc_torch.ops import ssd` gives the entry callable itself
 tdr, tgdr, tlr, trk, tss, tssd = (importlib.import_module(f"hybridc_torch.ops.{op}") for op in (
@@ -89,15 +96,15 @@ def jax_fn(kernel, impl, chunk=T):
 
     def fn(**kw):
         if kernel == "selective_scan" and impl == "cpp":  # `chunk`: the C++ kernel's checkpoint interval
-            return cpu_ffi.selective_scan_cpp(**kw, delta_softplus=True, checkpoint_every=chunk)
+            return jss_cpp.selective_scan_cpp(**kw, delta_softplus=True, checkpoint_every=chunk)
         if kernel == "selective_scan":
-            f = functools.partial(jss.chunk_selective_scan, chunk_size=chunk) if chunked else jss.reference
+            f = functools.partial(jss_chunk.chunk_selective_scan, chunk_size=chunk) if chunked else jss_naive.reference
             return f(**kw, delta_softplus=True)
         if kernel == "ssd":
-            return jssd.ssd(**kw, chunk_size=chunk, dt_softplus=True, return_final_states=True, impl=impl)
+            return ssd(**kw, chunk_size=chunk, dt_softplus=True, return_final_states=True, impl=impl)
         if kernel == "linear_recurrence":
-            return jlr.linear_recurrence(**kw, impl=impl, chunk_size=chunk if chunked else None)
-        mod = {"delta_rule": jdr.delta_rule, "gated_delta_rule": jgdr.gated_delta_rule, "rwkv7": jrk.rwkv7}[kernel]
+            return linear_recurrence(**kw, impl=impl, chunk_size=chunk if chunked else None)
+        mod = {"delta_rule": delta_rule, "gated_delta_rule": gated_delta_rule, "rwkv7": rwkv7}[kernel]
         return mod(**kw, output_final_state=True, impl=impl, chunk_size=chunk if chunked else None)  # None: default
     return fn
 
@@ -122,15 +129,16 @@ KERNELS = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "
 # What auto picks (measured fastest on CPU, see the module docstrings): the C++ kernels as XLA custom calls for the
 # selective scan and the linear recurrence (else the chunked selective scan and the lax.scan linear recurrence); the
 # lax.scan forward with the chunked backward ("scan_chunk") for SSD and the delta family.
-CPP = cpu_ffi.available()
+CPP = _ffi_library.available()
 needs_cpp = pytest.mark.skipif(not CPP, reason="no C++ toolchain for the CPU kernels")
-AUTO = {"selective_scan": jss.cpp if CPP else jss.chunk_selective_scan, "ssd": jssd.scan_chunk_ssd,
-        "delta_rule": jdr.cpp if CPP else jdr.scan_chunk_delta_rule,
-        "gated_delta_rule": jgdr.cpp if CPP else jgdr.scan_chunk_gated_delta_rule,
-        "rwkv7": jrk.scan_chunk_rwkv7, "linear_recurrence": jlr.cpp if CPP else jlr.reference}
+AUTO = {"selective_scan": jss_cpp.selective_scan_cpp if CPP else jss_chunk.chunk_selective_scan,
+        "ssd": jssd_chunk.scan_chunk_ssd,
+        "delta_rule": jdr_cpp.delta_rule_cpp if CPP else jdr_chunk.scan_chunk_delta_rule,
+        "gated_delta_rule": jgdr_cpp.gated_delta_rule_cpp if CPP else jgdr_chunk.scan_chunk_gated_delta_rule,
+        "rwkv7": jrk_chunk.scan_chunk_rwkv7,
+        "linear_recurrence": jlr_cpp.linear_recurrence_cpp if CPP else jlr_naive.reference}
 SCAN_CHUNK = ["ssd", "delta_rule", "gated_delta_rule", "rwkv7"]
-MODULES = {"selective_scan": jss, "ssd": jssd, "delta_rule": jdr, "gated_delta_rule": jgdr, "rwkv7": jrk,
-           "linear_recurrence": jlr}
+REFERENCE = {kernel: importlib.import_module(f"hybridc_jax.ops.{kernel}.naive").reference for kernel in KERNELS}
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,32 +229,34 @@ def test_cpp_custom_call_fp64_and_absent_options():
     args = dict(u=kw["u"], delta=np.abs(kw["delta"]), A=kw["A"], B=kw["B"][:, 0], C=kw["C"][:, 0])
     with jax.enable_x64(True):
         a64 = {k: jnp.asarray(v, jnp.float64) for k, v in args.items()}
-        out, last = jax.jit(lambda kw: jss.selective_scan(**kw, impl="cpp", return_last_state=True))(a64)
-        ref, ref_last = jss.reference(**a64)
+        out, last = jax.jit(lambda kw: selective_scan(**kw, impl="cpp", return_last_state=True))(a64)
+        ref, ref_last = jss_naive.reference(**a64)
         assert out.dtype == jnp.float64 and last.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(last), np.asarray(ref_last), rtol=1e-10, atol=1e-12)
-        empty = jss.selective_scan(**{k: v[..., :0] if k in ("u", "delta", "B", "C") else v for k, v in a64.items()},
+        empty = selective_scan(**{k: v[..., :0] if k in ("u", "delta", "B", "C") else v for k, v in a64.items()},
                                    impl="cpp", return_last_state=True, initial_state=jnp.ones((2, 4, 3)))
         assert empty[0].shape == (2, 4, 0) and bool(jnp.all(empty[1] == 1))  # length 0: the state passes through
     a32 = {k: jnp.asarray(v) for k, v in args.items()}
-    g = jax.jit(jax.grad(lambda kw: jss.selective_scan(**kw, impl="cpp").sum()))(a32)
-    g_ref = jax.grad(lambda kw: jss.reference(**kw)[0].sum())(a32)
+    g = jax.jit(jax.grad(lambda kw: selective_scan(**kw, impl="cpp").sum()))(a32)
+    g_ref = jax.grad(lambda kw: jss_naive.reference(**kw)[0].sum())(a32)
     for name in a32:
         _close(g[name], g_ref[name], what=name)
 
 
 def test_cpp_falls_back_when_disabled(monkeypatch):
     """HYBRIDC_DISABLE_CPP=1: load() gives None and auto picks the XLA forms."""
-    monkeypatch.setattr(cpu_ffi._LOADER, "lib", None)
-    monkeypatch.setattr(cpu_ffi._LOADER, "tried", False)
+    monkeypatch.setattr(_ffi_library._LOADER, "lib", None)
+    monkeypatch.setattr(_ffi_library._LOADER, "tried", False)
     monkeypatch.setenv("HYBRIDC_DISABLE_CPP", "1")
-    assert cpu_ffi.load() is None
-    assert jss._pick("auto") is jss.chunk_selective_scan
-    assert jlr._pick("auto") is jlr.reference
-    assert jdr._pick("auto") is jdr.scan_chunk_delta_rule and jgdr._pick("auto") is jgdr.scan_chunk_gated_delta_rule
+    assert _ffi_library.load() is None
+    pick = {kernel: OPS[kernel].pick("auto", jax.default_backend()) for kernel in KERNELS}
+    assert pick["selective_scan"] is jss_chunk.chunk_selective_scan
+    assert pick["linear_recurrence"] is jlr_naive.reference
+    assert pick["delta_rule"] is jdr_chunk.scan_chunk_delta_rule
+    assert pick["gated_delta_rule"] is jgdr_chunk.scan_chunk_gated_delta_rule
     with pytest.raises(RuntimeError, match="could not be built"):
-        jss.cpp(*(jnp.zeros(s) for s in [(1, 2, 3), (1, 2, 3), (2, 1), (1, 1, 3), (1, 1, 3)]))
+        jss_cpp.selective_scan_cpp(*(jnp.zeros(s) for s in [(1, 2, 3), (1, 2, 3), (2, 1), (1, 1, 3), (1, 1, 3)]))
 
 
 @pytest.mark.parametrize("kernel", SCAN_CHUNK)
@@ -268,11 +278,11 @@ def test_fast_matches_torch_fast_kernel(kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_auto_picks_the_fast_form_and_bad_impl_raises(kernel):
-    mod = MODULES[kernel]
-    assert mod._pick("auto") is AUTO[kernel]
-    assert mod._pick("reference") is mod.reference
+    op = OPS[kernel]
+    assert op.pick("auto", jax.default_backend()) is AUTO[kernel]
+    assert op.pick("reference", jax.default_backend()) is REFERENCE[kernel]
     with pytest.raises(ValueError, match="valid choices"):
-        mod._pick("nope")
+        op.pick("nope", jax.default_backend())
 
 
 def test_chunk_64_and_selective_scan_groups_off():
@@ -289,11 +299,11 @@ def test_rwkv7_exact_path_under_vmap_has_finite_grads():
 
     def one(kw):
         kw = {k: v[None] for k, v in kw.items()}
-        o, s = jrk.chunk_rwkv7(**kw, output_final_state=True, chunk_size=T)
+        o, s = jrk_chunk.chunk_rwkv7(**kw, output_final_state=True, chunk_size=T)
         return o[0], s[0]
 
     o, s = jax.jit(jax.vmap(one))(kw)
-    o_ref, s_ref = jrk.reference(**kw, output_final_state=True)
+    o_ref, s_ref = jrk_naive.reference(**kw, output_final_state=True)
     _close(o, o_ref)
     _close(s, s_ref)
     g = jax.jit(jax.grad(lambda w: jnp.sum(jax.vmap(one)({**kw, "w": w})[0])))(kw["w"])

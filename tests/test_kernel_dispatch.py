@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from hybridc_jax.kernels import _dispatch as jax_dispatch
+from hybridc_native import choice as jax_dispatch  # the rules the JAX entry points' Ops resolve by
 from hybridc_native import choice as torch_dispatch  # the torch ops' `Op`s resolve through these rules
 from hybridc_torch.ops import OPS, rwkv7
 

@@ -13,6 +13,7 @@ Glossary of dimension letters:
     B: batch    D: channels    L: sequence length    N: state size    G: groups of B/C
 """
 
+import importlib
 from types import SimpleNamespace as NS
 
 import numpy as np
@@ -22,10 +23,12 @@ jax = pytest.importorskip("jax")
 pytest.importorskip("jax.experimental.pallas", reason="this jax has no Pallas")
 import jax.numpy as jnp  # noqa: E402
 
-from hybridc_jax.kernels import linear_recurrence as jlr  # noqa: E402
-from hybridc_jax.kernels import pallas_linear_recurrence as plr  # noqa: E402
-from hybridc_jax.kernels import pallas_selective_scan as pss  # noqa: E402
-from hybridc_jax.kernels import selective_scan as jss  # noqa: E402
+from hybridc_jax.ops import OPS  # noqa: E402
+from hybridc_jax.ops.linear_recurrence import pallas as plr  # noqa: E402
+from hybridc_jax.ops.selective_scan import pallas as pss  # noqa: E402
+
+# the op packages (entry point, step, reference); `from hybridc_jax.ops import ssd` gives the entry callable itself
+jlr, jss = (importlib.import_module(f"hybridc_jax.ops.{op}") for op in ("linear_recurrence", "selective_scan"))
 
 CHUNK, BLOCK, N = 8, 8, 4
 SS_CASES = {  # L over 1, 7 (= chunk-1), 8, 9, 29 (= 3*chunk+5); features rotate so each is on and off somewhere
@@ -136,8 +139,8 @@ def test_selective_scan_inference_path_eager():
 
 
 def test_selective_scan_through_entry_point():
-    if "pallas" not in jss._IMPLS:
-        pytest.skip("selective_scan._IMPLS has no 'pallas' entry yet (wired by the lead)")
+    if "pallas" not in OPS["selective_scan"].impls:
+        pytest.skip("the selective_scan Op has no 'pallas' entry yet (wired by the lead)")
     inputs = ss_inputs(SS_CASES["L7-B3-D12-G2-all-strong"])
     out, last = jss.selective_scan(**inputs, delta_softplus=True, return_last_state=True, impl="pallas")
     ref_out, ref_last = jss.reference(**inputs, delta_softplus=True)
@@ -208,8 +211,8 @@ def test_linear_recurrence_bf16_inputs_vs_fp32_reference():
 
 
 def test_linear_recurrence_through_entry_point_eager():
-    if "pallas" not in jlr._IMPLS:
-        pytest.skip("linear_recurrence._IMPLS has no 'pallas' entry yet (wired by the lead)")
+    if "pallas" not in OPS["linear_recurrence"].impls:
+        pytest.skip("the linear_recurrence Op has no 'pallas' entry yet (wired by the lead)")
     inputs = lr_inputs(LR_CASES["L9-B3-D16-h0-mixed"])
     h, last = jlr.linear_recurrence(**inputs, impl="pallas")
     ref_h, ref_last = jlr.reference(**inputs)

@@ -57,7 +57,7 @@ class _Backend:
 
     def kernels(self, model) -> list[dict]:
         """Per mixer kind: the recurrence and the kernel ``impl="auto"`` runs on each device (describe --kernels)."""
-        from .kernels.plan import plan
+        from .plan import plan
 
         return plan(model)
 

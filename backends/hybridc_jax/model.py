@@ -3,6 +3,8 @@
 Parameters are one flat dict whose names and shapes are the torch backend's (`layers.3.mixer.in_proj.weight`, ...);
 a shared layer's weights appear once, under the first position that uses them (torch's `named_parameters`).
 Block i: `x = x + drop(mixer(norm(x)))`, then `x = x + drop(ffn(ffn_norm(x)))` when the layer has an FFN.
+An IR kind's layer is the module `hybridc_jax.layers.<kind>` (`init`, `init_state`, `apply`, `step`); RWKV-7's value
+residual (`v_first`) is threaded from layer to layer within one apply / step call (`run_mixer`).
 """
 from __future__ import annotations
 
@@ -14,12 +16,9 @@ import jax.numpy as jnp
 
 from .layers.common import linear, linear_init, bias_init, norm_apply, norm_init, prefixed, sub
 
-MODULES = {"mamba": "mamba", "mamba2": "mamba2", "gru": "gru", "rwkv": "rwkv", "delta_net": "delta_net",
-           "gated_delta_net": "gated_delta_net", "griffin_lru": "griffin_lru", "attn": "attn", "mlp": "ffn"}
-
-
 def kind_module(kind: str):
-    return importlib.import_module(f"{__package__}.layers.{MODULES[kind]}")
+    """The JAX layer of an IR kind: the module `hybridc_jax.layers.<kind>`."""
+    return importlib.import_module(f"{__package__}.layers.{kind}")
 
 
 def ffn_module(spec):
@@ -132,17 +131,29 @@ def _fuse(cfg, p, x, a, b):
     return (norm_apply(p, "mixer.norm_ssm", a, cfg.norm) + norm_apply(p, "mixer.norm_attn", b, cfg.norm)) / 2
 
 
-def _mix(cfg, p, mixers, h, st, ctx, fn: str):
+def run_mixer(spec, fn: str, params, x, state, ctx, v_first):
+    """A mixer's `apply` (or `step`) -> (y, new_state, v_first): layers that carry RWKV-7's value residual
+    (`CARRIES_V_FIRST`) take and return v_first, the others pass it through."""
+    mod = kind_module(spec.kind)
+    if getattr(mod, "CARRIES_V_FIRST", False):
+        return getattr(mod, fn)(params, x, spec, state, ctx, v_first)
+    y, new_state = getattr(mod, fn)(params, x, spec, state, ctx)
+    return y, new_state, v_first
+
+
+def _mix(cfg, p, mixers, h, st, ctx, fn: str, v_first):
     if len(mixers) == 1:
-        return getattr(kind_module(mixers[0].kind), fn)(sub(p, "mixer"), h, mixers[0], st, ctx)
-    a, sa = getattr(kind_module(mixers[0].kind), fn)(sub(p, "mixer.ssm"), h, mixers[0], None if st is None else st["ssm"], ctx)
-    b, sb = getattr(kind_module(mixers[1].kind), fn)(sub(p, "mixer.attn"), h, mixers[1], None if st is None else st["attn"], ctx)
-    return _fuse(cfg, p, h, a, b), (None if st is None else {"ssm": sa, "attn": sb})
+        return run_mixer(mixers[0], fn, sub(p, "mixer"), h, st, ctx, v_first)
+    a, sa, v_first = run_mixer(mixers[0], fn, sub(p, "mixer.ssm"), h, None if st is None else st["ssm"], ctx, v_first)
+    b, sb, v_first = run_mixer(mixers[1], fn, sub(p, "mixer.attn"), h, None if st is None else st["attn"], ctx,
+                               v_first)
+    return _fuse(cfg, p, h, a, b), (None if st is None else {"ssm": sa, "attn": sb}), v_first
 
 
-def _block(cfg, p, i, x, st, ctx, fn, keys):
+def _block(cfg, p, i, x, st, ctx, fn, keys, v_first):
     mixers, ffn = cfg.blocks[i]
-    y, sm = _mix(cfg, p, mixers, norm_apply(p, "norm", x, cfg.norm), None if st is None else st["mixer"], ctx, fn)
+    y, sm, v_first = _mix(cfg, p, mixers, norm_apply(p, "norm", x, cfg.norm), None if st is None else st["mixer"],
+                          ctx, fn, v_first)
     x = x + _dropout(y, cfg.dropout, keys[0])
     new = None if st is None else {"mixer": sm}
     if ffn is not None:
@@ -152,7 +163,7 @@ def _block(cfg, p, i, x, st, ctx, fn, keys):
         x = x + _dropout(y, cfg.dropout, keys[1])
         if new is not None:
             new["ffn"] = sf
-    return x, new
+    return x, new, v_first
 
 
 def _embed(cfg, params, x):
@@ -194,10 +205,10 @@ def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=No
     keys = list(jax.random.split(key, 2 * len(cfg.blocks) + 1)) if key is not None else [None] * (2 * len(cfg.blocks) + 1)
     h = _dropout(h, cfg.dropout, keys[-1])
     ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": lead}
-    states = []
+    states, v_first = [], None
     for i in range(len(cfg.blocks)):
-        h, st = _block(cfg, sub_owner(cfg, params, i), i, h, None if state is None else state["layers"][i], ctx, "apply",
-                       keys[2 * i:2 * i + 2])
+        h, st, v_first = _block(cfg, sub_owner(cfg, params, i), i, h, None if state is None else state["layers"][i],
+                                ctx, "apply", keys[2 * i:2 * i + 2], v_first)
         states.append(st)
     h = h[:, lead:]
     y = _out(cfg, params, h, last_only=True)
@@ -215,8 +226,9 @@ def step(cfg: Config, params, x_t, state):
     h = _embed(cfg, params, x_t)  # (B, D)
     pos = state["pos"]
     ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": 0}
-    states = []
+    states, v_first = [], None
     for i in range(len(cfg.blocks)):
-        h, st = _block(cfg, sub_owner(cfg, params, i), i, h, state["layers"][i], ctx, "step", [None, None])
+        h, st, v_first = _block(cfg, sub_owner(cfg, params, i), i, h, state["layers"][i], ctx, "step", [None, None],
+                                v_first)
         states.append(st)
     return _out(cfg, params, h, last_only=False), {"pos": pos + 1, "layers": states}

@@ -14,12 +14,10 @@ Dimension glossary:
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
-from .mamba import causal_conv1d_time_major
+from ._conv import causal_conv1d_step, causal_conv1d_time_major, conv_init
 
 __all__ = ["init", "init_state", "apply", "step"]
 
@@ -28,12 +26,8 @@ ACTIVATIONS = (None, "silu", "swish")
 
 def init(channels: int, kernel_size: int, bias: bool = False, *, key) -> dict[str, jax.Array]:
     """nn.Conv1d(groups=channels) default init: weight (C, 1, W) [and bias (C,)] ~ U(-1/sqrt(W), 1/sqrt(W))."""
-    kw, kb = jax.random.split(key)
-    bound = 1.0 / math.sqrt(kernel_size)
-    p = {"weight": jax.random.uniform(kw, (channels, 1, kernel_size), jnp.float32, -bound, bound)}  # (C, 1, W)
-    if bias:
-        p["bias"] = jax.random.uniform(kb, (channels,), jnp.float32, -bound, bound)                # (C,)
-    return p
+    weight, b = conv_init(key, channels, kernel_size)                            # (C, 1, W), (C,)
+    return {"weight": weight, "bias": b} if bias else {"weight": weight}
 
 
 def init_state(channels: int, kernel_size: int, batch_size: int, dtype=jnp.float32) -> jax.Array:
@@ -54,8 +48,5 @@ def apply(params, x, cache=None, activation: str | None = "silu"):
 
 def step(params, x_t, cache, activation: str | None = "silu"):
     """x_t (B, C); cache (B, C, W-1). Returns (y_t (B, C), new cache (B, C, W-1))."""
-    xp = jnp.concatenate([cache.astype(x_t.dtype), x_t[..., None]], axis=-1)   # (B, C, W)
-    y = (xp * params["weight"][:, 0, :].astype(x_t.dtype)).sum(-1)              # (B, C)
-    if "bias" in params:
-        y = y + params["bias"].astype(x_t.dtype)
-    return _act(y, activation), xp[..., 1:]                                      # (B, C), (B, C, W-1)
+    y, new_cache = causal_conv1d_step(x_t, params["weight"][:, 0, :], params.get("bias"), cache)   # (B, C)
+    return _act(y, activation), new_cache                                        # (B, C), (B, C, W-1)

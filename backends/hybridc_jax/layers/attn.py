@@ -13,6 +13,10 @@ import jax.numpy as jnp
 
 from .common import linear, linear_init, rms_norm
 
+__all__ = ["init", "init_state", "apply", "step", "rope", "cache_size"]
+
+KERNEL = ("xla", "jnp einsum + softmax attention, fused by XLA")  # no choice of implementation (describe --kernels)
+
 
 def rope(x, pos, base: float):
     """Rotate-half RoPE. x (B, H, L, E); pos (L,) absolute positions."""

@@ -1,4 +1,5 @@
-"""Small shared pieces of the JAX layers: torch-layout linears, norms, parameter sub-dicts.
+"""Small shared pieces of the JAX layers: torch-layout linears, norms, parameter sub-dicts, the dtype of
+recurrent states.
 
 Linear weights are stored as torch does, (out, in), so one safetensors file serves both backends.
 """
@@ -8,6 +9,11 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+
+def recurrent_dtype(dtype) -> jnp.dtype:
+    """dtype of recurrent states: fp32, or fp64 for fp64 models (the kernels accumulate in the same)."""
+    return jnp.float64 if dtype == jnp.float64 else jnp.float32
 
 
 def linear_init(key, out_dim: int, in_dim: int) -> jax.Array:

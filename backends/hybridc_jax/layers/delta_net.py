@@ -23,11 +23,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..kernels.delta_rule import delta_rule, delta_rule_step
+from ..ops.delta_rule import delta_rule, delta_rule_step
 from . import _shortconv
 from .common import linear, linear_init, rms_norm
 
 __all__ = ["init", "init_state", "apply", "step", "gated_rms_norm", "l2norm"]
+
+OP = "delta_rule"  # the recurrence it runs (describe --kernels)
 
 NORM_EPS = 1e-5
 

@@ -22,12 +22,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..kernels.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
+from ..ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from .common import linear, linear_init
 from .delta_net import (Dims, family_dims, family_init_convs, family_init_output, family_init_state, family_out,
                         family_qkv)
 
 __all__ = ["init", "init_state", "apply", "step"]
+
+OP = "gated_delta_rule"  # the recurrence it runs (describe --kernels)
 
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4
 

@@ -23,11 +23,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..kernels.linear_recurrence import linear_recurrence, linear_recurrence_step
-from .common import linear
-from .mamba import causal_conv1d, causal_conv1d_time_major, recurrent_dtype
+from ..ops.linear_recurrence import linear_recurrence, linear_recurrence_step
+from ._conv import causal_conv1d, causal_conv1d_time_major
+from .common import linear, recurrent_dtype
 
 __all__ = ["init", "init_state", "apply", "step", "sqrt_bound_derivative", "block_diagonal_linear"]
+
+OP = "linear_recurrence"  # the recurrence it runs (describe --kernels)
 
 C_EXPONENT = 8.0          # the constant c in log a_t = -c * r_t * softplus(a_param)
 MAX_SQRT_GRADIENT = 1000.0

@@ -25,6 +25,8 @@ from .common import linear, linear_init
 
 __all__ = ["init", "init_state", "apply", "step"]
 
+KERNEL = ("lax.scan", "lax.scan over a fused GRU cell")  # no choice of implementation (describe --kernels)
+
 
 def init(dim: int, spec, *, key) -> dict[str, jax.Array]:
     """nn.GRU(dim, H)'s names and init (every tensor ~ U(-1/sqrt(H), 1/sqrt(H))), plus out_proj if H != D."""

@@ -3,8 +3,7 @@
 Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), Fig. 3 / Sec. 3.4.
 Reference implementation: mamba_ssm ``Mamba`` (mamba_ssm/modules/mamba_simple.py) -- parameter names, shapes and
 init follow it -- and transformers' ``MambaMixer`` (models/mamba/modeling_mamba.py). Mirrors
-hybridc_torch/layers/mamba.py (same parameters and math). Also holds the causal depthwise convolution shared by the
-Mamba-2 and Griffin layers.
+hybridc_torch/layers/mamba.py (same parameters and math).
 
 Glossary of dimension letters:
     B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    N: state size
@@ -18,61 +17,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..kernels.selective_scan import selective_scan, selective_scan_step
-from .common import linear, linear_init
+from ..ops.selective_scan import selective_scan, selective_scan_step
+from ._conv import causal_conv1d, conv_init
+from .common import linear, linear_init, recurrent_dtype
 
-__all__ = ["init", "init_state", "apply", "step", "causal_conv1d", "conv_init", "init_dt_bias", "recurrent_dtype"]
+__all__ = ["init", "init_state", "apply", "step", "init_dt_bias"]
 
-
-def recurrent_dtype(dtype) -> jnp.dtype:
-    """dtype of recurrent states: fp32, or fp64 for fp64 models (the kernels accumulate in the same)."""
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
-
-
-def causal_conv1d(x, weight, bias=None, conv_state=None):
-    """Causal depthwise conv over time, continuing from `conv_state` (the previous K-1 inputs, zeros if None).
-
-    x (B, C, L); weight (C, K); bias (C,); conv_state (B, C, K-1).
-    Returns (y (B, C, L), new_conv_state (B, C, K-1)) -- the last K-1 inputs seen, in x's dtype.
-    """
-    batch, channels, length = x.shape
-    width = weight.shape[-1]
-    keep = width - 1
-    if conv_state is None:
-        conv_state = jnp.zeros((batch, channels, keep), x.dtype)
-    xp = jnp.concatenate([conv_state.astype(x.dtype), x], axis=-1)  # (B, C, K-1+L)
-    w = weight.astype(x.dtype)
-    y = sum(w[None, :, k, None] * xp[..., k:k + length] for k in range(width))  # (B, C, L), cross-correlation
-    if bias is not None:
-        y = y + bias.astype(x.dtype)[None, :, None]
-    return y, xp[..., xp.shape[-1] - keep:]
-
-
-def causal_conv1d_time_major(x, weight, bias=None, conv_state=None):
-    """`causal_conv1d` on time-major x (B, L, C): y (B, L, C) and the new state, channel-major (B, C, K-1) as ever.
-
-    For layers whose neighbours are time-major (Mamba-2, Griffin, the DeltaNet family's short convs): only the
-    small state is transposed. XLA:CPU ran the channel-major route (two [B, C, L] transposes and their gradients)
-    ~1.5x slower in a DeltaNet layer's forward+backward outside the recurrence (275 vs 158 ms, B4 L1024).
-    """
-    batch, length, channels = x.shape
-    keep = weight.shape[-1] - 1
-    if conv_state is None:
-        conv_state = jnp.zeros((batch, channels, keep), x.dtype)
-    xp = jnp.concatenate([conv_state.astype(x.dtype).transpose(0, 2, 1), x], axis=1)  # (B, K-1+L, C)
-    w = weight.astype(x.dtype)
-    y = sum(w[:, k] * xp[:, k:k + length] for k in range(keep + 1))  # (B, L, C), cross-correlation
-    if bias is not None:
-        y = y + bias.astype(x.dtype)
-    return y, xp[:, xp.shape[1] - keep:].transpose(0, 2, 1)
-
-
-def conv_init(key, channels: int, width: int) -> tuple[jax.Array, jax.Array]:
-    """nn.Conv1d(groups=channels) default init: weight (C, 1, K) and bias (C,) ~ U(-1/sqrt(K), 1/sqrt(K))."""
-    kw, kb = jax.random.split(key)
-    bound = 1.0 / math.sqrt(width)
-    return (jax.random.uniform(kw, (channels, 1, width), jnp.float32, -bound, bound),
-            jax.random.uniform(kb, (channels,), jnp.float32, -bound, bound))
+OP = "selective_scan"  # the recurrence it runs (describe --kernels)
 
 
 def init_dt_bias(key, n: int, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> jax.Array:

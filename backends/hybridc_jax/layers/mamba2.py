@@ -16,11 +16,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..kernels.ssd import ssd, ssd_step
-from .common import linear, linear_init
-from .mamba import causal_conv1d, causal_conv1d_time_major, conv_init, init_dt_bias, recurrent_dtype
+from ..ops.ssd import ssd, ssd_step
+from ._conv import causal_conv1d, causal_conv1d_time_major, conv_init
+from .common import linear, linear_init, recurrent_dtype
+from .mamba import init_dt_bias
 
 __all__ = ["init", "init_state", "apply", "step", "rms_norm_gated"]
+
+OP = "ssd"  # the recurrence it runs (describe --kernels)
 
 NORM_EPS = 1e-5  # mamba_ssm Mamba2 builds its RMSNormGated with eps=1e-5
 

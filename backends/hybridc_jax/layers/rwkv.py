@@ -15,8 +15,10 @@ Time mixing, with x_prev the previous (normed) input and lerp(x, x_prev, m) = x 
     y = o_proj(o * g)
 Channel mixing:  y = value(relu(key(lerp(x, x_prev, x_k)))^2).
 
-Value residual through ``ctx``: a layer with value_residual=False publishes its v as ctx["v_first"]
-((B, L, value_dim) in apply, (B, value_dim) in step); later layers with value_residual=True read it.
+Value residual (fla's ``v_first``): ``apply`` / ``step`` take and return it, and the model threads it from layer to
+layer within one apply / step call (``CARRIES_V_FIRST``). A layer with value_residual=False passes its own v on as
+v_first ((B, L, value_dim) in apply, (B, value_dim) in step); later layers with value_residual=True lerp towards it
+and pass it on unchanged.
 
 Init: fla's layer-position-dependent RWKV-7 init, with the layer position taken from the optional spec attributes
 ``layer_idx`` (default 0) and ``n_layers`` (default 1); deterministic curves are computed in fp64 with numpy.
@@ -33,11 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..kernels.rwkv7 import rwkv7, rwkv7_step
+from ..ops.rwkv7 import rwkv7, rwkv7_step
 from .common import linear
 
 __all__ = ["init", "init_state", "apply", "step", "init_channel_mix", "channel_mix_init_state",
            "channel_mix_apply", "channel_mix_step", "lora_init", "lora", "cmix_hidden"]
+
+OP = "rwkv7"  # the recurrence it runs (describe --kernels)
+CARRIES_V_FIRST = True  # apply / step take and return v_first (threaded by hybridc_jax.model.run_mixer)
 
 DECAY_SCALE = math.exp(-0.5)   # 0.6065306597126334: w = -DECAY_SCALE * sigmoid(.) lies in (-e^-0.5, 0)
 NORM_EPS = 1e-5
@@ -144,16 +149,16 @@ def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32) -> dict[str, 
             "recurrent": jnp.zeros((batch_size, H, K, K), acc)}              # (B, H, K, K)
 
 
-def _value(params, v, xv, spec, ctx):
-    """Publish (first layer) or lerp towards (later layers) ctx['v_first']; v, xv (..., D)."""
+def _value(params, v, xv, spec, v_first):
+    """(v, the v_first to pass on): the first layer passes its own v on, later layers (value_residual) lerp
+    towards v_first and pass it on unchanged. v, xv, v_first (..., D)."""
     if not spec.value_residual:
-        ctx["v_first"] = v
-        return v
-    if "v_first" not in ctx:
-        raise RuntimeError("RWKV7 with value_residual=True needs ctx['v_first'] from an earlier rwkv layer "
+        return v, v
+    if v_first is None:
+        raise RuntimeError("RWKV7 with value_residual=True needs v_first from an earlier rwkv layer "
                            "with value_residual=False in the same apply/step call")
     mix = jax.nn.sigmoid(lora(params, "v_lora", xv))                         # (..., D)
-    return v + mix * (ctx["v_first"].astype(v.dtype) - v)                    # torch.lerp
+    return v + mix * (v_first.astype(v.dtype) - v), v_first                  # torch.lerp
 
 
 def _normalize(x, eps: float = 1e-12):
@@ -161,20 +166,20 @@ def _normalize(x, eps: float = 1e-12):
     return x / jnp.sqrt(jnp.maximum(jnp.sum(jnp.square(x), axis=-1, keepdims=True), eps * eps))
 
 
-def _mix(params, x, delta, spec, ctx):
-    """x, delta (..., D) -> r, w, k, v, a (..., H, K), g (..., D), kk (..., H, K)."""
+def _mix(params, x, delta, spec, v_first):
+    """x, delta (..., D) -> r, w, k, v, a (..., H, K), g (..., D), kk (..., H, K), v_first (..., D)."""
     xr, xw, xk, xv, xa, xg = (x + delta * params[n].reshape(-1) for n in MIX_NAMES)
     r = linear(params, "r_proj", xr)                                         # (..., D)
     w = -DECAY_SCALE * jax.nn.sigmoid(lora(params, "w_lora", xw, "tanh"))    # (..., D)
     k = linear(params, "k_proj", xk)                                         # (..., D)
-    v = _value(params, linear(params, "v_proj", xv), xv, spec, ctx)          # (..., D)
+    v, v_first = _value(params, linear(params, "v_proj", xv), xv, spec, v_first)   # (..., D)
     a = jax.nn.sigmoid(lora(params, "a_lora", xa))                           # (..., D)
     g = lora(params, "g_lora", xg, "sigmoid")                                # (..., D)
     heads = x.shape[:-1] + params["r_k"].shape                               # (..., H, K)
     kk = _normalize((k * params["k_k"]).reshape(heads))                      # (..., H, K)
     k = k + k * (a - 1) * params["k_a"]                                      # (..., D)
     r, w, k, v, a = (t.reshape(heads) for t in (r, w, k, v, a))              # (..., H, K)
-    return r, w, k, v, a, g, kk
+    return r, w, k, v, a, g, kk, v_first
 
 
 def _group_norm(o, weight, bias, eps: float):
@@ -192,25 +197,23 @@ def _out(params, o, r, k, v, g):
     return linear(params, "o_proj", (o + bonus) * g)                                               # (..., D)
 
 
-def apply(params, x, spec, state=None, ctx=None):
-    """x (B, L, D) -> (y (B, L, D), new_state or None)."""
-    ctx = {} if ctx is None else ctx
+def apply(params, x, spec, state=None, ctx=None, v_first=None):
+    """x (B, L, D), v_first (B, L, D) or None -> (y (B, L, D), new_state or None, v_first (B, L, D))."""
     delta, shift = _token_shift(x, state)                                    # (B, L, D), (B, D)
-    r, w, k, v, a, g, kk = _mix(params, x, delta, spec, ctx)                 # (B, L, H, K)
+    r, w, k, v, a, g, kk, v_first = _mix(params, x, delta, spec, v_first)    # (B, L, H, K)
     o, S = rwkv7(r, w, k, v, -kk, kk * a, scale=1.0,
                  initial_state=None if state is None else state["recurrent"],
                  output_final_state=state is not None)                       # (B, L, H, K)
     y = _out(params, o, r, k, v, g)                                          # (B, L, D)
-    return y, (None if state is None else {"shift": shift, "recurrent": S})
+    return y, (None if state is None else {"shift": shift, "recurrent": S}), v_first
 
 
-def step(params, x_t, spec, state, ctx=None):
-    """x_t (B, D) -> (y_t (B, D), new_state)."""
-    ctx = {} if ctx is None else ctx
+def step(params, x_t, spec, state, ctx=None, v_first=None):
+    """x_t (B, D), v_first (B, D) or None -> (y_t (B, D), new_state, v_first (B, D))."""
     delta = state["shift"].astype(x_t.dtype) - x_t                           # (B, D)
-    r, w, k, v, a, g, kk = _mix(params, x_t, delta, spec, ctx)               # (B, H, K)
+    r, w, k, v, a, g, kk, v_first = _mix(params, x_t, delta, spec, v_first)  # (B, H, K)
     o, S = rwkv7_step(r, w, k, v, -kk, kk * a, state["recurrent"], scale=1.0)   # (B, H, K)
-    return _out(params, o, r, k, v, g), {"shift": x_t, "recurrent": S}
+    return _out(params, o, r, k, v, g), {"shift": x_t, "recurrent": S}, v_first
 
 
 # --- channel mixing (the FFN of rwkv layers) -----------------------------------------------------------------------------

@@ -1,20 +1,13 @@
-"""RWKV-7's generalized delta rule (diagonal-plus-low-rank state transition), in JAX.
+"""RWKV-7, chunked (``impl="chunk"``) and the scan forward with its backward (``impl="scan_chunk"``, auto).
 
-Paper: Peng et al., "RWKV-7 "Goose" with Expressive Dynamic State Evolution" (2025, arXiv:2503.14456).
-Reference implementation: flash-linear-attention, ``fla.ops.rwkv7`` (``chunk_rwkv7`` / ``fused_recurrent_rwkv7``
-signature, [B, T, H, K] layout, state stored (K, V)) and ``fla/ops/generalized_delta_rule/dplr/naive.py``
-(``dplr_recurrence``) for the math. Mirrors hybridc_torch/kernels/rwkv7.py: the reference is a ``lax.scan`` over
-time; the fast form (``impl="chunk"``) is the chunked form ``chunk_rwkv7`` (chunk 16, an exact pairwise fallback past
-the fp32 overflow bound), with ``lax.scan`` over chunks and ``jax.grad`` through it. ``auto`` picks
-``impl="scan_chunk"``: the reference's forward when not differentiated, the chunked form under ``jax.grad``.
-
-Per head, with state S (K, V), log decay w_t (K,) and one step t (a^T S uses the state *before* the decay):
-    S_t = exp(w_t)[:, None] * S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T      # (K, V)
-    o_t = S_t^T (scale * r_t)                                                 # (V,)
-(In RWKV's own (V, K) layout this reads S = S diag(exp(w)) + (S a) b^T + v k^T.)  RWKV-7 uses a = -kk, b = kk * a_gate.
+The chunked form ``chunk_rwkv7`` (chunk 16, an exact pairwise fallback past the fp32 overflow bound), with
+``lax.scan`` over chunks (``.._chunk.pass_states``) and ``jax.grad`` through it; ``impl="scan_chunk"`` (what
+``auto`` picks): the reference's forward when not differentiated, the chunked form under ``jax.grad``
+(``.._chunk.scan_forward_chunk_backward``). Reference implementation: fla's ``chunk_rwkv7`` (``fla/ops/rwkv7``).
 
 Dimension glossary:
-    B batch, T time (sequence length), H heads, K key/receptance head dim, V value head dim.
+    B batch, T time (sequence length), H heads, K key/receptance head dim, V value head dim, C chunk length,
+    N chunks.
 """
 from __future__ import annotations
 
@@ -24,50 +17,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._dispatch import choose
-from .gated_delta_rule import (_chunk_layout, _unchunk, pass_states, scan_forward_chunk_backward,
-                               unit_lower_inverse)
+from .._chunk import chunk_layout, chunked, pass_states, scan_forward_chunk_backward, unit_lower_inverse
+from .naive import reference
 
-__all__ = ["rwkv7", "rwkv7_step", "reference", "chunk_rwkv7", "scan_chunk_rwkv7"]
-
-
-def _acc_dtype(dtype) -> jnp.dtype:
-    """Accumulation dtype: at least fp32 (fp64 inputs stay fp64)."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def rwkv7_step(r_t, w_t, k_t, v_t, a_t, b_t, state, scale=1.0):
-    """One recurrence step. r_t, w_t, k_t, a_t, b_t (B, H, K); v_t (B, H, V); state (B, H, K, V).
-
-    scale None means K**-0.5. Returns (o_t (B, H, V) in r_t's dtype, new state in the accumulation dtype).
-    """
-    acc = _acc_dtype(r_t.dtype)
-    scale = r_t.shape[-1] ** -0.5 if scale is None else scale
-    r, w, k, v, a, b = (t.astype(acc) for t in (r_t, w_t, k_t, v_t, a_t, b_t))
-    S = state.astype(acc)                                               # (B, H, K, V)
-    sa = jnp.einsum("bhk,bhkv->bhv", a, S)                              # (B, H, V)
-    S = jnp.exp(w)[..., None] * S + b[..., :, None] * sa[..., None, :]  # (B, H, K, V)
-    S = S + k[..., :, None] * v[..., None, :]                           # (B, H, K, V)
-    o = jnp.einsum("bhk,bhkv->bhv", r * scale, S)                       # (B, H, V)
-    return o.astype(r_t.dtype), S
-
-
-def reference(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False):
-    """Sequential oracle: ``lax.scan`` over time with fp32 (or wider) state accumulation."""
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    acc = _acc_dtype(r.dtype)
-    if initial_state is None:
-        S = jnp.zeros((B, H, K, V), acc)                                # (B, H, K, V)
-    else:
-        S = initial_state.astype(acc)                                   # (B, H, K, V)
-
-    def cell(S, xs):
-        o_t, S = rwkv7_step(*xs, S, scale)                              # (B, H, V)
-        return S, o_t
-
-    S, o = lax.scan(cell, S, tuple(jnp.moveaxis(t, 1, 0) for t in (r, w, k, v, a, b)))   # (T, B, H, V)
-    return jnp.moveaxis(o, 0, 1).astype(r.dtype), (S if output_final_state else None)     # (B, T, H, V)
+__all__ = ["chunk_rwkv7", "scan_chunk_rwkv7"]
 
 
 # The factorised intra-chunk scores multiply exp(G_i) by exp(-G_j) (G the in-chunk cumulative log decay, <= 0 for
@@ -150,19 +103,14 @@ def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_st
     are factorised matmuls (a e^{G_{i-1}}) . (b e^{-G_j}) while max |G| <= _FACTOR_BOUND (the fp32 overflow bound
     that sets chunk 16), else exact pairwise (`_scores`). ``jax.grad`` differentiates it.
     """
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    out_dtype, acc = r.dtype, _acc_dtype(r.dtype)
-    scale = K ** -0.5 if scale is None else scale
-    S = jnp.zeros((B, H, K, V), acc) if initial_state is None else initial_state.astype(acc)   # (B, H, K, V)
-    if T == 0:
-        return jnp.zeros((B, 0, H, V), out_dtype), (S if output_final_state else None)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    C = min(int(chunk_size), T)
-    pad = (-T) % C
-    b_t, k_t = (_chunk_layout(t.astype(acc), C, pad, keys_last=True) for t in (b, k))   # (N, B, H, K, C)
-    r, w, k, v, a, b = (_chunk_layout(t.astype(acc), C, pad) for t in (r, w, k, v, a, b))   # (N, B, H, C, K|V)
+    return chunked(functools.partial(_dplr_chunks, r, w, k, v, a, b), r, v, scale, initial_state,
+                   output_final_state, chunk_size)
+
+
+def _dplr_chunks(r, w, k, v, a, b, S, C, pad, acc, scale):
+    """The chunks of `chunk_rwkv7` from the entry state S (B, H, K, V): (o (N, B, H, C, V), final state)."""
+    b_t, k_t = (chunk_layout(t.astype(acc), C, pad, keys_last=True) for t in (b, k))   # (N, B, H, K, C)
+    r, w, k, v, a, b = (chunk_layout(t.astype(acc), C, pad) for t in (r, w, k, v, a, b))   # (N, B, H, C, K|V)
     r = r * scale
     G = jnp.cumsum(w, axis=-2)                                          # (N, B, H, C, K) inclusive
     Gp = G - w                                                          # (N, B, H, C, K) exclusive (G_{i-1})
@@ -177,41 +125,12 @@ def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_st
     to_end = jnp.swapaxes(jnp.exp(G[..., -1:, :] - G), -1, -2)          # (N, B, H, K, C) e^{G_C - G_j}
     b_e, k_e = b_t * to_end, k_t * to_end                               # (N, B, H, K, C)
     decay = jnp.exp(G[..., -1, :])[..., None]                          # (N, B, H, K, 1)
-    o, S = pass_states(S, decay, b_e, w_s, b_e @ u + k_e @ v, q_eff, o_c)   # (N, B, H, C, V), (B, H, K, V)
-    o = _unchunk(o, T)                                                  # (B, T, H, V), as the reference
-    return o.astype(out_dtype), (S if output_final_state else None)
+    return pass_states(S, decay, b_e, w_s, b_e @ u + k_e @ v, q_eff, o_c)   # (N, B, H, C, V), (B, H, K, V)
 
 
 def scan_chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, chunk_size=16):
     """Values from the ``lax.scan`` reference, gradients from the chunked form (see
-    ``gated_delta_rule.scan_forward_chunk_backward``)."""
+    ``.._chunk.scan_forward_chunk_backward``)."""
     return scan_forward_chunk_backward(
         lambda *x: reference(*x[:6], scale, x[6], output_final_state),
         lambda *x: chunk_rwkv7(*x[:6], scale, x[6], output_final_state, chunk_size), r, w, k, v, a, b, initial_state)
-
-
-_IMPLS = {"reference": reference, "chunk": chunk_rwkv7, "scan_chunk": scan_chunk_rwkv7}
-
-
-def _auto(device: str = "cpu") -> str:
-    """The scan forward with the chunked backward on every device for now (GPU-specific choices come later)."""
-    return "scan_chunk"
-
-
-def _pick(impl: str):
-    return choose("rwkv7", _IMPLS, impl, _auto(jax.default_backend()))
-
-
-def rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, impl="auto",
-          chunk_size=None):
-    """RWKV-7 generalized delta rule over a sequence, as fla's ``chunk_rwkv7`` (w = log decay, state (K, V)).
-
-    r, w, k, a, b (B, T, H, K); v (B, T, H, V); scale 1.0 (None means K**-0.5);
-    initial_state (B, H, K, V) or None. Returns (o (B, T, H, V), final_state (B, H, K, V) or None).
-    impl: "auto" ("scan_chunk": scan forward, chunked backward), "reference", "chunk" or "scan_chunk"; chunk_size
-    (None = the impl's default) is ignored by the reference.
-    """
-    fn = _pick(impl)
-    extra = {} if chunk_size is None or fn is reference else {"chunk_size": chunk_size}
-    return fn(r, w, k, v, a, b, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
-              **extra)

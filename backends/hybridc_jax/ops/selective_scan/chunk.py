@@ -1,14 +1,6 @@
-"""Selective scan: the S6 recurrence of Mamba-1, in JAX.
+"""Selective scan, the chunked XLA form (``impl="chunk"``; ``auto`` on CPU when the C++ kernel cannot be built).
 
-Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), Alg. 2 / Sec. 3.
-Reference implementation: mamba_ssm ``selective_scan_fn`` / ``selective_scan_ref`` (state-spaces/mamba); the
-same shapes and semantics as transformers' ``mamba_selective_scan`` (models/mamba/modeling_mamba.py).
-Mirrors hybridc_torch/kernels/selective_scan.py; the reference scans over time with ``lax.scan``.
-
-CPU ``auto`` runs torch's fused C++ kernel as an XLA custom call (``impl="cpp"``, module ``cpu_ffi``: 0.94x torch's
-time forward, B4 L1024 D512 N16); without a C++ compiler it falls back to the XLA form below. GPU: ``pallas``.
-
-XLA form (``impl="chunk"``): there is no matmul form (the decays are per channel *and* state
+There is no matmul form (the decays are per channel *and* state
 index), so the gain is in memory traffic. ``lax.scan`` walks chunks of T steps (default 8); inside a chunk the
 decays exp(dt A) and inputs dt u B of all T steps are computed at once and the T steps are unrolled, on a
 [N, channels] state (channels minor, so the exp, the update and the C-reduction are lane-parallel over channels;
@@ -26,6 +18,7 @@ through a concatenation (as below) measured 2-4x faster than formulations XLA fu
 
 Glossary of dimension letters:
     B: batch    D: channels (d_inner)    L: sequence length    N: state size    G: groups of B/C (D % G == 0)
+    E: channels per group    T: chunk length    c: chunks
 """
 
 from __future__ import annotations
@@ -34,75 +27,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ._dispatch import choose
+from .naive import acc_dtype, discretize_dt
 
-__all__ = ["selective_scan", "selective_scan_step", "reference", "chunk_selective_scan"]
-
-
-def _acc_dtype(dtype) -> jnp.dtype:
-    """Accumulation dtype: fp32, or fp64 when the inputs are fp64."""
-    return jnp.float64 if dtype == jnp.float64 else jnp.float32
-
-
-def _expand_groups(M: jax.Array, channels: int) -> jax.Array:
-    """B_t or C_t of shape (B, N) or (B, G, N) -> broadcastable (B, D|1, N)."""
-    if M.ndim == 2:
-        return M[:, None, :]  # (B, 1, N)
-    groups = M.shape[1]
-    return jnp.repeat(M, channels // groups, axis=1)  # (B, D, N)
-
-
-def _discretize_dt(delta: jax.Array, delta_bias, delta_softplus: bool) -> jax.Array:
-    """delta (B, D, ...) plus bias (D,) broadcast along the channel dim, then optional softplus (fp32)."""
-    dt = delta.astype(_acc_dtype(delta.dtype))
-    if delta_bias is not None:
-        shape = (-1,) + (1,) * (dt.ndim - 2)
-        dt = dt + delta_bias.astype(dt.dtype).reshape(shape)
-    return jax.nn.softplus(dt) if delta_softplus else dt
-
-
-def selective_scan_step(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, delta_bias=None,
-                        delta_softplus=False):
-    """One step of the recurrence; returns (y_t (B, D), new_state (B, D, N)).
-
-    state (B, D, N) fp32; u_t, delta_t, z_t (B, D); A (D, N); B_t, C_t (B, N) or (B, G, N); D (D,).
-    """
-    acc = _acc_dtype(u_t.dtype)
-    channels = u_t.shape[1]
-    dt = _discretize_dt(delta_t, delta_bias, delta_softplus)  # (B, D)
-    u = u_t.astype(acc)  # (B, D)
-    dA = jnp.exp(dt[..., None] * A.astype(acc))  # (B, D, N)
-    dBu = (dt * u)[..., None] * _expand_groups(B_t.astype(acc), channels)  # (B, D, N)
-    new_state = dA * state.astype(acc) + dBu  # (B, D, N)
-    y = (new_state * _expand_groups(C_t.astype(acc), channels)).sum(-1)  # (B, D)
-    if D is not None:
-        y = y + D.astype(acc) * u
-    if z_t is not None:
-        y = y * jax.nn.silu(z_t.astype(acc))
-    return y.astype(u_t.dtype), new_state
-
-
-def reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None):
-    """Sequential oracle: ``lax.scan`` over time with an fp32 state. Returns (out (B, D, L), last_state (B, D, N))."""
-    batch, channels, _ = u.shape
-    acc = _acc_dtype(u.dtype)
-    dt = _discretize_dt(delta, delta_bias, delta_softplus)  # (B, D, L)
-    h = initial_state.astype(acc) if initial_state is not None else \
-        jnp.zeros((batch, channels, A.shape[-1]), acc)  # (B, D, N)
-
-    def cell(h, inputs):
-        u_t, dt_t, B_t, C_t = inputs
-        y_t, h = selective_scan_step(h, u_t, dt_t, A, B_t, C_t)
-        return h, y_t  # (B, D, N), (B, D)
-
-    time_major = [jnp.moveaxis(v, -1, 0) for v in (u.astype(acc), dt, B, C)]  # (L, ...)
-    h, ys = lax.scan(cell, h, time_major)  # (B, D, N), (L, B, D)
-    y = jnp.moveaxis(ys, 0, -1)  # (B, D, L)
-    if D is not None:
-        y = y + D.astype(acc)[:, None] * u.astype(acc)
-    if z is not None:
-        y = y * jax.nn.silu(z.astype(acc))
-    return y.astype(u.dtype), h
+__all__ = ["chunk_selective_scan"]
 
 
 def _steps(a, b):
@@ -190,11 +117,11 @@ def chunk_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     """
     batch, channels, length = u.shape
     N = A.shape[-1]
-    acc = _acc_dtype(u.dtype)
+    acc = acc_dtype(u.dtype)
     h0 = initial_state.astype(acc) if initial_state is not None else jnp.zeros((batch, channels, N), acc)
     if length == 0:
         return jnp.zeros((batch, channels, 0), u.dtype), h0
-    dt = _discretize_dt(delta, delta_bias, delta_softplus)  # (B, D, L)
+    dt = discretize_dt(delta, delta_bias, delta_softplus)  # (B, D, L)
     ua = u.astype(acc)  # (B, D, L)
     Bg, Cg = (M.astype(acc)[:, None] if M.ndim == 3 else M.astype(acc) for M in (B, C))  # (B, G, N, L)
     G = Bg.shape[1]
@@ -211,51 +138,3 @@ def chunk_selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     if z is not None:
         y = y * jax.nn.silu(z.astype(acc))
     return y.astype(u.dtype), h.swapaxes(-1, -2).reshape(batch, channels, N)
-
-
-def _pallas(*args, **kwargs):
-    """The Pallas GPU kernel (``pallas_selective_scan``), imported on first call; interpret mode on CPU."""
-    from .pallas_selective_scan import pallas_selective_scan
-    return pallas_selective_scan(*args, **kwargs)
-
-
-def cpp(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, initial_state=None):
-    """The fused C++ kernel torch uses, as an XLA custom call (``cpu_ffi``; compiled on first use). CPU only."""
-    from . import cpu_ffi
-
-    if cpu_ffi.load() is None:
-        raise RuntimeError("the C++ selective scan kernel could not be built here; use impl='chunk'")
-    return cpu_ffi.selective_scan_cpp(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
-
-
-_IMPLS = {"reference": reference, "chunk": chunk_selective_scan, "cpp": cpp, "pallas": _pallas}
-
-
-def _auto(device: str = "cpu") -> str:
-    """GPU: the Pallas kernel (on a GPU host, only if it lowers there; else the CPU choice). CPU: the C++ kernel as
-    an XLA custom call when it builds (0.94x torch's time forward, B4 L1024 D512 N16), else chunk, the fastest
-    XLA form measured (benchmarks/_jax_kernels.py)."""
-    if device == "gpu":
-        from .pallas_selective_scan import lowering_available
-        if jax.default_backend() != "gpu" or lowering_available():
-            return "pallas"
-    from . import cpu_ffi
-
-    return "cpp" if cpu_ffi.load() is not None else "chunk"
-
-
-def _pick(impl: str):
-    return choose("selective_scan", _IMPLS, impl, _auto(jax.default_backend()))
-
-
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, *, initial_state=None, impl="auto"):
-    """mamba_ssm ``selective_scan_fn`` semantics.
-
-    u, delta (B, D, L); A (D, N); B, C (B, N, L) or (B, G, N, L); D (D,); z (B, D, L); delta_bias (D,);
-    initial_state (B, D, N). Returns out (B, D, L), or (out, last_state (B, D, N) fp32) if return_last_state.
-    impl: "auto" (CPU: "cpp", else "chunk" when the C++ kernel cannot be built; GPU: "pallas"), "cpp", "chunk",
-    "pallas" or "reference".
-    """
-    out, last_state = _pick(impl)(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
-    return (out, last_state) if return_last_state else out
