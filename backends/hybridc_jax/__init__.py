@@ -61,6 +61,12 @@ class _Backend:
 
         return plan(model)
 
+    def load_weights(self, net, arrays: dict) -> dict:
+        """numpy arrays as a params dict, checked against `net` when given (`hybridc.load_weights`)."""
+        from .weights import load_arrays
+
+        return load_arrays(net, arrays)
+
     def check(self, model) -> dict:
         import jax
         import jax.numpy as jnp

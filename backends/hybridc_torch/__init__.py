@@ -45,6 +45,18 @@ class _Backend:
 
         return plan(model)
 
+    def weights_to_numpy(self, module) -> dict:
+        """A module's parameters and buffers as numpy arrays (`hybridc.save_weights`)."""
+        from .weights import to_numpy
+
+        return to_numpy(module)
+
+    def load_weights(self, module, arrays: dict):
+        """Copy numpy arrays into a module in place (`hybridc.load_weights`)."""
+        from .weights import load_arrays
+
+        return load_arrays(module, arrays)
+
     def check(self, model) -> dict:
         net = build(model).eval()
         x = example_input(model)
