@@ -10,14 +10,10 @@ Dimension glossary:
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
+
+from .._naive import acc_dtype, run_steps
 
 __all__ = ["reference", "gated_delta_rule_step"]
-
-
-def _acc_dtype(dtype) -> jnp.dtype:
-    """Accumulation dtype: at least fp32 (fp64 inputs stay fp64)."""
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale=None):
@@ -25,7 +21,7 @@ def gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale=None):
 
     Returns (o_t (B, H, V) in q_t's dtype, new state (B, H, K, V) in the accumulation dtype).
     """
-    acc = _acc_dtype(q_t.dtype)
+    acc = acc_dtype(q_t.dtype)
     scale = q_t.shape[-1] ** -0.5 if scale is None else scale
     q, k, v, g, beta = (t.astype(acc) for t in (q_t, k_t, v_t, g_t, beta_t))
     S = state.astype(acc) * jnp.exp(g)[..., None, None]                 # (B, H, K, V)
@@ -37,17 +33,4 @@ def gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale=None):
 
 def reference(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
     """Sequential oracle: ``lax.scan`` over time with fp32 (or wider) state accumulation."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    acc = _acc_dtype(q.dtype)
-    if initial_state is None:
-        S = jnp.zeros((B, H, K, V), acc)                                # (B, H, K, V)
-    else:
-        S = initial_state.astype(acc)                                   # (B, H, K, V)
-
-    def cell(S, xs):
-        o_t, S = gated_delta_rule_step(*xs, S, scale)                   # (B, H, V)
-        return S, o_t
-
-    S, o = lax.scan(cell, S, tuple(jnp.moveaxis(t, 1, 0) for t in (q, k, v, g, beta)))   # (T, B, H, V)
-    return jnp.moveaxis(o, 0, 1).astype(q.dtype), (S if output_final_state else None)     # (B, T, H, V)
+    return run_steps(gated_delta_rule_step, (q, k, v, g, beta), v.shape[-1], scale, initial_state, output_final_state)

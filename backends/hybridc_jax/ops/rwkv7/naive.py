@@ -9,14 +9,10 @@ Dimension glossary:
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax import lax
+
+from .._naive import acc_dtype, run_steps
 
 __all__ = ["reference", "rwkv7_step"]
-
-
-def _acc_dtype(dtype) -> jnp.dtype:
-    """Accumulation dtype: at least fp32 (fp64 inputs stay fp64)."""
-    return jnp.promote_types(dtype, jnp.float32)
 
 
 def rwkv7_step(r_t, w_t, k_t, v_t, a_t, b_t, state, scale=1.0):
@@ -24,7 +20,7 @@ def rwkv7_step(r_t, w_t, k_t, v_t, a_t, b_t, state, scale=1.0):
 
     scale None means K**-0.5. Returns (o_t (B, H, V) in r_t's dtype, new state in the accumulation dtype).
     """
-    acc = _acc_dtype(r_t.dtype)
+    acc = acc_dtype(r_t.dtype)
     scale = r_t.shape[-1] ** -0.5 if scale is None else scale
     r, w, k, v, a, b = (t.astype(acc) for t in (r_t, w_t, k_t, v_t, a_t, b_t))
     S = state.astype(acc)                                               # (B, H, K, V)
@@ -37,17 +33,4 @@ def rwkv7_step(r_t, w_t, k_t, v_t, a_t, b_t, state, scale=1.0):
 
 def reference(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False):
     """Sequential oracle: ``lax.scan`` over time with fp32 (or wider) state accumulation."""
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    acc = _acc_dtype(r.dtype)
-    if initial_state is None:
-        S = jnp.zeros((B, H, K, V), acc)                                # (B, H, K, V)
-    else:
-        S = initial_state.astype(acc)                                   # (B, H, K, V)
-
-    def cell(S, xs):
-        o_t, S = rwkv7_step(*xs, S, scale)                              # (B, H, V)
-        return S, o_t
-
-    S, o = lax.scan(cell, S, tuple(jnp.moveaxis(t, 1, 0) for t in (r, w, k, v, a, b)))   # (T, B, H, V)
-    return jnp.moveaxis(o, 0, 1).astype(r.dtype), (S if output_final_state else None)     # (B, T, H, V)
+    return run_steps(rwkv7_step, (r, w, k, v, a, b), v.shape[-1], scale, initial_state, output_final_state)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .._chunk import chunk_grid, chunk_layout, empty_sequence, from_chunks, start_state, state_pass, unit_lower_inverse
-from .naive import _acc_dtype
+from .._naive import acc_dtype
 
 __all__ = ["chunk_delta_core", "chunk_gated_delta_rule"]
 
@@ -31,7 +31,7 @@ def chunk_delta_core(q, k, v, g, beta, scale, initial_state, output_final_state,
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    out_dtype, acc = q.dtype, _acc_dtype(q.dtype)
+    out_dtype, acc = q.dtype, acc_dtype(q.dtype)
     scale = K ** -0.5 if scale is None else scale
     S = start_state(q, V, initial_state, acc)                           # (B, H, K, V)
     if T == 0:

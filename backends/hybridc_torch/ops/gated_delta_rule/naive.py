@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from .._naive import acc_dtype, run_steps
+
 __all__ = ["gated_delta_rule_step", "reference"]
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: at least fp32 (fp64 inputs stay fp64)."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 def gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale=None):
@@ -27,7 +24,7 @@ def gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale=None):
 
     Returns (o_t (B, H, V) in q_t's dtype, new state (B, H, K, V) in the accumulation dtype). Does not mutate state.
     """
-    acc = _acc_dtype(q_t.dtype)
+    acc = acc_dtype(q_t.dtype)
     scale = q_t.shape[-1] ** -0.5 if scale is None else scale
     q, k, v, g, beta = (t.to(acc) for t in (q_t, k_t, v_t, g_t, beta_t))
     S = state.to(acc) * g.exp()[..., None, None]                        # (B, H, K, V)
@@ -39,16 +36,4 @@ def gated_delta_rule_step(q_t, k_t, v_t, g_t, beta_t, state, scale=None):
 
 def reference(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=False):
     """Sequential oracle: a Python loop over time with fp32 (or wider) state accumulation."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    acc = _acc_dtype(q.dtype)
-    if initial_state is None:
-        S = torch.zeros(B, H, K, V, dtype=acc, device=q.device)        # (B, H, K, V)
-    else:
-        S = initial_state.to(acc)                                       # (B, H, K, V)
-    outs = []
-    for t in range(T):
-        o_t, S = gated_delta_rule_step(q[:, t], k[:, t], v[:, t], g[:, t], beta[:, t], S, scale)
-        outs.append(o_t)                                                # (B, H, V)
-    o = torch.stack(outs, dim=1) if T else v.new_zeros(B, 0, H, V)      # (B, T, H, V)
-    return o.to(q.dtype), (S if output_final_state else None)
+    return run_steps(gated_delta_rule_step, (q, k, v, g, beta), v.shape[-1], scale, initial_state, output_final_state)

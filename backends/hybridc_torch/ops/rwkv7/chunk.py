@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .._chunk import chunk_grid, chunk_layout, empty_sequence, from_chunks, start_state, state_pass, unit_lower_inverse
-from .naive import _acc_dtype
+from .._naive import acc_dtype
 
 __all__ = ["chunk_rwkv7"]
 
@@ -47,7 +47,7 @@ def chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_st
     """
     B, T, H, K = r.shape
     V = v.shape[-1]
-    out_dtype, acc = r.dtype, _acc_dtype(r.dtype)
+    out_dtype, acc = r.dtype, acc_dtype(r.dtype)
     scale = K ** -0.5 if scale is None else scale
     S = start_state(r, V, initial_state, acc)                           # (B, H, K, V)
     if T == 0:

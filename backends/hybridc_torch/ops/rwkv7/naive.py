@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from .._naive import acc_dtype, run_steps
+
 __all__ = ["rwkv7_step", "reference"]
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: at least fp32 (fp64 inputs stay fp64)."""
-    return torch.promote_types(dtype, torch.float32)
 
 
 def rwkv7_step(r_t, w_t, k_t, v_t, a_t, b_t, state, scale=1.0):
@@ -26,7 +23,7 @@ def rwkv7_step(r_t, w_t, k_t, v_t, a_t, b_t, state, scale=1.0):
     scale None means K**-0.5. Returns (o_t (B, H, V) in r_t's dtype, new state in the accumulation dtype).
     Does not mutate state.
     """
-    acc = _acc_dtype(r_t.dtype)
+    acc = acc_dtype(r_t.dtype)
     scale = r_t.shape[-1] ** -0.5 if scale is None else scale
     r, w, k, v, a, b = (t.to(acc) for t in (r_t, w_t, k_t, v_t, a_t, b_t))
     S = state.to(acc)                                                   # (B, H, K, V)
@@ -39,16 +36,4 @@ def rwkv7_step(r_t, w_t, k_t, v_t, a_t, b_t, state, scale=1.0):
 
 def reference(r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False):
     """Sequential oracle: a Python loop over time with fp32 (or wider) state accumulation."""
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    acc = _acc_dtype(r.dtype)
-    if initial_state is None:
-        S = torch.zeros(B, H, K, V, dtype=acc, device=r.device)        # (B, H, K, V)
-    else:
-        S = initial_state.to(acc)                                       # (B, H, K, V)
-    outs = []
-    for t in range(T):
-        o_t, S = rwkv7_step(r[:, t], w[:, t], k[:, t], v[:, t], a[:, t], b[:, t], S, scale)
-        outs.append(o_t)                                                # (B, H, V)
-    o = torch.stack(outs, dim=1) if T else v.new_zeros(B, 0, H, V)      # (B, T, H, V)
-    return o.to(r.dtype), (S if output_final_state else None)
+    return run_steps(rwkv7_step, (r, w, k, v, a, b), v.shape[-1], scale, initial_state, output_final_state)
