@@ -53,10 +53,8 @@ def type_text(field: FieldInfo) -> str:
 
 
 def read_int(v: Value, what: str, lo: int = 1, hi: int | None = None, hint: str | None = None) -> int:
-    """The one reader of a written integer (layer counts, shares, indices): located errors for anything else."""
-    if v.kind != "number" or any(c in v.raw for c in ".eE"):
-        raise HybridcError(f"{what} must be an integer, got '{v.raw}'", v.pos)
-    n = int(v.raw)
+    """A written integer in a range (layer counts, shares, indices), with located errors."""
+    n = _number(v, True, what)
     if n < lo:
         raise HybridcError(f"{what} must be at least {lo}, got {n}", v.pos)
     if hi is not None and n > hi:
@@ -64,16 +62,18 @@ def read_int(v: Value, what: str, lo: int = 1, hi: int | None = None, hint: str 
     return n
 
 
-def _number(v: Value, want_int: bool):
+def _number(v: Value, want_int: bool, what: str | None = None):
+    """The one reader of a written number (every integer in the language comes through here)."""
+    kind = "an integer" if want_int else "a number"
+    bad = f"{what} must be {kind}, got '{v.raw}'" if what else f"expected {kind}, got '{v.raw}'"
     if v.kind != "number":
-        kind = "an integer" if want_int else "a number"
-        raise HybridcError(f"expected {kind}, got '{v.raw}'", v.pos)
+        raise HybridcError(bad, v.pos)
     x = float(v.raw)
     if not math.isfinite(x):
         raise HybridcError(f"'{v.raw}' is not a finite number", v.pos)
     if want_int:
         if x != int(x) or any(c in v.raw for c in ".eE"):
-            raise HybridcError(f"expected an integer, got '{v.raw}'", v.pos)
+            raise HybridcError(bad, v.pos)
         return int(v.raw)
     return x
 
