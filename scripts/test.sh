@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install hybridc with every backend and test dependency into .venv, then run the test suite.
-# Also checks that a plain (non-editable) `pip install .` gives a working `hybridc describe` without torch or jax.
+# Also checks that a plain (non-editable) `pip install .` gives a working `hybridc describe` without torch or jax,
+# and runs tests/core in that install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -18,7 +19,10 @@ core=$(mktemp -d)
 # compile needs a backend: without torch it must fail clearly (exit 2), naming the extra to install
 set +e; (cd "$core" && venv/bin/hybridc compile "$OLDPWD/examples/nemotron_h.hyb" --backend torch 2>"$core/err"); rc=$?; set -e
 [ "$rc" = 2 ] && grep -q "hybridc\[torch\]" "$core/err" || { echo "compile without torch: rc=$rc"; cat "$core/err"; exit 1; }
+# the core's tests run in that install too: they need neither torch nor jax
+"$core/venv/bin/python" -m pip install -q pytest hypothesis jsonschema
+"$core/venv/bin/pytest" -q -p no:cacheprovider tests/core
 rm -rf "$core"
-echo "core-only install: hybridc describe ok without torch/jax"
+echo "core-only install: hybridc describe and tests/core ok without torch/jax"
 
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
