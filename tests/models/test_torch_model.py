@@ -1,5 +1,7 @@
 """The torch backend end to end: every kind and preset builds, trains, is causal, counts its parameters as
 `describe` does, and decodes (prefill + steps) exactly as the full forward."""
+from pathlib import Path
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -9,6 +11,8 @@ from hybridc_torch import generate  # noqa: E402
 from hybridc_torch.model import state_bytes  # noqa: E402
 
 from programs import PROGRAMS, SMALL  # noqa: E402
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.hyb"))
 
 
 def make(text, dropout=0.0):
@@ -59,7 +63,7 @@ def test_causal(name):
     assert not torch.allclose(y[:, t:], y2[:, t:])
 
 
-@pytest.mark.parametrize("split", [0, 1, 5, 12])
+@pytest.mark.parametrize("split", [0, 1, 5, 12], ids=lambda n: f"split{n}")
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_prefill_plus_steps_equals_forward(name, split):
     text = PROGRAMS[name] + ("\noutput sequence" if "output" not in PROGRAMS[name] else "")
@@ -170,7 +174,7 @@ def test_emitter_round_trip(name, tmp_path):
         assert torch.equal(em(x), net(x))
 
 
-@pytest.mark.parametrize("path", sorted(__import__("glob").glob("examples/*.hyb")))
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_builds_and_runs(path):
     m = hybridc.load_file(path)
     torch.manual_seed(0)
