@@ -116,6 +116,8 @@ def dumps(model: Model) -> str:
     lines = [f"model {_name(model.name)}", f"dim {model.dim}"]
     lines.append(f"vocab {model.vocab}" if model.vocab is not None else f"input {model.input}")
     lines += [f"output {model.output}", f"norm {model.norm}", f"dropout {render(model.dropout)}"]
+    if model.tie_embeddings:
+        lines.append("tie_embeddings true")
     if model.meta_tokens:
         lines.append(f"meta_tokens {model.meta_tokens}")
     if model.fusion != "gate":

@@ -59,6 +59,7 @@ class Model(Frozen):
     input: Optional[int] = Field(None, ge=1, description="continuous features per step")
     vocab: Optional[int] = Field(None, ge=1, description="token vocabulary size")
     output: Literal["last", "sequence", "logits"] = "last"
+    tie_embeddings: bool = Field(False, description="output logits reuse embed.weight as the head (no lm_head)")
     norm: Literal["layer", "rms"] = "layer"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     meta_tokens: int = Field(0, ge=0, le=100_000)
@@ -72,6 +73,8 @@ class Model(Frozen):
             raise ValueError("exactly one of input and vocab must be set")
         if self.output == "logits" and self.vocab is None:
             raise ValueError("output logits needs a vocab")
+        if self.tie_embeddings and (self.vocab is None or self.output != "logits"):
+            raise ValueError("tie_embeddings needs a vocab model with output logits (the head reuses embed.weight)")
         if self.meta_tokens and not any(m.ROLE == "attention" for l in self.layers for m in l.mixers):
             raise ValueError("meta tokens need at least one attention layer")
         return self

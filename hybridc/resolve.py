@@ -22,6 +22,7 @@ from .presets import PRESETS
 SETTINGS = {  # statement -> (IR field, how it is written)
     "model": "name", "dim": "dim", "input": "input", "vocab": "vocab", "output": "output", "norm": "norm",
     "dropout": "dropout", "meta_tokens": "meta_tokens", "fusion": "fusion",
+    "tie_embeddings": "tie_embeddings",
 }
 FFN_KEYS = {"mult": FFNSpec.model_fields["mult"], "act": FFNSpec.model_fields["act"]}
 STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(NAMES))
@@ -290,6 +291,9 @@ class Resolver:
         if fld in self.s.values:
             return HybridcError(f"{_WORD.get(fld, fld)}: {_clean(err['msg'])}", self.s.values[fld][1])
         msg = _clean(err["msg"])
+        if "tie_embeddings" in msg and "tie_embeddings" in self.s.values:
+            return HybridcError(msg, self.s.values["tie_embeddings"][1],
+                                hint="set `vocab N` and `output logits`, or remove tie_embeddings")
         if "meta tokens" in msg:
             pos = self.s.values.get("meta_tokens", (None, Pos(1, 1)))[1]
         elif "logits" in msg:
@@ -300,7 +304,8 @@ class Resolver:
 
 
 _EXAMPLE = {"model": "my_model", "dim": "256", "input": "32", "vocab": "32000", "output": "last", "norm": "rms",
-            "dropout": "0.1", "meta_tokens": "4", "fusion": "mean"}
+            "dropout": "0.1", "meta_tokens": "4", "fusion": "mean",
+            "tie_embeddings": "true"}
 _WORD = {v: k for k, v in SETTINGS.items()}
 _FFN_FLAG = Layer.model_fields["shared"]  # a bool field, used to read `ffn=true|false`
 

@@ -41,7 +41,7 @@ def io_params(model: Model) -> dict:
     d = model.dim
     out = {"input": model.vocab * d if model.vocab is not None else (model.input * d + d if model.input != d else 0),
            "meta_tokens": model.meta_tokens * d, "final_norm": norm_params(model.norm, d),
-           "head": model.vocab * d if model.output == "logits" else 0}
+           "head": model.vocab * d if model.output == "logits" and not model.tie_embeddings else 0}
     return out
 
 

@@ -13,6 +13,9 @@ FEATURES = {
     "vocab_logits": "layers griffin_lru attn delta_net; vocab 50; output logits",
     "sequence_in_proj": "layers mamba attn; input 5; output sequence",
     "rwkv_chain": "layers rwkv attn rwkv rwkv",
+    "attn_options": "layers attn(rope=true, rope_fraction=0.25, gate=true, qkv_bias=true, softcap=20) mamba2 "
+                    "attn(window=none, rope=true, rope_fraction=0.5, o_bias=true, gate=true); meta_tokens 2",
+    "tied_logits": "layers mamba attn; vocab 40; output logits; tie_embeddings true",
 }
 
 

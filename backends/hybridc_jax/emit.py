@@ -56,6 +56,8 @@ def emit(model) -> str:
     cfg = Config.from_ir(model)
     settings = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in ("dim", "input", "vocab", "output", "norm", "dropout", "meta",
                                                                "fusion"))
+    if cfg.tie:
+        settings += ", tie=True"
     out = [HEADER.format(name=model.name, schedule=" ".join(model.schedule), settings=settings)]
     for i, (mixers, ffn) in enumerate(cfg.blocks):
         ms = ", ".join(_spec(m) for m in mixers)

@@ -33,8 +33,8 @@ class Config:
     """Static description of a model: model-wide settings, per-block `(mixer specs, ffn spec)`, and for each block
     the index of the block whose weights it uses (itself, or the first position of a shared layer)."""
 
-    def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner):
-        self.dim, self.input, self.vocab, self.output = dim, input, vocab, output
+    def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner, tie=False):
+        self.dim, self.input, self.vocab, self.output, self.tie = dim, input, vocab, output, tie
         self.norm, self.dropout, self.meta, self.fusion = norm, dropout, meta, fusion
         self.blocks, self.owner = list(blocks), list(owner)
 
@@ -48,7 +48,8 @@ class Config:
             blocks.append((mixers, ffn))
             owner.append(first.setdefault(layer.kind, i) if layer.shared else i)
         return cls(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
-                   dropout=model.dropout, meta=model.meta_tokens, fusion=model.fusion, blocks=blocks, owner=owner)
+                   dropout=model.dropout, meta=model.meta_tokens, fusion=model.fusion, blocks=blocks, owner=owner,
+                   tie=model.tie_embeddings)
 
 
 # --- init --------------------------------------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def init(cfg: Config, key) -> dict:
         if cfg.owner[i] == i:
             p |= prefixed(f"layers.{i}", _init_block(cfg, mixers, ffn, keys[4 + i]))
     p |= prefixed("norm_f", norm_init(cfg.norm, cfg.dim))
-    if cfg.output == "logits":
+    if cfg.output == "logits" and not cfg.tie:  # tied: the head is embed.weight
         p["lm_head.weight"] = linear_init(keys[3], cfg.vocab, cfg.dim)
     return p
 
@@ -175,7 +176,7 @@ def _embed(cfg, params, x):
 def _out(cfg, params, h, last_only):
     h = norm_apply(params, "norm_f", h, cfg.norm)
     if cfg.output == "logits":
-        return linear(params, "lm_head", h)
+        return h @ params["embed.weight"].T if cfg.tie else linear(params, "lm_head", h)  # (.., V)
     return h[:, -1] if (cfg.output == "last" and last_only) else h
 
 

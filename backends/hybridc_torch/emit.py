@@ -46,6 +46,8 @@ def _block(layer, i: int, n: int) -> str:
 def emit(model) -> str:
     base = dict(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
                 dropout=model.dropout, meta_tokens=model.meta_tokens)
+    if model.tie_embeddings:
+        base["tie_embeddings"] = True
     common = dict(dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout)
     out = [HEADER.format(name=model.name, schedule=" ".join(model.schedule), base=_args(base),
                          common=_args(common) + ", impl=impl")]

@@ -149,7 +149,7 @@ class HybridBase(nn.Module):
     """
 
     def __init__(self, *, dim: int, input=None, vocab=None, output: str = "last", norm: str = "layer",
-                 dropout: float = 0.0, meta_tokens: int = 0):
+                 dropout: float = 0.0, meta_tokens: int = 0, tie_embeddings: bool = False):
         super().__init__()
         self.cfg = spec(dim=dim, input=input, vocab=vocab, output=output, meta_tokens=meta_tokens)
         if vocab is not None:
@@ -161,6 +161,8 @@ class HybridBase(nn.Module):
         self.norm_f = make_norm(norm, dim)
         if output == "logits":
             self.lm_head = nn.Linear(dim, vocab, bias=False)
+            if tie_embeddings:  # one Parameter: named_parameters lists it once, as embed.weight
+                self.lm_head.weight = self.embed.weight
         self.drop = nn.Dropout(dropout)
 
     # --- pieces ------------------------------------------------------------------------------------------------
@@ -229,7 +231,7 @@ class HybridModel(HybridBase):
 
     def __init__(self, model, *, impl: str = "auto"):
         super().__init__(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
-                         dropout=model.dropout, meta_tokens=model.meta_tokens)
+                         dropout=model.dropout, meta_tokens=model.meta_tokens, tie_embeddings=model.tie_embeddings)
         self.ir = model
         shared: dict = {}
         blocks = []
