@@ -1,9 +1,11 @@
-"""`attn`: causal multi-head attention with GQA, a sliding window or global, QK-norm, optional RoPE. Megatron-LM's
-pattern symbol `*`.
+"""`attn`: causal multi-head attention with GQA, a sliding window or global, QK-norm, optional (partial) RoPE,
+optional biases, output gate (Qwen3-Next) and logit soft-capping (Gemma-2). Megatron-LM's pattern symbol `*`.
 
-Parameters (docs/layers.md): q_proj (H*hd, D), k_proj/v_proj (KV*hd, D), o_proj (D, H*hd), no biases, and q_norm /
-k_norm RMSNorm weights (hd,) with qk_norm. Decode state: the KV cache, meta tokens plus the (window-capped) past.
-FLOPs per token at position `context`: the projections plus QK^T and AV over the keys it sees.
+Parameters (docs/layers.md): q_proj (H*hd, D) (gate: (2*H*hd, D), query and gate interleaved per head), k_proj/v_proj
+(KV*hd, D), o_proj (D, H*hd), biases of q/k/v with qkv_bias and of o with o_bias, and q_norm / k_norm RMSNorm weights
+(hd,) with qk_norm. Decode state: the KV cache, meta tokens plus the (window-capped) past.
+FLOPs per token at position `context`: the projections (the gate's half of q_proj included) plus QK^T and AV over the
+keys it sees (2 per multiply-add; biases, norms, RoPE, the sigmoid gate and the soft-cap are elementwise, not counted).
 """
 from __future__ import annotations
 
@@ -25,6 +27,12 @@ class AttnSpec(KindSpec):
     qk_norm: bool = Field(True, description="RMS-normalise queries and keys per head")
     rope: bool = Field(False, description="rotary position embedding")
     rope_base: float = Field(10000.0, gt=0, description="RoPE base")
+    rope_fraction: float = Field(1.0, gt=0, le=1, description="fraction of each head's channels RoPE rotates (the "
+                                 "first int(head_dim*rope_fraction), an even count; transformers' partial_rotary_factor)")
+    qkv_bias: bool = Field(False, description="biases on the q, k, v projections")
+    o_bias: bool = Field(False, description="bias on the output projection")
+    gate: bool = Field(False, description="output gate: q_proj also makes g, y = o_proj(attn * sigmoid(g)) (Qwen3-Next)")
+    softcap: Optional[float] = Field(None, gt=0, description="logit soft-cap c: scores -> c*tanh(scores/c), or none")
 
     ROLE = "attention"
     PATTERN = "*"
@@ -36,7 +44,22 @@ class AttnSpec(KindSpec):
             raise ValueError(f"heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
         if self.rope and self.head_dim % 2:
             raise ValueError(f"rope needs an even head_dim, got {self.head_dim}")
+        if self.rope_fraction != 1.0:
+            if not self.rope:
+                raise ValueError(f"rope_fraction={self.rope_fraction} needs rope=true (valid: rope=true "
+                                 f"rope_fraction=F, or rope_fraction=1 without rope)")
+            r = self.rope_dim
+            if r < 2 or r % 2:
+                raise ValueError(f"rope_fraction={self.rope_fraction} rotates int(head_dim*rope_fraction)={r} "
+                                 f"channels of head_dim={self.head_dim}: it must be an even count >= 2 (valid: "
+                                 f"rope_fraction=r/{self.head_dim} for r in 2, 4, ..., {self.head_dim - self.head_dim % 2}"
+                                 f", e.g. {max(2, r - r % 2) / self.head_dim:g})")
         return self
+
+    @property
+    def rope_dim(self) -> int:
+        """Channels of each head RoPE rotates (the first ones; the rest pass through)."""
+        return int(self.head_dim * self.rope_fraction)
 
     @classmethod
     def resolve(cls, options: dict, dim: int) -> dict:
@@ -52,11 +75,14 @@ class AttnSpec(KindSpec):
 
     def params(self, dim: int) -> int:
         inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return 2 * dim * inner + 2 * dim * kv + (2 * self.head_dim if self.qk_norm else 0)
+        q_out = inner * (2 if self.gate else 1)
+        biases = (q_out + 2 * kv if self.qkv_bias else 0) + (dim if self.o_bias else 0)
+        return dim * q_out + dim * inner + 2 * dim * kv + biases + (2 * self.head_dim if self.qk_norm else 0)
 
     def state_numel(self, dim: int, context: int = 0, meta: int = 0) -> int:
         return 2 * self.kv_heads * self.head_dim * self.keys(context, meta)
 
     def flops(self, dim: int, context: int = 0, meta: int = 0) -> int:
         inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        return 2 * dim * (2 * inner + 2 * kv) + 4 * inner * self.keys(context, meta)
+        q_out = inner * (2 if self.gate else 1)
+        return 2 * dim * (q_out + inner + 2 * kv) + 4 * inner * self.keys(context, meta)

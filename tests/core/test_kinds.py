@@ -45,6 +45,15 @@ SHAPES = {
                             [(32, 32), (16, 32), (16, 32), (32, 32), (8,), (8,)]),
     "attn-D32-noqknorm": ("attn", 32, {"heads": 2, "head_dim": 8, "qk_norm": False},
                           [(16, 32), (16, 32), (16, 32), (32, 16)]),
+    "attn-D32-qkv_bias": ("attn", 32, {"heads": 2, "kv_heads": 1, "head_dim": 8, "qkv_bias": True},
+                          [(16, 32), (16,), (8, 32), (8,), (8, 32), (8,), (32, 16), (8,), (8,)]),
+    "attn-D32-o_bias": ("attn", 32, {"heads": 2, "head_dim": 8, "qk_norm": False, "o_bias": True},
+                        [(16, 32), (16, 32), (16, 32), (32, 16), (32,)]),
+    "attn-D32-gate-bias": ("attn", 32, {"heads": 2, "kv_heads": 1, "head_dim": 8, "gate": True, "qkv_bias": True},
+                           [(32, 32), (32,), (8, 32), (8,), (8, 32), (8,), (32, 16), (8,), (8,)]),
+    "attn-D32-rope0.5-softcap": ("attn", 32, {"heads": 2, "head_dim": 8, "rope": True, "rope_fraction": 0.5,
+                                              "softcap": 30.0},  # no parameters of their own
+                                 [(16, 32), (16, 32), (16, 32), (32, 16), (8,), (8,)]),
     "mlp-D16-gelu": ("mlp", 16, {"mult": 2}, [(32, 16), (32,), (16, 32), (16,)]),
     "mlp-D16-swiglu": ("mlp", 16, {"mult": 2, "act": "swiglu"}, [(32, 16), (32, 16), (16, 32)]),
     "delta_net-D32-H2-gate": ("delta_net", 32, {"heads": 2, "gate": True},  # head_dim auto 16
@@ -87,6 +96,20 @@ def test_state_closed_forms():
 def test_attention_flops_grow_with_the_keys_seen():
     a = _spec("attn", 32, heads=4, head_dim=8, window=None)
     assert a.flops(32, context=200) - a.flops(32, context=100) == 4 * 32 * 100
+    g = a.model_copy(update={"gate": True})   # the gate's half of q_proj: one more (H*E, D) matmul
+    assert g.flops(32, context=100) - a.flops(32, context=100) == 2 * 32 * 32
+
+
+@pytest.mark.parametrize("text,message", [
+    ("layers attn(rope_fraction=0.5)", "needs rope=true"),
+    ("layers attn(rope=true, head_dim=10, rope_fraction=0.3)", "must be an even count"),
+    ("layers attn(rope=true, rope_fraction=0.01)", "must be an even count"),
+    ("layers attn(softcap=0)", "softcap"),
+], ids=["without-rope", "odd-width", "zero-width", "softcap-zero"])
+def test_attention_option_errors_are_located(text, message):
+    with pytest.raises(hybridc.HybridcError) as err:
+        hybridc.load(text)
+    assert message in str(err.value) and "^" in str(err.value)
 
 
 def test_mamba_130m_matches_the_published_count():

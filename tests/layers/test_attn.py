@@ -1,7 +1,9 @@
-"""`attn` (causal attention: GQA, sliding window, QK-norm, RoPE, meta tokens): the torch layer against published
-implementations (torch.nn.MultiheadAttention for plain causal MHA, transformers' Llama rotary embedding), GQA against
-repeated KV heads, the sliding-window mask against a direct loop, QK-norm + RoPE by hand; decoding through the KV
-cache, the core's cost formulas against the module, and the JAX layer against the torch layer with shared weights."""
+"""`attn` (causal attention: GQA, sliding window, QK-norm, (partial) RoPE, biases, output gate, soft-cap, meta tokens):
+the torch layer against published implementations (torch.nn.MultiheadAttention for plain causal MHA with and without
+biases, transformers' Llama rotary embedding, Qwen3-Next's partial rotary and its gated attention), GQA against
+repeated KV heads, the sliding-window mask against a direct loop, QK-norm + RoPE and the soft-cap by hand; decoding
+through the KV cache, the core's cost formulas against the module, and the JAX layer against the torch layer with
+shared weights."""
 import math
 from types import SimpleNamespace
 
@@ -15,11 +17,12 @@ import jax.numpy as jnp  # noqa: E402
 from _jax_parity import close  # noqa: E402
 from hybridc.kinds import spec_class  # noqa: E402
 from hybridc_jax.layers import attn as jattn  # noqa: E402
-from hybridc_torch.layers.attn import Attention, attention_mask, rope  # noqa: E402
+from hybridc_torch.layers.attn import Attention, attention_mask, partial_rope, rope  # noqa: E402
 
 
 def spec(**kw):
-    base = dict(heads=4, head_dim=8, kv_heads=4, window=None, qk_norm=False, rope=False, rope_base=10000.0)
+    base = dict(heads=4, head_dim=8, kv_heads=4, window=None, qk_norm=False, rope=False, rope_base=10000.0,
+                rope_fraction=1.0, qkv_bias=False, o_bias=False, gate=False, softcap=None)
     return SimpleNamespace(kind="attn", **(base | kw))
 
 
@@ -36,6 +39,86 @@ def test_matches_torch_multihead_attention():
     want, _ = mha(x, x, x, attn_mask=causal, need_weights=False)
     got, _ = ours(x)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_biases_match_torch_multihead_attention():
+    torch.manual_seed(0)
+    d = 32
+    ours = Attention(d, spec(qkv_bias=True, o_bias=True))
+    mha = torch.nn.MultiheadAttention(d, 4, bias=True, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+        mha.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        mha.out_proj.weight.copy_(ours.o_proj.weight)
+        mha.out_proj.bias.copy_(ours.o_proj.bias)
+    x = torch.randn(2, 9, d)
+    causal = torch.triu(torch.ones(9, 9, dtype=torch.bool), 1)
+    want, _ = mha(x, x, x, attn_mask=causal, need_weights=False)
+    torch.testing.assert_close(ours(x)[0], want, atol=1e-5, rtol=1e-5)
+
+
+def _qwen3_next_config(**kw):
+    qn = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
+    cfg = qn.Qwen3NextConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                             rope_parameters={"rope_type": "default", "rope_theta": 500.0, "partial_rotary_factor": 0.25},
+                             max_position_embeddings=64, rms_norm_eps=1e-6, **kw)
+    cfg._attn_implementation = "eager"
+    return qn, cfg
+
+
+def test_partial_rope_matches_transformers_qwen3_next():
+    """Qwen3-Next (partial_rotary_factor 0.25): its rotary embedding and apply_rotary_pos_emb, head_dim 16 -> 4
+    rotated channels, positions 3..9."""
+    qn, cfg = _qwen3_next_config()
+    emb = qn.Qwen3NextRotaryEmbedding(cfg)
+    q, k = torch.randn(2, 4, 7, 16), torch.randn(2, 2, 7, 16)
+    pos = torch.arange(3, 10)
+    cos, sin = emb(q, pos[None])
+    assert cos.shape[-1] == 4
+    q_ref, k_ref = qn.apply_rotary_pos_emb(q, k, cos, sin)
+    torch.testing.assert_close(partial_rope(q, pos, 500.0, 4), q_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(partial_rope(k, pos, 500.0, 4), k_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_gate_matches_transformers_qwen3_next_attention():
+    """transformers' Qwen3NextAttention (gated, partial RoPE, GQA, q/k RMSNorm) with our weights, fp32, 1e-5.
+    Its q/k norms are zero-centred, x_hat * (1 + w): ours, x_hat * w, map as w_theirs = w_ours - 1 (exact)."""
+    qn, cfg = _qwen3_next_config(attention_bias=False)
+    torch.manual_seed(0)
+    ours = Attention(32, spec(heads=4, kv_heads=2, head_dim=16, qk_norm=True, rope=True, rope_base=500.0,
+                              rope_fraction=0.25, gate=True))
+    with torch.no_grad():
+        ours.q_norm.weight.uniform_(0.5, 1.5)
+        ours.k_norm.weight.uniform_(0.5, 1.5)
+    ref = qn.Qwen3NextAttention(cfg, layer_idx=0).eval()
+    sd = ours.state_dict()
+    ref.load_state_dict({k: (v - 1 if k.endswith("norm.weight") else v) for k, v in sd.items()})
+    x, pos = torch.randn(2, 9, 32), torch.arange(9)
+    causal = torch.full((9, 9), float("-inf")).triu(1)[None, None]
+    with torch.no_grad():
+        want, _ = ref(x, qn.Qwen3NextRotaryEmbedding(cfg)(x, pos[None]), causal)
+        got, _ = ours(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_softcap_by_hand_and_sdpa_without_it():
+    """scores -> c*tanh(scores/c) before the masked softmax; a huge cap is the SDPA path."""
+    torch.manual_seed(2)
+    d = 16
+    capped = Attention(d, spec(heads=2, head_dim=8, kv_heads=2, softcap=0.5, window=3))
+    x = torch.randn(1, 6, d)
+    q = capped.q_proj(x).view(1, 6, 2, 8).transpose(1, 2)
+    k = capped.k_proj(x).view(1, 6, 2, 8).transpose(1, 2)
+    v = capped.v_proj(x).view(1, 6, 2, 8).transpose(1, 2)
+    pos = torch.arange(6)
+    s = 0.5 * torch.tanh((q @ k.transpose(-1, -2)) / math.sqrt(8) / 0.5)
+    s = s.masked_fill(~attention_mask(pos, pos, 0, 3), float("-inf"))
+    y = (s.softmax(-1) @ v).transpose(1, 2).reshape(1, 6, 16)
+    torch.testing.assert_close(capped(x)[0], capped.o_proj(y), atol=1e-5, rtol=1e-5)
+    plain = Attention(d, spec(heads=2, head_dim=8, kv_heads=2, window=3))
+    plain.load_state_dict(capped.state_dict())
+    capped.spec = spec(heads=2, head_dim=8, kv_heads=2, softcap=1e6, window=3)
+    torch.testing.assert_close(capped(x)[0], plain(x)[0], atol=1e-5, rtol=1e-5)
 
 
 def test_rope_matches_transformers_llama():
@@ -98,6 +181,10 @@ SPECS = {
     "attn-H4-E8-global": spec(),
     "attn-H4-G2-E8-W4-qknorm-rope": spec(kv_heads=2, window=4, qk_norm=True, rope=True),
     "attn-H2-G1-E16-W3-rope": spec(heads=2, head_dim=16, kv_heads=1, window=3, rope=True, rope_base=500.0),
+    "attn-H4-G2-E8-global-gate-bias-rope0.5-cap": spec(kv_heads=2, qk_norm=True, rope=True, rope_fraction=0.5,
+                                                       qkv_bias=True, o_bias=True, gate=True, softcap=2.0),
+    "attn-H2-G1-E16-W3-gate-obias-rope0.25-cap": spec(heads=2, head_dim=16, kv_heads=1, window=3, rope=True,
+                                                      rope_fraction=0.25, o_bias=True, gate=True, softcap=1.5),
 }
 
 

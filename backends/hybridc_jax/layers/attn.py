@@ -1,4 +1,5 @@
-"""Causal multi-head attention in JAX: GQA, sliding window or global, QK-norm, optional RoPE, meta tokens always visible.
+"""Causal multi-head attention in JAX: GQA, sliding window or global, QK-norm, optional (partial) RoPE, optional
+biases, output gate (Qwen3-Next) and logit soft-cap (Gemma-2), meta tokens always visible.
 
 Mirrors hybridc_torch/layers/attn.py (same parameters, same math). Decoding uses fixed-shape caches so `step` jits
 once: the meta tokens' keys/values, and a ring buffer of `window` slots (global attention: `max_len` slots, which must
@@ -11,9 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .common import linear, linear_init, rms_norm
+from .common import bias_init, linear, linear_init, rms_norm
 
-__all__ = ["init", "init_state", "apply", "step", "rope", "cache_size"]
+__all__ = ["init", "init_state", "apply", "step", "rope", "partial_rope", "cache_size"]
 
 KERNEL = ("xla", "jnp einsum + softmax attention, fused by XLA")  # no choice of implementation (describe --kernels)
 
@@ -28,11 +29,25 @@ def rope(x, pos, base: float):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
 
 
+def partial_rope(x, pos, base: float, rot: int):
+    """RoPE on the first `rot` channels of x (B, H, L, E), the rest passed through."""
+    if rot == x.shape[-1]:
+        return rope(x, pos, base)
+    return jnp.concatenate([rope(x[..., :rot], pos, base), x[..., rot:]], axis=-1)
+
+
 def init(dim: int, spec, *, key) -> dict:
     kq, kk, kv, ko = jax.random.split(key, 4)
+    bq, bk, bv, bo = jax.random.split(jax.random.fold_in(key, 1), 4)  # (the weights' keys stay as without biases)
     inner, kvd = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
-    p = {"q_proj.weight": linear_init(kq, inner, dim), "k_proj.weight": linear_init(kk, kvd, dim),
+    q_out = inner * (2 if spec.gate else 1)
+    p = {"q_proj.weight": linear_init(kq, q_out, dim), "k_proj.weight": linear_init(kk, kvd, dim),
          "v_proj.weight": linear_init(kv, kvd, dim), "o_proj.weight": linear_init(ko, dim, inner)}
+    if spec.qkv_bias:
+        p |= {"q_proj.bias": bias_init(bq, q_out, dim), "k_proj.bias": bias_init(bk, kvd, dim),
+              "v_proj.bias": bias_init(bv, kvd, dim)}
+    if spec.o_bias:
+        p["o_proj.bias"] = bias_init(bo, dim, inner)
     if spec.qk_norm:
         p["q_norm.weight"] = jnp.ones((spec.head_dim,))
         p["k_norm.weight"] = jnp.ones((spec.head_dim,))
@@ -54,16 +69,22 @@ def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32, *, max_len=No
 
 
 def _qkv(params, x, spec, pos):
+    """-> q (B, H, L, E), k, v (B, G, L, E), gate (B, L, H*E) or None."""
     b, l, _ = x.shape
     h, g, e = spec.heads, spec.kv_heads, spec.head_dim
-    q = linear(params, "q_proj", x).reshape(b, l, h, e).transpose(0, 2, 1, 3)  # (B, H, L, E)
+    q, gate = linear(params, "q_proj", x), None
+    if spec.gate:
+        qg = q.reshape(b, l, h, 2 * e)  # per head: E query channels, then E gate channels
+        q, gate = qg[..., :e], qg[..., e:].reshape(b, l, h * e)
+    q = q.reshape(b, l, h, e).transpose(0, 2, 1, 3)  # (B, H, L, E)
     k = linear(params, "k_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
     v = linear(params, "v_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
     if spec.qk_norm:
         q, k = rms_norm(q, params["q_norm.weight"], 1e-6), rms_norm(k, params["k_norm.weight"], 1e-6)
     if spec.rope:
-        q, k = rope(q, pos, spec.rope_base), rope(k, pos, spec.rope_base)
-    return q, k, v
+        rot = int(spec.head_dim * spec.rope_fraction)
+        q, k = partial_rope(q, pos, spec.rope_base, rot), partial_rope(k, pos, spec.rope_base, rot)
+    return q, k, v, gate
 
 
 def _attend(q, k, v, mask, spec):
@@ -71,6 +92,8 @@ def _attend(q, k, v, mask, spec):
     rep = spec.heads // spec.kv_heads
     k, v = jnp.repeat(k, rep, axis=1), jnp.repeat(v, rep, axis=1)  # (B, H, S, E)
     s = jnp.einsum("bhle,bhse->bhls", q, k) / jnp.sqrt(jnp.asarray(spec.head_dim, q.dtype))
+    if spec.softcap is not None:
+        s = spec.softcap * jnp.tanh(s / spec.softcap)
     s = jnp.where(mask, s, -jnp.inf)
     return jnp.einsum("bhls,bhse->bhle", jax.nn.softmax(s, axis=-1), v)
 
@@ -99,7 +122,7 @@ def apply(params, x, spec, state=None, ctx=None):
     pos, n_meta = ctx.get("pos", 0), ctx.get("meta", 0)
     b, l, _ = x.shape
     q_pos = pos + jnp.arange(l)  # (L,)
-    q, k, v = _qkv(params, x, spec, q_pos)
+    q, k, v, gate = _qkv(params, x, spec, q_pos)
     if state is None:
         mask = _mask(q_pos, q_pos, jnp.ones((l,), bool), n_meta, spec.window)
         y = _attend(q, k, v, mask, spec)
@@ -110,7 +133,8 @@ def apply(params, x, spec, state=None, ctx=None):
         mask = _mask(q_pos, jnp.concatenate([c_pos, q_pos]), jnp.concatenate([c_ok, jnp.ones((l,), bool)]),
                      n_meta, spec.window)
         y = _attend(q, k_all, v_all, mask, spec)
-    y = linear(params, "o_proj", y.transpose(0, 2, 1, 3).reshape(b, l, -1))
+    y = y.transpose(0, 2, 1, 3).reshape(b, l, -1)  # (B, L, H*E)
+    y = linear(params, "o_proj", y if gate is None else y * jax.nn.sigmoid(gate))
     return y, (None if state is None else _update(state, k, v, q_pos, n_meta, ctx.get("meta_in_chunk", 0)))
 
 

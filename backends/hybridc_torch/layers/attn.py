@@ -1,9 +1,14 @@
-"""Causal multi-head attention: GQA, sliding window or global, QK-norm, optional RoPE, meta tokens always visible.
+"""Causal multi-head attention: GQA, sliding window or global, QK-norm, optional (partial) RoPE, optional biases,
+output gate and logit soft-cap, meta tokens always visible.
 
-Attention itself is `F.scaled_dot_product_attention` with a boolean mask. Meta tokens (Hymba, Dong et al. 2024,
+Attention itself is `F.scaled_dot_product_attention` with a boolean mask; with `softcap` (Gemma-2, Team et al. 2024,
+arXiv:2408.00118: scores -> c*tanh(scores/c)), which SDPA cannot do, an explicit softmax over masked scores. The output
+gate is Qwen3-Next's (transformers' Qwen3NextAttention): q_proj gives, per head, E query channels then E gate
+channels, and the heads' output is multiplied by sigmoid(gate) before o_proj. Meta tokens (Hymba, Dong et al. 2024,
 arXiv:2411.13676) are the first `ctx["meta"]` positions of the stream; every query sees them, also through a window.
 Decoding keeps a KV cache: the meta tokens' keys/values and the last `window` keys/values (all of them when global).
-RoPE is the rotate-half form (Su et al. 2021, as in transformers' Llama).
+RoPE is the rotate-half form (Su et al. 2021, as in transformers' Llama), on the first `rope_dim` channels of each head
+with frequencies from that width (transformers' `partial_rotary_factor`, e.g. Qwen3-Next's apply_rotary_pos_emb).
 
 Glossary: B batch, L new steps, S cached + new keys, H query heads, G kv heads, E head_dim, D model dim, M meta tokens.
 """
@@ -24,6 +29,13 @@ def rope(x, pos, base: float):
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
+def partial_rope(x, pos, base: float, rot: int):
+    """RoPE on the first `rot` channels of x (B, H, L, E), the rest passed through."""
+    if rot == x.shape[-1]:
+        return rope(x, pos, base)
+    return torch.cat([rope(x[..., :rot], pos, base), x[..., rot:]], dim=-1)
+
+
 def attention_mask(q_pos, k_pos, n_meta: int, window):
     """(L, S) boolean: key j visible to query i if causal and (inside the window or a meta token)."""
     causal = k_pos[None, :] <= q_pos[:, None]
@@ -34,15 +46,18 @@ def attention_mask(q_pos, k_pos, n_meta: int, window):
 
 
 class Attention(nn.Module):
-    """spec: heads, head_dim, kv_heads, window (int or None), qk_norm, rope, rope_base."""
+    """spec: heads, head_dim, kv_heads, window (int or None), qk_norm, rope, rope_base, rope_fraction, qkv_bias,
+    o_bias, gate, softcap (float or None)."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
         self.spec, self.h, self.g, self.e = spec, spec.heads, spec.kv_heads, spec.head_dim
-        self.q_proj = nn.Linear(dim, self.h * self.e, bias=False)
-        self.k_proj = nn.Linear(dim, self.g * self.e, bias=False)
-        self.v_proj = nn.Linear(dim, self.g * self.e, bias=False)
-        self.o_proj = nn.Linear(self.h * self.e, dim, bias=False)
+        self.rot = int(spec.head_dim * spec.rope_fraction)
+        q_out = self.h * self.e * (2 if spec.gate else 1)
+        self.q_proj = nn.Linear(dim, q_out, bias=spec.qkv_bias)
+        self.k_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
+        self.v_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
+        self.o_proj = nn.Linear(self.h * self.e, dim, bias=spec.o_bias)
         if spec.qk_norm:
             self.q_norm = nn.RMSNorm(self.e, eps=1e-6)
             self.k_norm = nn.RMSNorm(self.e, eps=1e-6)
@@ -52,15 +67,21 @@ class Attention(nn.Module):
         return {"meta_k": empty, "meta_v": empty.clone(), "k": empty.clone(), "v": empty.clone()}
 
     def _qkv(self, x, pos):
+        """-> q (B, H, L, E), k, v (B, G, L, E), gate (B, L, H*E) or None."""
         b, l, _ = x.shape
-        q = self.q_proj(x).view(b, l, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
+        q, gate = self.q_proj(x), None
+        if self.spec.gate:
+            q, gate = q.view(b, l, self.h, 2 * self.e).chunk(2, dim=-1)  # (B, L, H, E) each
+            gate = gate.reshape(b, l, self.h * self.e)
+        q = q.reshape(b, l, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
         k = self.k_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
         v = self.v_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
         if self.spec.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.spec.rope:
-            q, k = rope(q, pos, self.spec.rope_base), rope(k, pos, self.spec.rope_base)
-        return q, k, v
+            base = self.spec.rope_base
+            q, k = partial_rope(q, pos, base, self.rot), partial_rope(k, pos, base, self.rot)
+        return q, k, v, gate
 
     def forward(self, x, state=None, ctx=None):
         """x (B, L, D) normed -> (y (B, L, D), new_state or None)."""
@@ -68,7 +89,7 @@ class Attention(nn.Module):
         start, n_meta = ctx.get("pos", 0), ctx.get("meta", 0)
         b, l, _ = x.shape
         pos = torch.arange(start, start + l, device=x.device)  # (L,)
-        q, k, v = self._qkv(x, pos)
+        q, k, v, gate = self._qkv(x, pos)
         if state is not None:
             r = state["k"].shape[2]
             past = torch.arange(start - r, start, device=x.device)
@@ -79,18 +100,23 @@ class Attention(nn.Module):
         else:
             k_all, v_all, k_pos = k, v, pos
         y = self._attend(q, k_all, v_all, pos, k_pos, n_meta)  # (B, H, L, E)
-        y = self.o_proj(y.transpose(1, 2).reshape(b, l, self.h * self.e))
+        y = y.transpose(1, 2).reshape(b, l, self.h * self.e)  # (B, L, H*E)
+        y = self.o_proj(y if gate is None else y * torch.sigmoid(gate))
         return y, (None if state is None else self._update(state, k, v, pos, n_meta))
 
     def _attend(self, q, k, v, q_pos, k_pos, n_meta):
         rep = self.h // self.g
         if rep > 1:
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, S, E)
-        window = self.spec.window
-        if (window is None or window >= int(k_pos[-1]) + 1) and torch.equal(q_pos, k_pos):
+        window, cap = self.spec.window, self.spec.softcap
+        if cap is None and (window is None or window >= int(k_pos[-1]) + 1) and torch.equal(q_pos, k_pos):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         mask = attention_mask(q_pos, k_pos, n_meta, window)  # (L, S)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if cap is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        s = (q @ k.transpose(-1, -2)) * self.e ** -0.5  # (B, H, L, S)
+        s = (cap * torch.tanh(s / cap)).masked_fill(~mask, float("-inf"))
+        return s.softmax(dim=-1) @ v
 
     def _update(self, state, k, v, pos, n_meta):
         """Append the new keys/values: meta tokens to the meta cache, the rest to the (window-capped) cache."""
