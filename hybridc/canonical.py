@@ -11,7 +11,7 @@ from collections import Counter
 from .ir import FFNSpec, Layer, Model
 from .kinds import NAMES, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
-from .kinds._ffn import default_ffn, ffn_on_by_rule
+from .kinds._ffn import default_bias, default_ffn, ffn_on_by_rule
 from .options import is_auto, render
 
 _KEYWORDS = {"layers", "ratio", "every", "pattern", "preset", "share", "at", "backbone", "placement", "offset"}
@@ -59,11 +59,17 @@ def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
     after = min(FFN_AFTER, key=lambda a: sum(_ffn_on_by_rule(l, a) != (l.ffn is not None) for l in model.layers))
     plain = [l.ffn for l in model.layers if l.ffn is not None and not l.ffn.token_shift]
     spec = Counter(plain).most_common(1)[0][0] if plain else FFNSpec()
-    spec = FFNSpec(mult=spec.mult, act=spec.act)
-    parts = [f"{k}={render(getattr(spec, k))}" for k in ("mult", "act") if getattr(spec, k) != getattr(FFNSpec(), k)]
+    written = {k: getattr(spec, k) for k in _FFN_WRITTEN if getattr(spec, k) != FFNSpec.model_fields[k].default}
+    if spec.bias != default_bias(spec.act, spec.gated):
+        written["bias"] = spec.bias
+    spec = FFNSpec(**written)
+    parts = [f"{k}={render(v)}" for k, v in written.items()]
     if after != "attn":
         parts.append(f"after={after}")
     return ("ffn " + " ".join(parts) if parts else None), after, spec
+
+
+_FFN_WRITTEN = ("mult", "act", "gated", "hidden")  # plus bias where it is not the form's default
 
 
 def _linked(model: Model) -> dict:
@@ -137,7 +143,8 @@ def dumps(model: Model) -> str:
         if layer.ffn is None:
             continue
         default = default_ffn(layer.mixers, ffn_spec)
-        diff = {k: getattr(layer.ffn, k) for k in ("mult", "act", "token_shift") if getattr(layer.ffn, k) != getattr(default, k)}
+        keys = ("mult", "act", "gated", "bias", "hidden", "token_shift")
+        diff = {k: getattr(layer.ffn, k) for k in keys if getattr(layer.ffn, k) != getattr(default, k)}
         if diff:
             lines.append(f"at {i + 1} ffn " + " ".join(f"{k}={render(v)}" for k, v in diff.items()))
     return "\n".join(lines) + "\n"

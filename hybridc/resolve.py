@@ -13,7 +13,7 @@ from .errors import ErrorList, HybridcError, Pos, suggest
 from .ir import FFNSpec, Layer, Model
 from .kinds import NAMES, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
-from .kinds._ffn import default_ffn, ffn_on_by_rule
+from .kinds._ffn import default_ffn, ffn_on_by_rule, ffn_options
 from .layout import Layout, Member, build_layout, check_kind
 from .options import convert, is_auto, read_int
 from .parse import KV, AtStmt, GenericStmt, LayersStmt, Pair, PatternStmt, PresetStmt, Program, ShareStmt, Value, parse
@@ -24,7 +24,7 @@ SETTINGS = {  # statement -> (IR field, how it is written)
     "dropout": "dropout", "meta_tokens": "meta_tokens", "fusion": "fusion",
     "tie_embeddings": "tie_embeddings",
 }
-FFN_KEYS = {"mult": FFNSpec.model_fields["mult"], "act": FFNSpec.model_fields["act"]}
+FFN_KEYS = {k: FFNSpec.model_fields[k] for k in ("mult", "act", "gated", "bias", "hidden")}
 STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(NAMES))
 
 
@@ -156,7 +156,7 @@ class Resolver:
 
     def _ffn(self, st, values, kvs):
         if values:
-            raise HybridcError("ffn takes options key=value (mult, act, after)", values[0].pos)
+            raise HybridcError("ffn takes options key=value (mult, act, gated, bias, hidden, after)", values[0].pos)
         for kv in kvs:
             if kv.key == "after":
                 if kv.value.raw not in FFN_AFTER:
@@ -167,8 +167,21 @@ class Resolver:
                 value = convert(kv.value, FFN_KEYS[kv.key], kv.key)
             else:
                 raise HybridcError(f"unknown option '{kv.key}' for ffn", kv.pos,
-                                   hint=suggest(kv.key, ["mult", "act", "after"]) or "valid: mult, act, after")
+                                   hint=suggest(kv.key, [*FFN_KEYS, "after"]) or f"valid: {', '.join(FFN_KEYS)}, after")
             _set(self.s.ffn, kv.key, (value, kv.value.pos), kv.pos, f"ffn {kv.key}", self._user)
+        try:
+            FFNSpec(**self._model_ffn())
+        except (ValidationError, ValueError) as e:
+            if isinstance(e, ValidationError):
+                loc = e.errors()[0].get("loc") or ()
+                where = self.s.ffn.get(loc[0], (None, None))[1] if loc else None
+                raise HybridcError(f"ffn {loc[0] if loc else ''}: {_first_msg(e)}".replace(" :", ":"),
+                                   where or (kvs[0] if kvs else st).pos) from None
+            raise HybridcError(f"ffn: {e}", (kvs[0] if kvs else st).pos) from None
+
+    def _model_ffn(self) -> dict:
+        """The options the `ffn` statements wrote (the model's FFN before defaults)."""
+        return {k: val for k, (val, _) in self.s.ffn.items() if k in FFN_KEYS}
 
     def _kind_opt(self, kind: str, kv: KV):
         value = _option_value(kind, kv)
@@ -250,7 +263,7 @@ class Resolver:
             if flag or ffn_kvs:
                 raise HybridcError(f"a {mixers[0].kind} layer takes no FFN sub-block", pos)
             return None
-        default = default_ffn(mixers, FFNSpec(**{k: val for k, (val, _) in self.s.ffn.items() if k in FFN_KEYS}))
+        default = default_ffn(mixers, FFNSpec(**self._model_ffn()))
         on = ffn_on_by_rule(mixers, after) if flag is None else flag
         if not on:
             if ffn_kvs:
@@ -258,7 +271,7 @@ class Resolver:
             return None
         if not ffn_kvs:
             return default
-        opts = default.model_dump()
+        opts = ffn_options(mixers, self._model_ffn())
         for kv in ffn_kvs:
             if kv.key not in FFNSpec.model_fields:
                 raise HybridcError(f"unknown option '{kv.key}' for ffn", kv.pos, hint=suggest(kv.key, FFNSpec.model_fields))
@@ -267,6 +280,8 @@ class Resolver:
             return FFNSpec(**opts)
         except ValidationError as e:
             raise HybridcError(f"ffn: {_first_msg(e)}", ffn_kvs[0].value.pos) from None
+        except ValueError as e:
+            raise HybridcError(f"ffn: {e}", ffn_kvs[0].pos) from None
 
     def _share(self, layers):
         kinds = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .ir import Layer, Model
 from .kinds import spec_class
+from .kinds._ffn import ffn_text
 from .kinds._norm import norm_params
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -53,10 +54,13 @@ def _options_text(layer: Layer) -> str:
         shown = [k for k in fields if k != "kind" and (k in m.SHOWN or (
             fields[k].default is not None and not callable(fields[k].default) and
             fields[k].json_schema_extra is None and getattr(m, k) != fields[k].default))]
+        if m.ROLE == "mlp":  # the FFN's own short form (width, activation, gating, bias)
+            parts.append(ffn_text(m))
+            continue
         parts.append(" ".join(f"{k}={'none' if getattr(m, k) is None else getattr(m, k)}" for k in shown))
     text = " | ".join(parts)
     if layer.ffn is not None:
-        text += f"  +ffn x{layer.ffn.mult:g} {layer.ffn.act}" + (" shift" if layer.ffn.token_shift else "")
+        text += f"  +ffn {ffn_text(layer.ffn)}" + (" shift" if layer.ffn.token_shift else "")
     return text
 
 

@@ -15,6 +15,7 @@ FEATURES = {
     "rwkv_chain": "layers rwkv attn rwkv rwkv",
     "attn_options": "layers attn(rope=true, rope_fraction=0.25, gate=true, qkv_bias=true, softcap=20) mamba2 "
                     "attn(window=none, rope=true, rope_fraction=0.5, o_bias=true, gate=true); meta_tokens 2",
+    "ffn_forms": "layers mamba attn mlp(act=relu2, bias=false, hidden=20); ffn act=gelu_tanh gated=true hidden=24",
     "tied_logits": "layers mamba attn; vocab 40; output logits; tie_embeddings true",
 }
 

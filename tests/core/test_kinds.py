@@ -56,6 +56,12 @@ SHAPES = {
                                  [(16, 32), (16, 32), (16, 32), (32, 16), (8,), (8,)]),
     "mlp-D16-gelu": ("mlp", 16, {"mult": 2}, [(32, 16), (32,), (16, 32), (16,)]),
     "mlp-D16-swiglu": ("mlp", 16, {"mult": 2, "act": "swiglu"}, [(32, 16), (32, 16), (16, 32)]),
+    "mlp-D16-swiglu-bias": ("mlp", 16, {"mult": 2, "act": "swiglu", "bias": True},
+                            [(32, 16), (32,), (32, 16), (32,), (16, 32), (16,)]),
+    "mlp-D16-gelu_tanh-gated": ("mlp", 16, {"act": "gelu_tanh", "gated": True}, [(64, 16), (64, 16), (16, 64)]),
+    "mlp-D16-relu2-nobias-H40": ("mlp", 16, {"act": "relu2", "bias": False, "hidden": 40}, [(40, 16), (16, 40)]),
+    "mlp-D16-silu-gated-H24-mult8": ("mlp", 16, {"act": "silu", "gated": True, "hidden": 24, "mult": 8},  # hidden wins
+                                     [(24, 16), (24, 16), (16, 24)]),
     "delta_net-D32-H2-gate": ("delta_net", 32, {"heads": 2, "gate": True},  # head_dim auto 16
                               [(32, 32), (32, 32), (32, 32), (2, 32), (32, 4), (32, 4), (32, 4), (16,), (32, 32),
                                (32, 32)]),
@@ -80,6 +86,29 @@ def test_ffn_closed_forms():
     assert FFNSpec(mult=2).params(16) == _numel((32, 16), (32,), (16, 32), (16,))
     assert FFNSpec(mult=3.5, token_shift=True).params(20) == _numel((20,), (96, 20), (20, 96))  # 70 -> 96
     assert FFNSpec(token_shift=True).state_numel(20) == 20 and FFNSpec().state_numel(20) == 0
+
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_tanh", "silu", "relu", "relu2", "swiglu"])
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+@pytest.mark.parametrize("bias", [None, False, True], ids=["bias-default", "nobias", "bias"])
+@pytest.mark.parametrize("width", [None, 24], ids=["mult", "hidden"])
+def test_ffn_closed_forms_every_form(act, gated, bias, width):
+    """FFN sub-block and `mlp` kind: params = the docs/layers.md shapes, FLOPs = 2 per weight, for every form."""
+    if act == "swiglu" and gated:
+        with pytest.raises(ValueError, match="already gated"):
+            FFNSpec(act=act, gated=gated)
+        return
+    opts = {"mult": 3, "act": act, "gated": gated, **({} if bias is None else {"bias": bias}),
+            **({} if width is None else {"hidden": width})}
+    d, f = 16, width or 48
+    is_gated = gated or act == "swiglu"
+    has_bias = (not is_gated) if bias is None else bias
+    weights = [(f, d)] * (2 if is_gated else 1) + [(d, f)]
+    biases = [(f,)] * (2 if is_gated else 1) + [(d,)] if has_bias else []
+    for spec in (FFNSpec(**opts), _spec("mlp", d, **opts)):
+        assert spec.bias == has_bias and spec.hidden == width
+        assert spec.params(d) == _numel(*weights, *biases)
+        assert spec.flops(d) == 2 * _numel(*weights)
 
 
 def test_state_closed_forms():

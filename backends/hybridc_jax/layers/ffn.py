@@ -1,4 +1,5 @@
-"""Feed-forward sub-blocks in JAX (mirrors hybridc_torch/layers/ffn.py): `up` -> act -> `down`, or swiglu."""
+"""Feed-forward sub-blocks in JAX (mirrors hybridc_torch/layers/ffn.py): `down(act(up(x)))`, or gated
+`down(act(gate(x)) * up(x))` (`gated=true`, or `act=swiglu`); biases on all projections or none (`spec.bias`)."""
 from __future__ import annotations
 
 import jax
@@ -6,22 +7,29 @@ import jax.numpy as jnp
 
 from .common import bias_init, linear, linear_init
 
-ACTS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "silu": jax.nn.silu, "relu": jax.nn.relu,
-        "relu2": lambda x: jnp.square(jax.nn.relu(x))}
+ACTS = {"gelu": lambda x: jax.nn.gelu(x, approximate=False), "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+        "silu": jax.nn.silu, "swiglu": jax.nn.silu, "relu": jax.nn.relu, "relu2": lambda x: jnp.square(jax.nn.relu(x))}
 
 
-def hidden(mult: float, dim: int) -> int:
-    return max(1, int(mult * dim))
+def hidden(spec, dim: int) -> int:
+    return spec.hidden if spec.hidden is not None else max(1, int(spec.mult * dim))
+
+
+def _gated(spec) -> bool:
+    return spec.gated or spec.act == "swiglu"
 
 
 def init(dim: int, spec, *, key) -> dict:
-    f = hidden(spec.mult, dim)
-    k = jax.random.split(key, 4)
-    if spec.act == "swiglu":
-        return {"gate.weight": linear_init(k[0], f, dim), "up.weight": linear_init(k[1], f, dim),
-                "down.weight": linear_init(k[2], dim, f)}
-    return {"up.weight": linear_init(k[0], f, dim), "up.bias": bias_init(k[1], f, dim),
-            "down.weight": linear_init(k[2], dim, f), "down.bias": bias_init(k[3], dim, f)}
+    f = hidden(spec, dim)
+    names = [("gate", f, dim)] if _gated(spec) else []
+    names += [("up", f, dim), ("down", dim, f)]
+    k = jax.random.split(key, 2 * len(names))
+    p = {}
+    for i, (name, out, inp) in enumerate(names):
+        p[f"{name}.weight"] = linear_init(k[2 * i], out, inp)
+        if spec.bias:
+            p[f"{name}.bias"] = bias_init(k[2 * i + 1], out, inp)
+    return p
 
 
 def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32, **_) -> dict:
@@ -29,8 +37,8 @@ def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32, **_) -> dict:
 
 
 def apply(params, x, spec, state=None, ctx=None):
-    if spec.act == "swiglu":
-        h = jax.nn.silu(linear(params, "gate", x)) * linear(params, "up", x)  # (B, L, F)
+    if _gated(spec):
+        h = ACTS[spec.act](linear(params, "gate", x)) * linear(params, "up", x)  # (B, L, F)
     else:
         h = ACTS[spec.act](linear(params, "up", x))  # (B, L, F)
     return linear(params, "down", h), (None if state is None else {})

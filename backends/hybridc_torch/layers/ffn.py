@@ -1,8 +1,10 @@
 """Feed-forward sub-block: the FFN after a mixer (and, through ``mlp.py``, the `mlp` layer kind, Megatron's `-`).
 
-`up` (F, D)+bias -> activation -> `down` (D, F)+bias, F = int(mult * D); `swiglu` (Shazeer 2020) has
-`gate`, `up`, `down` without biases. Activations: gelu (exact), silu, relu, relu2 (squared ReLU, So et al. 2021).
-Stateless: `step` is the forward of one position.
+Plain: `down(act(up(x)))`; gated (`gated=true`, or `act=swiglu` = silu gated; Shazeer 2020, "GLU Variants Improve
+Transformer"): `down(act(gate(x)) * up(x))`, as transformers' LlamaMLP / GemmaMLP. `gate`, `up` (F, D), `down`
+(D, F), with biases on all or none (`spec.bias`, settled by the core). F = `spec.hidden`, else int(mult * D).
+Activations: gelu (exact), gelu_tanh (transformers' gelu_pytorch_tanh), silu, relu, relu2 (squared ReLU, So et al.
+2021; Nemotron-H's MLP). Stateless: `step` is the forward of one position.
 """
 from __future__ import annotations
 
@@ -10,33 +12,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTS = {"gelu": F.gelu, "silu": F.silu, "relu": F.relu, "relu2": lambda x: F.relu(x).square()}
+ACTS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "silu": F.silu, "swiglu": F.silu,
+        "relu": F.relu, "relu2": lambda x: F.relu(x).square()}
 
 
-def hidden(mult: float, dim: int) -> int:
-    return max(1, int(mult * dim))
+def hidden(spec, dim: int) -> int:
+    return spec.hidden if spec.hidden is not None else max(1, int(spec.mult * dim))
 
 
 class FFN(nn.Module):
-    """spec: mult, act."""
+    """spec: mult, act, gated, bias, hidden."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
-        f, self.act = hidden(spec.mult, dim), spec.act
-        if spec.act == "swiglu":
-            self.gate = nn.Linear(dim, f, bias=False)
-            self.up = nn.Linear(dim, f, bias=False)
-            self.down = nn.Linear(f, dim, bias=False)
-        else:
-            self.up = nn.Linear(dim, f)
-            self.down = nn.Linear(f, dim)
+        f, self.act = hidden(spec, dim), spec.act
+        self.gated = spec.gated or spec.act == "swiglu"
+        if self.gated:
+            self.gate = nn.Linear(dim, f, bias=spec.bias)
+        self.up = nn.Linear(dim, f, bias=spec.bias)
+        self.down = nn.Linear(f, dim, bias=spec.bias)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
         return {}
 
     def forward(self, x, state=None, ctx=None):
-        if self.act == "swiglu":
-            h = F.silu(self.gate(x)) * self.up(x)  # (B, L, F)
+        if self.gated:
+            h = ACTS[self.act](self.gate(x)) * self.up(x)  # (B, L, F)
         else:
             h = ACTS[self.act](self.up(x))  # (B, L, F)
         return self.down(h), (None if state is None else {})
