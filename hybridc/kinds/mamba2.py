@@ -1,9 +1,10 @@
 """`mamba2`: Mamba-2 / SSD (Dao & Gu 2024, arXiv:2405.21060), as mamba_ssm's `Mamba2`.
 
-Parameters (docs/layers.md): in_proj (E + X + H, D) giving [z, x, B, C, dt], conv1d (X, 1, K) + bias, dt_bias,
-A_log, D (H,) each, the gated RMSNorm weight (E,), out_proj (D, E). Decode state: the conv window (X, K-1) and the
-SSM state (H, P, N). Symbols: D model dim, E inner dim, H heads (E / P), P head_dim, N state size, G groups,
-X conv channels (E + 2 G N), K conv width. Megatron-LM's pattern symbol `M`.
+Parameters (docs/layers.md): in_proj (E + X + H, D) giving [z, x, B, C, dt] (+ bias with proj_bias), conv1d
+(X, 1, K) (+ bias with conv_bias), dt_bias, A_log, D (H,) each, the gated RMSNorm weight (E,) (with out_norm),
+out_proj (D, E) (+ bias with proj_bias). Decode state: the conv window (X, K-1) and the SSM state (H, P, N).
+Symbols: D model dim, E inner dim (`inner`: expand * D unless heads or inner are given), H heads (E / P), P head_dim,
+N state size, G groups, X conv channels (E + 2 G N), K conv width. Megatron-LM's pattern symbol `M`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import KindSpec, positive_int, scaled_width
+from ._base import KindSpec, auto_field, positive_int, scaled_width
 
 
 class Mamba2Spec(KindSpec):
@@ -24,34 +25,59 @@ class Mamba2Spec(KindSpec):
     head_dim: int = Field(64, ge=1, le=4096, description="channels per SSM head")
     groups: int = Field(1, ge=1, le=1024, description="B/C groups (ngroups)")
     chunk: int = Field(256, ge=1, le=65536, description="SSD chunk size")
+    heads: int = auto_field("SSM heads H (auto: inner / head_dim); given, inner = heads * head_dim wins over expand",
+                            ge=1, le=65536)
+    inner: int = auto_field("inner width E, d_ssm (auto: heads * head_dim if heads is given, else expand * dim)",
+                            ge=1, le=1_048_576)
+    out_norm: bool = Field(True, description="gated RMSNorm before out_proj; false: out_proj(y * silu(z)), no "
+                           "norm.weight (Falcon-H1's mamba_rms_norm=false)")
+    norm_before_gate: bool = Field(False, description="true: rmsnorm(y) * silu(z); false: rmsnorm(y * silu(z)) "
+                                   "(mamba_ssm's RMSNormGated)")
+    proj_bias: bool = Field(False, description="biases on in_proj and out_proj (transformers' use_bias)")
+    conv_bias: bool = Field(True, description="bias on conv1d (transformers' use_conv_bias)")
 
     PATTERN = "M"
     SHOWN = ("state", "head_dim")
 
     @classmethod
     def resolve(cls, options: dict, dim: int) -> dict:
+        """Widths: inner and heads given must agree (inner = heads * head_dim); one given sets the other; neither:
+        inner = expand * dim. The head count must be divisible by groups."""
         out = dict(options)
         for name in ("state", "conv", "head_dim", "groups", "chunk"):
             if name in out:
                 positive_int(out[name], name)
-        E = scaled_width(cls.option(out, "expand"), dim)
+        heads, inner = out.get("heads", "auto"), out.get("inner", "auto")
+        for name, value in (("heads", heads), ("inner", inner)):
+            if value != "auto":
+                positive_int(value, name)
         head_dim, groups = cls.option(out, "head_dim"), cls.option(out, "groups")
-        if E % head_dim:
-            raise ValueError(f"expand*dim={E} is not divisible by head_dim={head_dim}")
-        if (E // head_dim) % groups:
-            raise ValueError(f"number of heads {E // head_dim} (expand*dim/head_dim) is not divisible by "
-                             f"groups={groups}")
+        if heads != "auto" and inner != "auto" and inner != heads * head_dim:
+            raise ValueError(f"inner={inner} must equal heads*head_dim={heads}*{head_dim}={heads * head_dim} "
+                             f"(valid: inner={heads * head_dim}, or give one of heads, inner)")
+        if inner == "auto":
+            inner = heads * head_dim if heads != "auto" else scaled_width(cls.option(out, "expand"), dim)
+        if inner % head_dim:
+            what = "expand*dim" if out.get("inner", "auto") == "auto" else "inner"
+            raise ValueError(f"{what}={inner} is not divisible by head_dim={head_dim}")
+        heads = inner // head_dim
+        if heads % groups:
+            raise ValueError(f"number of heads {heads} (inner/head_dim) is not divisible by groups={groups}")
+        if cls.option(out, "norm_before_gate") and not cls.option(out, "out_norm"):
+            raise ValueError("norm_before_gate=true needs out_norm=true (without the norm the output is "
+                             "out_proj(y * silu(z)); valid: out_norm=true norm_before_gate=true, or out_norm=false)")
+        out["heads"], out["inner"] = heads, inner
         return out
 
     def _dims(self, dim: int):
-        E = int(self.expand * dim)
-        return E, E // self.head_dim, self.groups * self.state, self.conv
+        return self.inner, self.heads, self.groups * self.state, self.conv
 
     def params(self, dim: int) -> int:
         E, H, GN, K = self._dims(dim)
         X = E + 2 * GN
-        # in_proj [z, x, B, C, dt] + conv1d (w, b) + dt_bias + A_log + D + norm.weight + out_proj
-        return dim * (E + X + H) + X * K + X + 3 * H + E + E * dim
+        # in_proj [z, x, B, C, dt] (+ b) + conv1d w (+ b) + dt_bias + A_log + D + norm.weight + out_proj (+ b)
+        biases = (E + X + H + dim if self.proj_bias else 0) + (X if self.conv_bias else 0)
+        return dim * (E + X + H) + X * K + 3 * H + (E if self.out_norm else 0) + E * dim + biases
 
     def state_numel(self, dim: int, context: int = 0, meta: int = 0) -> int:
         E, _, GN, K = self._dims(dim)
@@ -61,9 +87,11 @@ class Mamba2Spec(KindSpec):
         E, H, GN, K = self._dims(dim)
         X, N = E + 2 * GN, self.state
         matmuls = 2 * dim * (E + X + H) + 2 * E * dim
-        conv = 2 * X * K + X + X          # taps + bias + silu
+        conv = 2 * X * K + (X if self.conv_bias else 0) + X   # taps + bias + silu
         dt = 2 * H + 2 * H                # bias + softplus, dt*A + exp
         # per (h, p, n): (dt*x)*B (1 mul), decay*S + . (1 madd = 2), C.S (1 madd = 2); per (h, p): dt*x
         scan = 5 * E * N + E
-        tail = 2 * E + 2 * E + 4 * E      # D skip (madd), silu(z) * y, group RMSNorm (square-sum, scale, weight)
-        return matmuls + conv + dt + scan + tail
+        tail = 2 * E + 2 * E              # D skip (madd), silu(z) * y
+        norm = 4 * E if self.out_norm else 0   # group RMSNorm (square-sum madd, scale, weight)
+        bias = E + X + H + dim if self.proj_bias else 0
+        return matmuls + conv + dt + scan + tail + norm + bias

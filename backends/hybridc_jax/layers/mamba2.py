@@ -2,12 +2,13 @@
 
 Paper: Dao & Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured State Space
 Duality" (ICML 2024), Sec. 7 (the Mamba-2 block). Reference implementation: mamba_ssm ``Mamba2``
-(mamba_ssm/modules/mamba2.py; defaults D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_limit=(0, inf),
-no d_mlp part); parameter names match transformers' ``Mamba2Mixer`` (models/mamba2/modeling_mamba2.py). Mirrors
-hybridc_torch/layers/mamba2.py (same parameters and math).
+(mamba_ssm/modules/mamba2.py; defaults D_has_hdim=False, dt_limit=(0, inf), no d_mlp part; its rmsnorm (`out_norm`),
+norm_before_gate, bias and conv_bias switches and d_ssm (`inner`) are spec options); parameter names match
+transformers' ``Mamba2Mixer`` (models/mamba2/modeling_mamba2.py). Mirrors hybridc_torch/layers/mamba2.py (same
+parameters and math).
 
 Glossary of dimension letters:
-    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    H: heads (E / P)    P: head dim
+    B: batch    L: sequence length    D: model dim    E: inner dim (spec.inner)    H: heads (E / P)    P: head dim
     G: groups of B/C    N: state size    K: conv width    X: conv channels (E + 2 G N)
 """
 
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 
 from ..ops.ssd import ssd, ssd_step
 from ._conv import causal_conv1d, causal_conv1d_time_major, conv_init
-from .common import linear, linear_init, recurrent_dtype
+from .common import bias_init, linear, linear_init, recurrent_dtype
 from .mamba import init_dt_bias
 
 __all__ = ["init", "init_state", "apply", "step", "rms_norm_gated"]
@@ -28,41 +29,48 @@ OP = "ssd"  # the recurrence it runs (describe --kernels)
 NORM_EPS = 1e-5  # mamba_ssm Mamba2 builds its RMSNormGated with eps=1e-5
 
 
-def rms_norm_gated(weight, y, z, group_size: int, eps: float = NORM_EPS):
-    """norm_before_gate=False gated RMSNorm: weight * rmsnorm_groupwise(y * silu(z)), computed in fp32."""
+def rms_norm_gated(weight, y, z, group_size: int, eps: float = NORM_EPS, norm_before_gate: bool = False):
+    """Gated group RMSNorm, computed in fp32. norm_before_gate=False: weight * rmsnorm_groupwise(y * silu(z));
+    True: weight * rmsnorm_groupwise(y) * silu(z) (mamba_ssm's RMSNormGated)."""
     acc = recurrent_dtype(y.dtype)
-    h = y.astype(acc) * jax.nn.silu(z.astype(acc))  # (..., E)
+    gate = jax.nn.silu(z.astype(acc))  # (..., E)
+    h = y.astype(acc) if norm_before_gate else y.astype(acc) * gate  # (..., E)
     hg = h.reshape(h.shape[:-1] + (h.shape[-1] // group_size, group_size))  # (..., G, E/G)
     hg = hg * jax.lax.rsqrt(jnp.mean(jnp.square(hg), axis=-1, keepdims=True) + eps)
-    return weight * hg.reshape(h.shape).astype(y.dtype)  # (..., E)
+    out = weight * hg.reshape(h.shape)  # (..., E)
+    return (out * gate if norm_before_gate else out).astype(y.dtype)
 
 
 def _dims(dim: int, spec) -> dict[str, int]:
-    """E, H, P, G, N, K, X from the spec: state (N), expand, conv (K), head_dim (P), groups (G)."""
-    E, P, G = int(spec.expand * dim), int(spec.head_dim), int(spec.groups)
-    if E % P or (E // P) % G:
-        raise ValueError(f"mamba2: expand*dim={E} must split into heads of head_dim={P}, and the head count must be "
-                         f"divisible by groups={G}")
+    """E, H, P, G, N, K, X from the spec: state (N), inner (E), heads (H), conv (K), head_dim (P), groups (G)."""
+    E, H, P, G = int(spec.inner), int(spec.heads), int(spec.head_dim), int(spec.groups)
+    if E != H * P or H % G:
+        raise ValueError(f"mamba2: inner={E} must be heads*head_dim={H}*{P}, and the head count must be divisible by "
+                         f"groups={G}")
     N = int(spec.state)
-    return {"E": E, "H": E // P, "P": P, "G": G, "N": N, "K": int(spec.conv), "X": E + 2 * G * N}
+    return {"E": E, "H": H, "P": P, "G": G, "N": N, "K": int(spec.conv), "X": E + 2 * G * N}
 
 
 def init(dim: int, spec, *, key) -> dict[str, jax.Array]:
     """Parameters named and shaped as the torch layer's state_dict (same order)."""
     d = _dims(dim, spec)
     E, H, X = d["E"], d["H"], d["X"]
-    k_in, k_conv, k_dt, k_a, k_out = jax.random.split(key, 5)
+    k_in, k_conv, k_dt, k_a, k_out, k_in_b, k_out_b = jax.random.split(key, 7)
     conv_w, conv_b = conv_init(k_conv, X, d["K"])
-    return {
+    proj = 2 * E + 2 * d["G"] * d["N"] + H  # [z, x, B, C, dt]
+    params = {
         "dt_bias": init_dt_bias(k_dt, H),
         "A_log": jnp.log(jax.random.uniform(k_a, (H,), jnp.float32, 1.0, 16.0)),
         "D": jnp.ones((H,), jnp.float32),
-        "in_proj.weight": linear_init(k_in, 2 * E + 2 * d["G"] * d["N"] + H, dim),  # [z, x, B, C, dt]
+        "in_proj.weight": linear_init(k_in, proj, dim),
+        **({"in_proj.bias": bias_init(k_in_b, proj, dim)} if spec.proj_bias else {}),
         "conv1d.weight": conv_w,  # (X, 1, K)
-        "conv1d.bias": conv_b,
-        "norm.weight": jnp.ones((E,), jnp.float32),
+        **({"conv1d.bias": conv_b} if spec.conv_bias else {}),
+        **({"norm.weight": jnp.ones((E,), jnp.float32)} if spec.out_norm else {}),
         "out_proj.weight": linear_init(k_out, dim, E),
+        **({"out_proj.bias": bias_init(k_out_b, dim, E)} if spec.proj_bias else {}),
     }
+    return params
 
 
 def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32) -> dict[str, jax.Array]:
@@ -92,9 +100,14 @@ def _heads(xBC, d):
     return x.reshape(lead + (d["H"], d["P"])), B.reshape(groups), C.reshape(groups)
 
 
-def _out(params, y, z, d, dtype):
-    """y (..., H, P), z (..., E) -> out_proj(norm(y, z)) (..., D)."""
-    g = rms_norm_gated(params["norm.weight"], y.reshape(y.shape[:-2] + (d["E"],)), z, d["E"] // d["G"])
+def _out(params, y, z, d, spec, dtype):
+    """y (..., H, P), z (..., E) -> out_proj(norm(y, z)), or out_proj(y * silu(z)) without out_norm (..., D)."""
+    y = y.reshape(y.shape[:-2] + (d["E"],))  # (..., E)
+    if spec.out_norm:
+        g = rms_norm_gated(params["norm.weight"], y, z, d["E"] // d["G"], norm_before_gate=bool(spec.norm_before_gate))
+    else:
+        acc = recurrent_dtype(y.dtype)
+        g = y.astype(acc) * jax.nn.silu(z.astype(acc))
     return linear(params, "out_proj", g.astype(dtype))
 
 
@@ -103,13 +116,13 @@ def apply(params, x, spec, state=None, ctx=None):
     d = _dims(x.shape[-1], spec)
     z, xBC, dt = _split(linear(params, "in_proj", x), d)  # (B, L, E), (B, L, X), (B, L, H)
     conv_in = None if state is None else state["conv"]
-    xBC, conv_state = causal_conv1d_time_major(xBC, params["conv1d.weight"][:, 0], params["conv1d.bias"], conv_in)
+    xBC, conv_state = causal_conv1d_time_major(xBC, params["conv1d.weight"][:, 0], params.get("conv1d.bias"), conv_in)
     xs, B, C = _heads(jax.nn.silu(xBC), d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
     y, ssm_state = ssd(
         xs, dt, _A(params), B, C, int(spec.chunk), D=params["D"], dt_bias=params["dt_bias"],
         initial_states=None if state is None else state["ssm"], dt_softplus=True, return_final_states=True,
     )  # (B, L, H, P), (B, H, P, N)
-    out = _out(params, y, z, d, x.dtype)  # (B, L, D)
+    out = _out(params, y, z, d, spec, x.dtype)  # (B, L, D)
     if state is None:
         return out, None
     return out, {"conv": conv_state.astype(state["conv"].dtype), "ssm": ssm_state}
@@ -119,10 +132,10 @@ def step(params, x_t, spec, state, ctx=None):
     """x_t (B, D) -> (out_t (B, D), new_state)."""
     d = _dims(x_t.shape[-1], spec)
     z, xBC, dt = _split(linear(params, "in_proj", x_t), d)  # (B, E), (B, X), (B, H)
-    xBC, conv_state = causal_conv1d(xBC[..., None], params["conv1d.weight"][:, 0], params["conv1d.bias"],
+    xBC, conv_state = causal_conv1d(xBC[..., None], params["conv1d.weight"][:, 0], params.get("conv1d.bias"),
                                     state["conv"])
     xs, B, C = _heads(jax.nn.silu(xBC[..., 0]), d)  # (B, H, P), (B, G, N), (B, G, N)
     y, ssm_state = ssd_step(state["ssm"], xs, dt, _A(params), B, C, D=params["D"], dt_bias=params["dt_bias"],
                             dt_softplus=True)  # (B, H, P), (B, H, P, N)
-    out = _out(params, y, z, d, x_t.dtype)  # (B, D)
+    out = _out(params, y, z, d, spec, x_t.dtype)  # (B, D)
     return out, {"conv": conv_state.astype(state["conv"].dtype), "ssm": ssm_state}

@@ -2,12 +2,13 @@
 
 Paper: Dao & Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured State Space
 Duality" (ICML 2024), Sec. 7 (the Mamba-2 block). Reference implementation: mamba_ssm ``Mamba2``
-(mamba_ssm/modules/mamba2.py; defaults D_has_hdim=False, rmsnorm=True, norm_before_gate=False, dt_limit=(0, inf),
-no d_mlp part) -- init order follows it; parameter names match transformers' ``Mamba2Mixer``
-(models/mamba2/modeling_mamba2.py), whose pure-torch path we match numerically.
+(mamba_ssm/modules/mamba2.py; defaults D_has_hdim=False, dt_limit=(0, inf), no d_mlp part; its rmsnorm (`out_norm`),
+norm_before_gate, bias and conv_bias switches and d_ssm (`inner`) are spec options) -- init order follows it;
+parameter names match transformers' ``Mamba2Mixer`` (models/mamba2/modeling_mamba2.py) and ``FalconH1Mixer``
+(models/falcon_h1, mamba_d_ssm / mamba_rms_norm), whose pure-torch paths we match numerically.
 
 Glossary of dimension letters:
-    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    H: heads (E / P)    P: head dim
+    B: batch    L: sequence length    D: model dim    E: inner dim (spec.inner)    H: heads (E / P)    P: head dim
     G: groups of B/C    N: state size    K: conv width    X: conv channels (E + 2 G N)
 """
 
@@ -27,45 +28,49 @@ NORM_EPS = 1e-5  # mamba_ssm Mamba2 builds its RMSNormGated with eps=1e-5
 
 
 class RMSNormGated(nn.Module):
-    """norm_before_gate=False gated RMSNorm: weight * rmsnorm_groupwise(y * silu(z)), computed in fp32."""
+    """Gated group RMSNorm, computed in fp32. norm_before_gate=False: weight * rmsnorm_groupwise(y * silu(z));
+    True: weight * rmsnorm_groupwise(y) * silu(z) (mamba_ssm's RMSNormGated)."""
 
-    def __init__(self, width: int, group_size: int, eps: float = NORM_EPS):
+    def __init__(self, width: int, group_size: int, eps: float = NORM_EPS, norm_before_gate: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(width))
-        self.group_size, self.eps = group_size, eps
+        self.group_size, self.eps, self.norm_before_gate = group_size, eps, norm_before_gate
 
     def forward(self, y, z):
         acc = recurrent_dtype(y.dtype)
-        h = y.to(acc) * F.silu(z.to(acc))  # (..., E)
+        gate = F.silu(z.to(acc))  # (..., E)
+        h = y.to(acc) if self.norm_before_gate else y.to(acc) * gate  # (..., E)
         hg = h.unflatten(-1, (-1, self.group_size))  # (..., G, E/G)
         hg = hg * torch.rsqrt(hg.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * hg.flatten(-2).to(y.dtype)  # (..., E)
+        out = self.weight * hg.flatten(-2)  # (..., E)
+        return (out * gate if self.norm_before_gate else out).to(y.dtype)
 
 
 class Mamba2(nn.Module):
-    """Mamba-2 mixer. spec: state (N), expand, conv (K), head_dim (P), groups (G), chunk."""
+    """Mamba-2 mixer. spec: state (N), inner (E), heads (H), conv (K), head_dim (P), groups (G), chunk, out_norm,
+    norm_before_gate, proj_bias, conv_bias."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
         self.dim, self.impl = dim, impl
         self.d_state, self.d_conv = int(spec.state), int(spec.conv)
         self.head_dim, self.n_groups, self.chunk_size = int(spec.head_dim), int(spec.groups), int(spec.chunk)
-        self.d_inner = int(spec.expand * dim)
-        if self.d_inner % self.head_dim or (self.d_inner // self.head_dim) % self.n_groups:
-            raise ValueError(f"mamba2: expand*dim={self.d_inner} must split into heads of head_dim="
-                             f"{self.head_dim}, and the head count must be divisible by groups={self.n_groups}")
-        self.num_heads = self.d_inner // self.head_dim
+        self.d_inner, self.num_heads = int(spec.inner), int(spec.heads)
+        if self.d_inner != self.num_heads * self.head_dim or self.num_heads % self.n_groups:
+            raise ValueError(f"mamba2: inner={self.d_inner} must be heads*head_dim={self.num_heads}*{self.head_dim}"
+                             f", and the head count must be divisible by groups={self.n_groups}")
         E, H, GN, K = self.d_inner, self.num_heads, self.n_groups * self.d_state, self.d_conv
         self.conv_dim = E + 2 * GN
         # Construction order = mamba_ssm's Mamba2 (RNG stream): in_proj, conv1d, dt_bias, A_log, D, norm, out_proj.
-        self.in_proj = nn.Linear(dim, 2 * E + 2 * GN + H, bias=False)  # [z, x, B, C, dt]
+        self.in_proj = nn.Linear(dim, 2 * E + 2 * GN + H, bias=bool(spec.proj_bias))  # [z, x, B, C, dt]
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, kernel_size=K, groups=self.conv_dim,
-                                padding=K - 1, bias=True)
+                                padding=K - 1, bias=bool(spec.conv_bias))
         self.dt_bias = nn.Parameter(init_dt_bias(H))
         self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1.0, 16.0)))
         self.D = nn.Parameter(torch.ones(H))
-        self.norm = RMSNormGated(E, group_size=E // self.n_groups)
-        self.out_proj = nn.Linear(E, dim, bias=False)
+        self.norm = (RMSNormGated(E, group_size=E // self.n_groups, norm_before_gate=bool(spec.norm_before_gate))
+                     if spec.out_norm else None)
+        self.out_proj = nn.Linear(E, dim, bias=bool(spec.proj_bias))
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         return {
@@ -89,6 +94,13 @@ class Mamba2(nn.Module):
         groups = (self.n_groups, self.d_state)
         return x.unflatten(-1, (self.num_heads, self.head_dim)), B.unflatten(-1, groups), C.unflatten(-1, groups)
 
+    def _gated(self, y, z):
+        """y (..., E), z (..., E) -> norm(y, z), or y * silu(z) without out_norm (..., E)."""
+        if self.norm is not None:
+            return self.norm(y, z)
+        acc = recurrent_dtype(y.dtype)
+        return (y.to(acc) * F.silu(z.to(acc))).to(y.dtype)
+
     def forward(self, x, state=None, ctx=None):
         z, xBC, dt = self._split(self.in_proj(x))  # (B, L, E), (B, L, X), (B, L, H)
         conv_in = None if state is None else state["conv"]
@@ -99,7 +111,7 @@ class Mamba2(nn.Module):
             initial_states=None if state is None else state["ssm"], dt_softplus=True,
             return_final_states=True, impl=self.impl,
         )  # (B, L, H, P), (B, H, P, N)
-        out = self.out_proj(self.norm(y.flatten(-2), z).to(x.dtype))  # (B, L, D)
+        out = self.out_proj(self._gated(y.flatten(-2), z).to(x.dtype))  # (B, L, D)
         if state is None:
             return out, None
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
@@ -110,7 +122,7 @@ class Mamba2(nn.Module):
         xs, B, C = self._heads(F.silu(xBC[..., 0]))  # (B, H, P), (B, G, N), (B, G, N)
         y, ssm_state = ssd_step(state["ssm"], xs, dt, self._A(), B, C, D=self.D, dt_bias=self.dt_bias,
                                 dt_softplus=True)  # (B, H, P), (B, H, P, N)
-        out = self.out_proj(self.norm(y.flatten(-2), z).to(x_t.dtype))  # (B, D)
+        out = self.out_proj(self._gated(y.flatten(-2), z).to(x_t.dtype))  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
 
 
