@@ -1,5 +1,8 @@
 """`mamba` (Mamba-1, selective scan): the torch layer's contract, init (mamba_ssm's), cost formulas, transformers'
-MambaMixer as the outside oracle, and the JAX layer against the torch layer with shared weights."""
+MambaMixer (with and without biases, an explicit inner width), JambaMambaMixer (weighted dt/B/C norms) and
+FalconMambaMixer (weightless ones) as the outside oracles, and the JAX layer against the torch layer with shared
+weights."""
+import inspect
 from types import SimpleNamespace as NS
 
 import pytest
@@ -12,12 +15,27 @@ from hybridc.kinds import spec_class
 from hybridc_jax.layers import mamba
 from hybridc_torch.layers.mamba import Mamba
 
+
+def spec(**kw):
+    base = dict(state=4, expand=2, inner=None, conv=4, dt_rank=3, proj_bias=False, conv_bias=True, inner_norm="none",
+                eps=1e-6)
+    return NS(kind="mamba", **(base | kw))
+
+
 SPECS = {
-    "mamba-N4-E2-K4-R3": NS(kind="mamba", state=4, expand=2, conv=4, dt_rank=3),
-    "mamba-N8-E1-K2-R1": NS(kind="mamba", state=8, expand=1, conv=2, dt_rank=1),
+    "mamba-N4-E2-K4-R3": spec(),
+    "mamba-N8-E1-K2-R1": spec(state=8, expand=1, conv=2, dt_rank=1),
+    "mamba-N4-I24-K4-R3-projbias-noconvbias": spec(inner=24, proj_bias=True, conv_bias=False),
+    "mamba-N4-E2-K3-R2-weighted": spec(conv=3, dt_rank=2, inner_norm="weighted", eps=1e-5),
+    "mamba-N8-E1-K2-R2-plain-projbias": spec(state=8, expand=1, conv=2, dt_rank=2, inner_norm="plain",
+                                             proj_bias=True),
 }
 MAIN = "mamba-N4-E2-K4-R3"
-COSTS = {"mamba-N16-E2-K4-R2-D24": (NS(kind="mamba", state=16, expand=2, conv=4, dt_rank=2), 24)}
+COSTS = {"mamba-N16-E2-K4-R2-D24": (spec(state=16, dt_rank=2), 24),
+         "mamba-N16-I36-K4-R2-D24-all": (spec(state=16, dt_rank=2, inner=36, proj_bias=True, conv_bias=False,
+                                             inner_norm="weighted"), 24)}
+BIAS_SPECS = {k: SPECS[k] for k in ("mamba-N4-E2-K4-R3", "mamba-N8-E1-K2-R1",
+                                    "mamba-N4-I24-K4-R3-projbias-noconvbias")}
 
 globals().update(contract_tests(Mamba, SPECS, main=MAIN, costs=COSTS))
 globals().update(parity_tests(Pair(Mamba, mamba, SPECS), main=MAIN))
@@ -29,13 +47,56 @@ def _hf_mamba(layer, spec):
     from transformers.models.mamba.modeling_mamba import MambaMixer
 
     cfg = MambaConfig(hidden_size=DIM, state_size=spec.state, expand=spec.expand, conv_kernel=spec.conv,
-                      time_step_rank=spec.dt_rank, use_bias=False, use_conv_bias=True, num_hidden_layers=1)
+                      time_step_rank=spec.dt_rank, use_bias=spec.proj_bias, use_conv_bias=spec.conv_bias,
+                      num_hidden_layers=1)
+    if spec.inner is not None:
+        cfg.intermediate_size = spec.inner   # its config takes an integer expand only (Falcon-H1's 1.5 needs this)
     hf = MambaMixer(cfg, 0).eval()
     hf.load_state_dict(layer.state_dict())
     return cfg, hf
 
 
-globals().update(mixer_tests(Mamba, SPECS, _hf_mamba))
+def _random_norm_weights(layer):
+    """The inner norms' weights start at ones; draw them so that the oracle sees them."""
+    with torch.no_grad():
+        for name in ("dt_layernorm", "b_layernorm", "c_layernorm"):
+            getattr(layer, name).weight.uniform_(0.5, 1.5)
+
+
+def _hf_jamba(layer, spec):
+    jamba = pytest.importorskip("transformers.models.jamba.modeling_jamba",
+                                reason="transformers' Jamba (JambaMambaMixer) is not installed")
+    cfg = jamba.JambaConfig(hidden_size=DIM, mamba_d_state=spec.state, mamba_expand=spec.expand,
+                            mamba_d_conv=spec.conv, mamba_dt_rank=spec.dt_rank, mamba_proj_bias=spec.proj_bias,
+                            mamba_conv_bias=spec.conv_bias, rms_norm_eps=spec.eps, num_hidden_layers=1,
+                            attn_layer_period=8, attn_layer_offset=4, expert_layer_period=8, expert_layer_offset=4)
+    _random_norm_weights(layer)
+    hf = jamba.JambaMambaMixer(cfg, 0).eval()
+    hf.load_state_dict(layer.state_dict())
+    return cfg, hf
+
+
+def _hf_falcon_mamba(layer, spec):
+    fm = pytest.importorskip("transformers.models.falcon_mamba.modeling_falcon_mamba",
+                             reason="transformers' FalconMamba (FalconMambaMixer) is not installed")
+    cfg = fm.FalconMambaConfig(hidden_size=DIM, state_size=spec.state, expand=spec.expand, conv_kernel=spec.conv,
+                               time_step_rank=spec.dt_rank, use_bias=spec.proj_bias, use_conv_bias=spec.conv_bias,
+                               mixer_rms_eps=spec.eps, num_hidden_layers=1)
+    # transformers 5.x's own init reads the norms before making them: skip it (every weight is copied in below)
+    skip_init = "initialize_mixer_weights" in inspect.signature(fm.FalconMambaMixer).parameters
+    hf = fm.FalconMambaMixer(cfg, 0, **({"initialize_mixer_weights": False} if skip_init else {})).eval()
+    hf.load_state_dict(layer.state_dict())   # its norm weights are non-persistent dummies
+    return cfg, hf
+
+
+def _named(tests: dict, suffix: str) -> dict:
+    return {f"{name}_{suffix}": fn for name, fn in tests.items()}
+
+
+globals().update(mixer_tests(Mamba, BIAS_SPECS, _hf_mamba))
+globals().update(_named(mixer_tests(Mamba, {"weighted": SPECS["mamba-N4-E2-K3-R2-weighted"]}, _hf_jamba), "jamba"))
+globals().update(_named(mixer_tests(Mamba, {"plain": SPECS["mamba-N8-E1-K2-R2-plain-projbias"]}, _hf_falcon_mamba),
+                        "falcon_mamba"))
 
 
 def test_resolve_auto_dt_rank():
@@ -60,3 +121,20 @@ def test_init_follows_mamba_ssm():
     assert shapes == {"in_proj.weight": (2 * E, DIM), "conv1d.weight": (E, 1, 4), "conv1d.bias": (E,),
                       "x_proj.weight": (R + 2 * N, E), "dt_proj.weight": (E, R), "dt_proj.bias": (E,),
                       "A_log": (E, N), "D": (E,), "out_proj.weight": (DIM, E)}
+
+
+@pytest.mark.parametrize("spec_id,extra", [
+    ("mamba-N4-I24-K4-R3-projbias-noconvbias", {"in_proj.bias": (48,), "out_proj.bias": (DIM,)}),
+    ("mamba-N4-E2-K3-R2-weighted", {"dt_layernorm.weight": (2,), "b_layernorm.weight": (4,),
+                                    "c_layernorm.weight": (4,)}),
+    ("mamba-N8-E1-K2-R2-plain-projbias", {"in_proj.bias": (32,), "out_proj.bias": (DIM,)}),
+], ids=["inner-bias", "weighted", "plain"])
+def test_option_parameters_are_named_as_transformers(spec_id, extra):
+    """The options add exactly these names (transformers' MambaMixer use_bias, Jamba's norms); no conv bias with
+    conv_bias=false, no norm weights for plain norms."""
+    s = SPECS[spec_id]
+    names = {n: tuple(p.shape) for n, p in Mamba(DIM, s).named_parameters()}
+    base = {"in_proj.weight", "conv1d.weight", "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "A_log", "D",
+            "out_proj.weight"} | ({"conv1d.bias"} if s.conv_bias else set())
+    assert names.keys() == base | extra.keys()
+    assert {k: names[k] for k in extra} == extra

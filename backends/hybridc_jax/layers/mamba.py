@@ -3,10 +3,11 @@
 Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023), Fig. 3 / Sec. 3.4.
 Reference implementation: mamba_ssm ``Mamba`` (mamba_ssm/modules/mamba_simple.py) -- parameter names, shapes and
 init follow it -- and transformers' ``MambaMixer`` (models/mamba/modeling_mamba.py). Mirrors
-hybridc_torch/layers/mamba.py (same parameters and math).
+hybridc_torch/layers/mamba.py (same parameters and math, its options included: proj_bias, conv_bias, inner,
+inner_norm = none | weighted (Jamba) | plain (FalconMamba), eps).
 
 Glossary of dimension letters:
-    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    N: state size
+    B: batch    L: sequence length    D: model dim    E: inner dim (inner, else expand * D)    N: state size
     R: dt_rank    K: conv width    C: conv channels
 """
 
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 
 from ..ops.selective_scan import selective_scan, selective_scan_step
 from ._conv import causal_conv1d, conv_init
-from .common import linear, linear_init, recurrent_dtype
+from .common import bias_init, linear, linear_init, recurrent_dtype, rms_norm
 
 __all__ = ["init", "init_state", "apply", "step", "init_dt_bias"]
 
@@ -34,26 +35,33 @@ def init_dt_bias(key, n: int, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> jax.Arr
 
 
 def _dims(dim: int, spec) -> tuple[int, int, int, int]:
-    """(E, N, R, K) from the spec: state (N), expand, conv (K), dt_rank (R)."""
-    return int(spec.expand * dim), int(spec.state), int(spec.dt_rank), int(spec.conv)
+    """(E, N, R, K) from the spec: state (N), inner (else expand * dim), conv (K), dt_rank (R)."""
+    E = int(spec.inner) if spec.inner is not None else int(spec.expand * dim)
+    return E, int(spec.state), int(spec.dt_rank), int(spec.conv)
 
 
 def init(dim: int, spec, *, key) -> dict[str, jax.Array]:
     """Parameters named and shaped as the torch layer's state_dict (same order)."""
     E, N, R, K = _dims(dim, spec)
-    k_in, k_conv, k_x, k_dtw, k_dtb, k_out = jax.random.split(key, 6)
+    k_in, k_conv, k_x, k_dtw, k_dtb, k_out, k_inb, k_outb = jax.random.split(key, 8)
     conv_w, conv_b = conv_init(k_conv, E, K)
-    return {
+    params = {
         "A_log": jnp.log(jnp.tile(jnp.arange(1, N + 1, dtype=jnp.float32), (E, 1))),  # (E, N), S4D-real
         "D": jnp.ones((E,), jnp.float32),
         "in_proj.weight": linear_init(k_in, 2 * E, dim),
         "conv1d.weight": conv_w,  # (E, 1, K)
-        "conv1d.bias": conv_b,
+        **({"conv1d.bias": conv_b} if spec.conv_bias else {}),
         "x_proj.weight": linear_init(k_x, R + 2 * N, E),
         "dt_proj.weight": jax.random.uniform(k_dtw, (E, R), jnp.float32, -R ** -0.5, R ** -0.5),
         "dt_proj.bias": init_dt_bias(k_dtb, E),
         "out_proj.weight": linear_init(k_out, dim, E),
     }
+    if spec.proj_bias:
+        params |= {"in_proj.bias": bias_init(k_inb, 2 * E, dim), "out_proj.bias": bias_init(k_outb, dim, E)}
+    if spec.inner_norm == "weighted":  # Jamba's names; plain norms have no weights (FalconMamba)
+        params |= {"dt_layernorm.weight": jnp.ones((R,)), "b_layernorm.weight": jnp.ones((N,)),
+                   "c_layernorm.weight": jnp.ones((N,))}
+    return params
 
 
 def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32) -> dict[str, jax.Array]:
@@ -74,6 +82,10 @@ def _ssm_inputs(params, xc, spec):
     R, N = int(spec.dt_rank), int(spec.state)
     dbc = linear(params, "x_proj", xc)  # (..., R + 2N)
     dt, B, C = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:]
+    if spec.inner_norm != "none":
+        weight = lambda name: params.get(f"{name}.weight", 1.0)  # noqa: E731  (plain: weightless)
+        dt, B, C = (rms_norm(v, weight(n), spec.eps) for v, n in
+                    ((dt, "dt_layernorm"), (B, "b_layernorm"), (C, "c_layernorm")))
     return dt @ params["dt_proj.weight"].T.astype(dt.dtype), B, C
 
 
@@ -81,7 +93,7 @@ def apply(params, x, spec, state=None, ctx=None):
     """x (B, L, D) -> (out (B, L, D), new_state or None)."""
     xi, z = jnp.split(linear(params, "in_proj", x), 2, axis=-1)  # (B, L, E) each
     conv_in = None if state is None else state["conv"]
-    xc, conv_state = causal_conv1d(xi.transpose(0, 2, 1), params["conv1d.weight"][:, 0], params["conv1d.bias"],
+    xc, conv_state = causal_conv1d(xi.transpose(0, 2, 1), params["conv1d.weight"][:, 0], params.get("conv1d.bias"),
                                    conv_in)
     xc = jax.nn.silu(xc)  # (B, E, L)
     dt, B, C = _ssm_inputs(params, xc.transpose(0, 2, 1), spec)  # (B, L, E), (B, L, N), (B, L, N)
@@ -99,7 +111,7 @@ def apply(params, x, spec, state=None, ctx=None):
 def step(params, x_t, spec, state, ctx=None):
     """x_t (B, D) -> (out_t (B, D), new_state)."""
     xi, z = jnp.split(linear(params, "in_proj", x_t), 2, axis=-1)  # (B, E) each
-    xc, conv_state = causal_conv1d(xi[..., None], params["conv1d.weight"][:, 0], params["conv1d.bias"],
+    xc, conv_state = causal_conv1d(xi[..., None], params["conv1d.weight"][:, 0], params.get("conv1d.bias"),
                                    state["conv"])
     xc = jax.nn.silu(xc[..., 0])  # (B, E)
     dt, B, C = _ssm_inputs(params, xc, spec)  # (B, E), (B, N), (B, N)

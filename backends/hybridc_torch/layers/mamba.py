@@ -4,9 +4,13 @@ Paper: Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spac
 Reference implementation: mamba_ssm ``Mamba`` (mamba_ssm/modules/mamba_simple.py) -- parameter names, shapes and
 init order follow it -- and transformers' ``MambaMixer`` (models/mamba/modeling_mamba.py), whose pure-torch path we
 match numerically.
+Options: biases on in_proj/out_proj (``proj_bias``, transformers' ``use_bias``) and on the conv (``conv_bias``,
+``use_conv_bias``); an explicit inner width (``inner``, Falcon-H1's 1.5 * D); RMSNorms on dt, B and C after x_proj
+(``inner_norm``): ``weighted`` as transformers' ``JambaMambaMixer`` (``dt_layernorm``, ``b_layernorm``,
+``c_layernorm``), ``plain`` as ``FalconMambaMixer`` (weightless, ``mixer_rms_eps``).
 
 Glossary of dimension letters:
-    B: batch    L: sequence length    D: model dim    E: inner dim (expand * D)    N: state size
+    B: batch    L: sequence length    D: model dim    E: inner dim (inner, else expand * D)    N: state size
     R: dt_rank    K: conv width    C: conv channels
 """
 
@@ -21,7 +25,7 @@ from torch import nn
 from ..ops.selective_scan import selective_scan, selective_scan_step
 from ._conv import causal_conv1d
 
-__all__ = ["Mamba", "init_dt_bias", "recurrent_dtype", "LAYER", "OP"]
+__all__ = ["Mamba", "inner_width", "init_dt_bias", "recurrent_dtype", "LAYER", "OP"]
 
 
 def recurrent_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -36,18 +40,24 @@ def init_dt_bias(n: int, dt_min=1e-3, dt_max=0.1, dt_floor=1e-4) -> torch.Tensor
     return dt + torch.log(-torch.expm1(-dt))
 
 
+def inner_width(dim: int, spec) -> int:
+    """E: spec.inner when given, else int(expand * dim)."""
+    return int(spec.inner) if spec.inner is not None else int(spec.expand * dim)
+
+
 class Mamba(nn.Module):
-    """Mamba-1 mixer. spec: state (N), expand, conv (K), dt_rank (R)."""
+    """Mamba-1 mixer. spec: state (N), expand, inner (E or None), conv (K), dt_rank (R), proj_bias, conv_bias,
+    inner_norm (none | weighted | plain), eps."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
         self.dim, self.impl = dim, impl
         self.d_state, self.d_conv, self.dt_rank = int(spec.state), int(spec.conv), int(spec.dt_rank)
-        self.d_inner = int(spec.expand * dim)
+        self.d_inner = inner_width(dim, spec)
         E, N, R, K = self.d_inner, self.d_state, self.dt_rank, self.d_conv
         # Construction and init order follow mamba_ssm (same RNG draw order).
-        self.in_proj = nn.Linear(dim, 2 * E, bias=False)
-        self.conv1d = nn.Conv1d(E, E, kernel_size=K, groups=E, padding=K - 1, bias=True)
+        self.in_proj = nn.Linear(dim, 2 * E, bias=spec.proj_bias)
+        self.conv1d = nn.Conv1d(E, E, kernel_size=K, groups=E, padding=K - 1, bias=spec.conv_bias)
         self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
         self.dt_proj = nn.Linear(R, E, bias=True)
         with torch.no_grad():
@@ -56,7 +66,13 @@ class Mamba(nn.Module):
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)  # (E, N), S4D-real
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(E))
-        self.out_proj = nn.Linear(E, dim, bias=False)
+        self.out_proj = nn.Linear(E, dim, bias=spec.proj_bias)
+        self.inner_norm = spec.inner_norm
+        if spec.inner_norm != "none":  # Jamba's names; plain: no weights (FalconMamba)
+            affine = spec.inner_norm == "weighted"
+            self.dt_layernorm = nn.RMSNorm(R, eps=spec.eps, elementwise_affine=affine)
+            self.b_layernorm = nn.RMSNorm(N, eps=spec.eps, elementwise_affine=affine)
+            self.c_layernorm = nn.RMSNorm(N, eps=spec.eps, elementwise_affine=affine)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         E = self.d_inner
@@ -72,6 +88,8 @@ class Mamba(nn.Module):
     def _ssm_inputs(self, xc: torch.Tensor):
         """xc (..., E) post-conv activations -> dt (..., E) (before bias), B (..., N), C (..., N)."""
         dt, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.inner_norm != "none":
+            dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
         return F.linear(dt, self.dt_proj.weight), B, C
 
     def forward(self, x, state=None, ctx=None):
