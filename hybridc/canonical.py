@@ -23,13 +23,14 @@ def _name(text: str) -> str:
     return '"' + text.replace('"', "'") + '"'
 
 
-def _defaults(kind: str, dim: int) -> dict:
-    """The values a bare `kind` resolves to (class defaults, `auto` resolved)."""
+def _defaults(kind: str, dim: int, written: dict | None = None) -> dict:
+    """The values `kind` with the `written` options resolves to (the rest: class defaults, `auto` resolved from the
+    others, e.g. attn's kv_heads from heads)."""
     cls = spec_class(kind)
     opts = {n: ("auto" if is_auto(f) else f.default) for n, f in cls.model_fields.items() if n != "kind"}
     for name in cls.MODEL_AUTO:
         opts.pop(name, None)
-    return cls.resolve(opts, dim)
+    return cls.resolve({**opts, **(written or {})}, dim)
 
 
 def _kind_lines(model: Model) -> tuple[list[str], dict]:
@@ -40,12 +41,12 @@ def _kind_lines(model: Model) -> tuple[list[str], dict]:
         if not mine:
             continue
         default = _defaults(kind, model.dim)
-        chosen = {}
-        for name in default:
-            common = Counter(getattr(m, name) for m in mine).most_common(1)[0][0]
-            if common != default[name]:
-                chosen[name] = common
-        base[kind] = {**default, **chosen}
+        common = {name: Counter(getattr(m, name) for m in mine).most_common(1)[0][0] for name in default}
+        fields = spec_class(kind).model_fields
+        chosen = {name: v for name, v in common.items() if v != default[name] and not is_auto(fields[name])}
+        implied = _defaults(kind, model.dim, chosen)   # an `auto` option follows the written ones
+        chosen = {name: v for name, v in common.items() if name in chosen or v != implied[name]}
+        base[kind] = (chosen, {**implied, **chosen})
         if chosen:
             lines.append(f"{kind} " + " ".join(f"{k}={render(v)}" for k, v in chosen.items()))
     return lines, base
@@ -86,10 +87,13 @@ def _linked(model: Model) -> dict:
     return out
 
 
-def _item(layer: Layer, base: dict, after: str, linked: list) -> str:
+def _item(layer: Layer, base: dict, after: str, linked: list, dim: int) -> str:
     members = []
     for i, m in enumerate(layer.mixers):
-        opts = {k: getattr(m, k) for k in base[m.kind] if getattr(m, k) != base[m.kind][k]}
+        written, values = base[m.kind]
+        opts = {k: getattr(m, k) for k in values if getattr(m, k) != values[k]}
+        implied = _defaults(m.kind, dim, {**written, **opts})   # `auto` options follow the inline ones
+        opts = {k: getattr(m, k) for k in values if k in opts or getattr(m, k) != implied[k]}
         opts |= {k: getattr(m, k) for k, v in linked[i].items() if getattr(m, k) != v}
         if i == 0 and _ffn_on_by_rule(layer, after) != (layer.ffn is not None):
             opts["ffn"] = layer.ffn is not None
@@ -134,7 +138,7 @@ def dumps(model: Model) -> str:
     kind_lines, base = _kind_lines(model)
     lines += kind_lines
     linked = _linked(model)
-    items = [_item(l, base, after, [linked.get((i, j), {}) for j in range(len(l.mixers))])
+    items = [_item(l, base, after, [linked.get((i, j), {}) for j in range(len(l.mixers))], model.dim)
              for i, l in enumerate(model.layers)]
     lines.append("layers " + _compress(items))
     if model.share:

@@ -27,5 +27,7 @@ def head_dim_auto(out: dict, heads: int, dim: int) -> None:
         out["head_dim"] = dim // heads
 
 
-def state_numel(heads: int, K: int, V: int, conv: int) -> int:
-    return conv_channels(heads * K, heads * V) * max(conv - 1, 0) + heads * K * V
+def state_numel(heads: int, K: int, V: int, conv: int, v_heads: int = 0) -> int:
+    """The q/k/v conv windows and one [K, V] state per value head (`v_heads`, 0: as many as heads)."""
+    v_heads = v_heads or heads
+    return conv_channels(heads * K, v_heads * V) * max(conv - 1, 0) + v_heads * K * V

@@ -88,9 +88,10 @@ def delta_family_forward(m, x, gated):
     def qkv(n):
         p = getattr(m, f"{n}_proj")(x)
         return _conv_ref(getattr(m, f"{n}_conv1d"), p) if m.conv_size else F.silu(p)
-    H = m.num_heads
-    q, k, v = (qkv(n).unflatten(-1, (H, -1)) for n in "qkv")
-    q, k = _fla_l2norm(q), _fla_l2norm(k)
+    H, Hv = m.num_heads, getattr(m, "num_v_heads", m.num_heads)
+    q, k = (qkv(n).unflatten(-1, (H, -1)) for n in "qk")
+    v = qkv("v").unflatten(-1, (Hv, -1))
+    q, k = (_fla_l2norm(t).repeat_interleave(Hv // H, dim=-2) for t in (q, k))   # fla's GVA: q, k per value head
     beta = m.b_proj(x).sigmoid()
     if gated:
         g = naive_gdn_gate(m.a_proj(x), m.A_log, m.dt_bias)
@@ -99,7 +100,7 @@ def delta_family_forward(m, x, gated):
         o, _ = delta_rule_recurrence(*(t.transpose(1, 2) for t in (q, k, v, beta)))
         o = o.transpose(1, 2)
     if m.use_gate:
-        o = gated_rms_norm_ref(o, m.o_norm.weight, None, z=m.g_proj(x).unflatten(-1, (H, -1)), eps=1e-5)
+        o = gated_rms_norm_ref(o, m.o_norm.weight, None, z=m.g_proj(x).unflatten(-1, (Hv, -1)), eps=1e-5)
     else:
         o = rms_norm_ref(o, m.o_norm.weight, None, eps=1e-5)
     return m.o_proj(o.flatten(-2))

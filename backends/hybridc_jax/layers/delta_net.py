@@ -47,12 +47,14 @@ def gated_rms_norm(x, g, weight, eps: float = NORM_EPS):
 
 # --- shared plumbing (torch: _DeltaFamily) -------------------------------------------------------------------------------
 class Dims(NamedTuple):
-    """Static sizes of a delta-family layer."""
+    """Static sizes of a delta-family layer (v_heads: value heads, a multiple of heads; q and k are shared within a
+    group, fla's GVA)."""
     heads: int
     head_k: int
     head_v: int
     conv: int
     gate: bool
+    v_heads: int
 
     @property
     def key_dim(self) -> int:
@@ -60,14 +62,16 @@ class Dims(NamedTuple):
 
     @property
     def value_dim(self) -> int:
-        return self.heads * self.head_v
+        return self.v_heads * self.head_v
 
 
-def family_dims(name: str, dim: int, heads: int, head_k: int, head_v: int, conv: int, gate: bool) -> Dims:
-    if min(dim, heads, head_k, head_v) <= 0 or conv < 0:
-        raise ValueError(f"{name}: dim/heads/head dims must be > 0 and conv >= 0, got "
-                         f"dim={dim} heads={heads} head_k={head_k} head_v={head_v} conv={conv}")
-    return Dims(heads, head_k, head_v, conv, gate)
+def family_dims(name: str, dim: int, heads: int, head_k: int, head_v: int, conv: int, gate: bool,
+                v_heads: int = 0) -> Dims:
+    v_heads = v_heads or heads
+    if min(dim, heads, head_k, head_v) <= 0 or conv < 0 or v_heads % heads:
+        raise ValueError(f"{name}: dim/heads/head dims must be > 0, conv >= 0 and v_heads a multiple of heads, got "
+                         f"dim={dim} heads={heads} v_heads={v_heads} head_k={head_k} head_v={head_v} conv={conv}")
+    return Dims(heads, head_k, head_v, conv, gate, v_heads)
 
 
 def family_init_convs(d: Dims, *, key) -> dict[str, jax.Array]:
@@ -93,12 +97,13 @@ def family_init_state(d: Dims, batch_size: int, dtype=jnp.float32) -> dict[str, 
         for name, channels in (("q", d.key_dim), ("k", d.key_dim), ("v", d.value_dim)):
             state[f"conv_{name}"] = _shortconv.init_state(channels, d.conv, batch_size, dtype)   # (B, C, W-1)
     acc = jnp.promote_types(dtype, jnp.float32)
-    state["recurrent"] = jnp.zeros((batch_size, d.heads, d.head_k, d.head_v), acc)             # (B, H, K, V)
+    state["recurrent"] = jnp.zeros((batch_size, d.v_heads, d.head_k, d.head_v), acc)           # (B, Hv, K, V)
     return state
 
 
 def family_qkv(params, x, d: Dims, state, step: bool):
-    """x (B, L, D) or (B, D) when step. Returns q, k (..., H, K), v (..., H, V), new conv states."""
+    """x (B, L, D) or (B, D) when step. Returns q, k (..., Hv, K) (each key head repeated over its value heads),
+    v (..., Hv, V), new conv states."""
     new_state, outs = {}, []
     for name in ("q", "k", "v"):
         p = linear(params, f"{name}_proj", x)                                        # (..., C)
@@ -113,14 +118,16 @@ def family_qkv(params, x, d: Dims, state, step: bool):
     lead = x.shape[:-1]
     q = l2norm(q.reshape(lead + (d.heads, d.head_k)))                                # (..., H, K)
     k = l2norm(k.reshape(lead + (d.heads, d.head_k)))                                # (..., H, K)
-    v = v.reshape(lead + (d.heads, d.head_v))                                        # (..., H, V)
+    v = v.reshape(lead + (d.v_heads, d.head_v))                                      # (..., Hv, V)
+    if d.v_heads != d.heads:
+        q, k = (jnp.repeat(t, d.v_heads // d.heads, axis=-2) for t in (q, k))       # (..., Hv, K)
     return q, k, v, new_state
 
 
 def family_out(params, o, x, d: Dims):
-    """o (..., H, V), x (..., D) -> y (..., D)."""
+    """o (..., Hv, V), x (..., D) -> y (..., D)."""
     if d.gate:
-        g = linear(params, "g_proj", x).reshape(o.shape)                             # (..., H, V)
+        g = linear(params, "g_proj", x).reshape(o.shape)                             # (..., Hv, V)
         o = gated_rms_norm(o, g, params["o_norm.weight"].astype(o.dtype))
     else:
         o = rms_norm(o, params["o_norm.weight"], NORM_EPS)

@@ -3,7 +3,8 @@
 Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule" (ICLR 2025,
 arXiv:2412.06464).
 Reference implementation: flash-linear-attention ``fla/layers/gated_deltanet.py`` (class ``GatedDeltaNet`` with
-num_v_heads = num_heads, conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5).
+conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5); with v_heads > heads, q and k
+are shared by the v_heads / heads value heads of a group (fla's GVA, transformers' ``Qwen3NextGatedDeltaNet``).
 Mirrors hybridc_torch/layers/gated_delta_net.py: same parameter names, shapes and init distributions
 (A_log ~ log U(0, 16), dt_bias = softplus^-1 of a log-uniform dt in [1e-3, 1e-1]) and the same math.
 
@@ -12,8 +13,8 @@ Mirrors hybridc_torch/layers/gated_delta_net.py: same parameter names, shapes an
     o = gated_delta_rule(q, k, v, g, beta);  y = o_proj(o_norm(o [, g_proj x]))
 
 Dimension glossary:
-    B batch, L sequence length, D model dim, H heads, K key head dim (head_dim), V value head dim
-    (head_dim * expand_v), W short-conv width.
+    B batch, L sequence length, D model dim, H (key) heads, Hv value heads (v_heads), K key head dim (head_dim),
+    V value head dim (v_head_dim, else head_dim * expand_v), W short-conv width.
 """
 from __future__ import annotations
 
@@ -42,10 +43,12 @@ def _value_head_dim(head_dim: int, expand_v) -> int:
 
 
 def _dims(dim: int, spec) -> Dims:
-    """spec: heads, head_dim, expand_v, conv (0 = no short conv), gate (bool)."""
+    """spec: heads, v_heads, head_dim, expand_v, v_head_dim (None: head_dim * expand_v), conv (0 = no short conv),
+    gate (bool)."""
     head_dim = int(spec.head_dim)
-    return family_dims("GatedDeltaNet", dim, int(spec.heads), head_dim, _value_head_dim(head_dim, spec.expand_v),
-                       int(spec.conv), bool(spec.gate))
+    head_v = int(spec.v_head_dim) if spec.v_head_dim else _value_head_dim(head_dim, spec.expand_v)
+    return family_dims("GatedDeltaNet", dim, int(spec.heads), head_dim, head_v, int(spec.conv), bool(spec.gate),
+                       v_heads=int(spec.v_heads))
 
 
 def _init_decay(heads: int, *, key) -> dict[str, jax.Array]:
@@ -60,10 +63,10 @@ def init(dim: int, spec, *, key) -> dict[str, jax.Array]:
     """Parameters named and shaped as the torch layer's state_dict (same order)."""
     d = _dims(dim, spec)
     kq, kk, kv, ka, kb, kd, kc, ko = jax.random.split(key, 8)
-    p = _init_decay(d.heads, key=kd)   # torch registers A_log, dt_bias directly on the module: they come first
+    p = _init_decay(d.v_heads, key=kd)   # torch registers A_log, dt_bias directly on the module: they come first
     p |= {"q_proj.weight": linear_init(kq, d.key_dim, dim), "k_proj.weight": linear_init(kk, d.key_dim, dim),
-          "v_proj.weight": linear_init(kv, d.value_dim, dim), "a_proj.weight": linear_init(ka, d.heads, dim),
-          "b_proj.weight": linear_init(kb, d.heads, dim)}
+          "v_proj.weight": linear_init(kv, d.value_dim, dim), "a_proj.weight": linear_init(ka, d.v_heads, dim),
+          "b_proj.weight": linear_init(kb, d.v_heads, dim)}
     return p | family_init_convs(d, key=kc) | family_init_output(dim, d, key=ko)
 
 
@@ -72,20 +75,20 @@ def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32) -> dict[str, 
 
 
 def _gates(params, x):
-    """x (..., D) -> log decay g (..., H) in >= fp32 and beta (..., H)."""
+    """x (..., D) -> log decay g (..., Hv) in >= fp32 and beta (..., Hv)."""
     acc = jnp.promote_types(x.dtype, jnp.float32)
-    a = linear(params, "a_proj", x).astype(acc) + params["dt_bias"].astype(acc)         # (..., H)
-    g = -jnp.exp(params["A_log"].astype(acc)) * jax.nn.softplus(a)                      # (..., H)
+    a = linear(params, "a_proj", x).astype(acc) + params["dt_bias"].astype(acc)         # (..., Hv)
+    g = -jnp.exp(params["A_log"].astype(acc)) * jax.nn.softplus(a)                      # (..., Hv)
     return g, jax.nn.sigmoid(linear(params, "b_proj", x))
 
 
 def apply(params, x, spec, state=None, ctx=None):
     """x (B, L, D) -> (y (B, L, D), new_state or None)."""
     d = _dims(x.shape[-1], spec)
-    q, k, v, conv_state = family_qkv(params, x, d, state, step=False)                   # (B, L, H, K/V)
-    g, beta = _gates(params, x)                                                         # (B, L, H)
+    q, k, v, conv_state = family_qkv(params, x, d, state, step=False)                   # (B, L, Hv, K/V)
+    g, beta = _gates(params, x)                                                         # (B, L, Hv)
     o, S = gated_delta_rule(q, k, v, g, beta, initial_state=None if state is None else state["recurrent"],
-                            output_final_state=state is not None)                       # (B, L, H, V)
+                            output_final_state=state is not None)                       # (B, L, Hv, V)
     y = family_out(params, o, x, d)                                                     # (B, L, D)
     return y, (None if state is None else {**conv_state, "recurrent": S})
 
@@ -93,7 +96,7 @@ def apply(params, x, spec, state=None, ctx=None):
 def step(params, x_t, spec, state, ctx=None):
     """x_t (B, D) -> (y_t (B, D), new_state)."""
     d = _dims(x_t.shape[-1], spec)
-    q, k, v, conv_state = family_qkv(params, x_t, d, state, step=True)                  # (B, H, K/V)
-    g, beta = _gates(params, x_t)                                                       # (B, H)
-    o, S = gated_delta_rule_step(q, k, v, g, beta, state["recurrent"])                  # (B, H, V)
+    q, k, v, conv_state = family_qkv(params, x_t, d, state, step=True)                  # (B, Hv, K/V)
+    g, beta = _gates(params, x_t)                                                       # (B, Hv)
+    o, S = gated_delta_rule_step(q, k, v, g, beta, state["recurrent"])                  # (B, Hv, V)
     return family_out(params, o, x_t, d), {**conv_state, "recurrent": S}

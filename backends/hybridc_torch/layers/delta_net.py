@@ -50,12 +50,16 @@ class GatedRMSNorm(nn.Module):
 class _DeltaFamily(nn.Module):
     """Shared plumbing: q/k/v projections + short convs, output norm + projection, init_state."""
 
-    def _setup(self, dim, heads, head_k, head_v, conv, gate, impl):
-        if min(dim, heads, head_k, head_v) <= 0 or conv < 0:
-            raise ValueError(f"{type(self).__name__}: dim/heads/head dims must be > 0 and conv >= 0, got "
-                             f"dim={dim} heads={heads} head_k={head_k} head_v={head_v} conv={conv}")
+    def _setup(self, dim, heads, head_k, head_v, conv, gate, impl, v_heads=0):
+        """v_heads: value heads (0: heads), a multiple of heads; q and k are shared within a group (fla's GVA)."""
+        v_heads = v_heads or heads
+        if min(dim, heads, head_k, head_v) <= 0 or conv < 0 or v_heads % heads:
+            raise ValueError(f"{type(self).__name__}: dim/heads/head dims must be > 0, conv >= 0 and v_heads a "
+                             f"multiple of heads, got dim={dim} heads={heads} v_heads={v_heads} head_k={head_k} "
+                             f"head_v={head_v} conv={conv}")
         self.dim, self.num_heads, self.head_k_dim, self.head_v_dim = dim, heads, head_k, head_v
-        self.key_dim, self.value_dim = heads * head_k, heads * head_v
+        self.num_v_heads = v_heads
+        self.key_dim, self.value_dim = heads * head_k, v_heads * head_v
         self.conv_size, self.use_gate, self.impl = conv, gate, impl
 
     def _build_convs(self):
@@ -78,12 +82,13 @@ class _DeltaFamily(nn.Module):
             for name, conv in (("q", self.q_conv1d), ("k", self.k_conv1d), ("v", self.v_conv1d)):
                 state[f"conv_{name}"] = conv.init_state(batch_size, device, dtype)   # (B, C, W-1)
         acc = torch.promote_types(dtype, torch.float32)
-        state["recurrent"] = torch.zeros(batch_size, self.num_heads, self.head_k_dim, self.head_v_dim,
-                                         device=device, dtype=acc)                  # (B, H, K, V)
+        state["recurrent"] = torch.zeros(batch_size, self.num_v_heads, self.head_k_dim, self.head_v_dim,
+                                         device=device, dtype=acc)                  # (B, Hv, K, V)
         return state
 
     def _qkv(self, x, state, step: bool):
-        """x (B, L, D) or (B, D) when step. Returns q, k (..., H, K), v (..., H, V), new conv states."""
+        """x (B, L, D) or (B, D) when step. Returns q, k (..., Hv, K) (each key head repeated over its value
+        heads), v (..., Hv, V), new conv states."""
         new_state, outs = {}, []
         for name in ("q", "k", "v"):
             p = getattr(self, f"{name}_proj")(x)                                     # (..., C)
@@ -97,13 +102,16 @@ class _DeltaFamily(nn.Module):
         q, k, v = outs
         q = l2norm(q.unflatten(-1, (self.num_heads, self.head_k_dim)))              # (..., H, K)
         k = l2norm(k.unflatten(-1, (self.num_heads, self.head_k_dim)))              # (..., H, K)
-        v = v.unflatten(-1, (self.num_heads, self.head_v_dim))                       # (..., H, V)
+        v = v.unflatten(-1, (self.num_v_heads, self.head_v_dim))                     # (..., Hv, V)
+        if self.num_v_heads != self.num_heads:
+            r = self.num_v_heads // self.num_heads
+            q, k = q.repeat_interleave(r, dim=-2), k.repeat_interleave(r, dim=-2)    # (..., Hv, K)
         return q, k, v, new_state
 
     def _out(self, o, x):
-        """o (..., H, V), x (..., D) -> y (..., D)."""
+        """o (..., Hv, V), x (..., D) -> y (..., D)."""
         if self.use_gate:
-            g = self.g_proj(x).unflatten(-1, (self.num_heads, self.head_v_dim))     # (..., H, V)
+            g = self.g_proj(x).unflatten(-1, (self.num_v_heads, self.head_v_dim))   # (..., Hv, V)
             o = self.o_norm(o, g)
         else:
             o = self.o_norm(o)

@@ -3,7 +3,8 @@
 Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule" (ICLR 2025,
 arXiv:2412.06464).
 Reference implementation: flash-linear-attention ``fla/layers/gated_deltanet.py`` (class ``GatedDeltaNet`` with
-num_v_heads = num_heads, conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5).
+conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5); with v_heads > heads, q and k
+are shared by the v_heads / heads value heads of a group (fla's GVA, transformers' ``Qwen3NextGatedDeltaNet``).
 Parameter names, shapes, construction order and init (A_log ~ log U(0, 16), dt_bias = softplus^-1 of a log-uniform
 dt in [1e-3, 1e-1]) match it, so fla checkpoints map 1:1 by name.
 
@@ -12,8 +13,8 @@ dt in [1e-3, 1e-1]) match it, so fla checkpoints map 1:1 by name.
     o = gated_delta_rule(q, k, v, g, beta);  y = o_proj(o_norm(o [, g_proj x]))
 
 Dimension glossary:
-    B batch, L sequence length, D model dim, H heads, K key head dim (head_dim), V value head dim
-    (head_dim * expand_v), W short-conv width.
+    B batch, L sequence length, D model dim, H (key) heads, Hv value heads (v_heads), K key head dim (head_dim),
+    V value head dim (v_head_dim, else head_dim * expand_v), W short-conv width.
 """
 from __future__ import annotations
 
@@ -39,19 +40,20 @@ def _value_head_dim(head_dim: int, expand_v) -> int:
 
 
 class GatedDeltaNet(_DeltaFamily):
-    """Gated DeltaNet mixer. spec: heads, head_dim, expand_v, conv (0 = no short conv), gate (bool)."""
+    """Gated DeltaNet mixer. spec: heads, v_heads, head_dim, expand_v, v_head_dim (None: head_dim * expand_v),
+    conv (0 = no short conv), gate (bool)."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
-        heads, head_dim = int(spec.heads), int(spec.head_dim)
-        head_v = _value_head_dim(head_dim, spec.expand_v)
-        self._setup(dim, heads, head_dim, head_v, int(spec.conv), bool(spec.gate), impl)
+        heads, v_heads, head_dim = int(spec.heads), int(spec.v_heads), int(spec.head_dim)
+        head_v = int(spec.v_head_dim) if spec.v_head_dim else _value_head_dim(head_dim, spec.expand_v)
+        self._setup(dim, heads, head_dim, head_v, int(spec.conv), bool(spec.gate), impl, v_heads=v_heads)
         self.q_proj = nn.Linear(dim, self.key_dim, bias=False)
         self.k_proj = nn.Linear(dim, self.key_dim, bias=False)
         self.v_proj = nn.Linear(dim, self.value_dim, bias=False)
-        self.a_proj = nn.Linear(dim, heads, bias=False)
-        self.b_proj = nn.Linear(dim, heads, bias=False)
-        self._init_decay(heads)
+        self.a_proj = nn.Linear(dim, v_heads, bias=False)
+        self.b_proj = nn.Linear(dim, v_heads, bias=False)
+        self._init_decay(v_heads)
         self._build_convs()
         self._build_output()
 
@@ -65,26 +67,26 @@ class GatedDeltaNet(_DeltaFamily):
         self.dt_bias._no_weight_decay = True
 
     def _gates(self, x):
-        """x (..., D) -> log decay g (..., H) in >= fp32 and beta (..., H)."""
+        """x (..., D) -> log decay g (..., Hv) in >= fp32 and beta (..., Hv)."""
         acc = torch.promote_types(x.dtype, torch.float32)
-        a = self.a_proj(x).to(acc) + self.dt_bias.to(acc)                            # (..., H)
-        g = -self.A_log.to(acc).exp() * F.softplus(a)                                # (..., H)
+        a = self.a_proj(x).to(acc) + self.dt_bias.to(acc)                            # (..., Hv)
+        g = -self.A_log.to(acc).exp() * F.softplus(a)                                # (..., Hv)
         return g, self.b_proj(x).sigmoid()
 
     def forward(self, x, state=None, ctx=None):
         """x (B, L, D) -> (y (B, L, D), new_state or None)."""
-        q, k, v, conv_state = self._qkv(x, state, step=False)                        # (B, L, H, K/V)
-        g, beta = self._gates(x)                                                     # (B, L, H)
+        q, k, v, conv_state = self._qkv(x, state, step=False)                        # (B, L, Hv, K/V)
+        g, beta = self._gates(x)                                                     # (B, L, Hv)
         o, S = gated_delta_rule(q, k, v, g, beta, initial_state=None if state is None else state["recurrent"],
-                                output_final_state=state is not None, impl=self.impl)  # (B, L, H, V)
+                                output_final_state=state is not None, impl=self.impl)  # (B, L, Hv, V)
         y = self._out(o, x)                                                          # (B, L, D)
         return y, (None if state is None else {**conv_state, "recurrent": S})
 
     def step(self, x_t, state, ctx=None):
         """x_t (B, D) -> (y_t (B, D), new_state)."""
-        q, k, v, conv_state = self._qkv(x_t, state, step=True)                       # (B, H, K/V)
-        g, beta = self._gates(x_t)                                                   # (B, H)
-        o, S = gated_delta_rule_step(q, k, v, g, beta, state["recurrent"])           # (B, H, V)
+        q, k, v, conv_state = self._qkv(x_t, state, step=True)                       # (B, Hv, K/V)
+        g, beta = self._gates(x_t)                                                   # (B, Hv)
+        o, S = gated_delta_rule_step(q, k, v, g, beta, state["recurrent"])           # (B, Hv, V)
         return self._out(o, x_t), {**conv_state, "recurrent": S}
 
 
