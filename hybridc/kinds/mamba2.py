@@ -37,7 +37,7 @@ class Mamba2Spec(KindSpec):
     conv_bias: bool = Field(True, description="bias on conv1d (transformers' use_conv_bias)")
 
     PATTERN = "M"
-    SHOWN = ("state", "head_dim")
+    SHOWN = ("state", "heads", "head_dim")
 
     @classmethod
     def resolve(cls, options: dict, dim: int) -> dict:
