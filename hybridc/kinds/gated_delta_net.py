@@ -4,6 +4,7 @@ GatedDeltaNet layer. Megatron-LM's pattern symbol `G`.
 Parameters: q/k (H*K, D), v (Hv*V, D), a_proj and b_proj (Hv, D), A_log and dt_bias (Hv,), q/k/v short convs (no
 bias), o_norm (V,), o_proj (D, Hv*V), g_proj (Hv*V, D) with the gated output norm. Decode state: the conv windows and
 the [K, V] state per value head (q and k are shared by the Hv/H value heads of a group, Qwen3-Next / fla's GVA).
+neg_eigval (fla's allow_neg_eigval, Grazzi et al. 2025, arXiv:2411.12537) doubles beta: no parameters, no counted FLOPs.
 Symbols: D model dim, H (key) heads, Hv value heads, K key head dim, V value head dim (v_head_dim, else expand_v * K).
 """
 from __future__ import annotations
@@ -29,6 +30,8 @@ class GatedDeltaNetSpec(KindSpec):
                                       "none: expand_v * head_dim")
     conv: int = Field(4, ge=1, le=64, description="short convolution width")
     gate: bool = Field(True, description="gated output norm")
+    neg_eigval: bool = Field(False, description="beta = 2 sigmoid(b) in (0, 2): the transition I - beta k k^T may have "
+                             "negative eigenvalues (fla's allow_neg_eigval)")
 
     PATTERN = "G"
     SHOWN = ("heads", "head_dim")

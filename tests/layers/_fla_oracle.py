@@ -92,7 +92,7 @@ def delta_family_forward(m, x, gated):
     q, k = (qkv(n).unflatten(-1, (H, -1)) for n in "qk")
     v = qkv("v").unflatten(-1, (Hv, -1))
     q, k = (_fla_l2norm(t).repeat_interleave(Hv // H, dim=-2) for t in (q, k))   # fla's GVA: q, k per value head
-    beta = m.b_proj(x).sigmoid()
+    beta = m.b_proj(x).sigmoid() * (2 if getattr(m, "allow_neg_eigval", False) else 1)   # fla: beta * 2
     if gated:
         g = naive_gdn_gate(m.a_proj(x), m.A_log, m.dt_bias)
         o, _ = naive_recurrent_gated_delta_rule(q, k, v, beta, g)

@@ -10,14 +10,14 @@ import pytest
 import _fla_oracle as fo
 from _fla_oracle import delta_family_forward_tests, fla_module, state_dict_tests
 from _jax_delta_parity import FAST_KEY, close, jax_layer, parity_tests
-from _torch_delta_contract import D, contract_tests, resolved
+from _torch_delta_contract import D, build, contract_tests, resolved
 from hybridc.kinds import spec_class
 from hybridc_jax.layers import gated_delta_net as jgdn
 from hybridc_torch.layers.gated_delta_net import GatedDeltaNet
 
-def gdn(heads, head_dim, expand_v, conv, gate, v_heads=None, v_head_dim=None):
+def gdn(heads, head_dim, expand_v, conv, gate, v_heads=None, v_head_dim=None, neg_eigval=False):
     return NS(kind="gated_delta_net", heads=heads, v_heads=v_heads or heads, head_dim=head_dim, expand_v=expand_v,
-              v_head_dim=v_head_dim, conv=conv, gate=gate)
+              v_head_dim=v_head_dim, conv=conv, gate=gate, neg_eigval=neg_eigval)
 
 
 SPECS = {
@@ -26,8 +26,10 @@ SPECS = {
     "gdn-H2-K8-ev1.5-conv2-gate": gdn(2, 8, 1.5, 2, True),
     "gdn-H2-Hv4-K8-V12-conv4-gate": gdn(2, 8, 2, 4, True, v_heads=4, v_head_dim=12),   # GVA, v_head_dim wins
     "gdn-H1-Hv3-K8-ev1-conv2": gdn(1, 8, 1, 2, False, v_heads=3),
+    "gdn-H2-Hv4-K8-ev1.5-conv4-gate-negeig": gdn(2, 8, 1.5, 4, True, v_heads=4, neg_eigval=True),  # beta in (0, 2)
+    "gdn-H2-Hv4-K8-ev1.5-conv4-gate": gdn(2, 8, 1.5, 4, True, v_heads=4),
 }
-JAX_LAYERS = ["gdn-H2-K8-ev1.5-conv2-gate", "gdn-H2-Hv4-K8-V12-conv4-gate"]
+JAX_LAYERS = ["gdn-H2-K8-ev1.5-conv2-gate", "gdn-H2-Hv4-K8-V12-conv4-gate", "gdn-H2-Hv4-K8-ev1.5-conv4-gate-negeig"]
 COSTS = {**{n: (D, s) for n, s in SPECS.items()},
          "gdn-D64-defaults-auto": (64, resolved("gated_delta_net", {"heads": 2, "head_dim": "auto"}, 64)),
          "gdn-D64-Hv6-V20": (64, resolved("gated_delta_net", {"heads": 2, "v_heads": 6, "head_dim": 8,
@@ -47,6 +49,9 @@ globals().update(state_dict_tests(make, {
                                                 expand_v=1.5, conv_size=2, use_gate=False),
     "gdn-H2-Hv4-K8-V12-conv4-gate": lambda: fla_module(fo.fla_layers.GatedDeltaNet, hidden_size=D, num_heads=2,
                                                        num_v_heads=4, head_dim=8, expand_v=1.5, use_gate=True),
+    "gdn-H2-Hv4-K8-ev1.5-conv4-gate-negeig": lambda: fla_module(fo.fla_layers.GatedDeltaNet, hidden_size=D,
+                                                                num_heads=2, num_v_heads=4, head_dim=8, expand_v=1.5,
+                                                                use_gate=True, allow_neg_eigval=True),
 }))
 globals().update(delta_family_forward_tests(make, list(SPECS), gated=True))
 
@@ -134,3 +139,14 @@ def test_matches_transformers_qwen3_next_with_its_weights(name, monkeypatch):
     x = torch.randn(2, 11, D, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_neg_eigval_doubles_beta_as_fla():
+    """fla's GatedDeltaNet(allow_neg_eigval=True) keeps the flag under the name ours has; beta = 2 sigmoid(b)."""
+    import torch
+    if fo.HAVE_FLA:
+        assert fla_module(fo.fla_layers.GatedDeltaNet, hidden_size=D, num_heads=2, head_dim=8,
+                          allow_neg_eigval=True).allow_neg_eigval
+    on, off = (build(make, n) for n in ("gdn-H2-Hv4-K8-ev1.5-conv4-gate-negeig", "gdn-H2-Hv4-K8-ev1.5-conv4-gate"))
+    x = torch.randn(2, 5, D)
+    torch.testing.assert_close(on._gates(x)[1], 2 * off._gates(x)[1], atol=0, rtol=0)

@@ -3,13 +3,14 @@
 Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule" (ICLR 2025,
 arXiv:2412.06464).
 Reference implementation: flash-linear-attention ``fla/layers/gated_deltanet.py`` (class ``GatedDeltaNet`` with
-conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5); with v_heads > heads, q and k
+conv_bias=False, output_gate_activation='swish', norm_eps=1e-5); with v_heads > heads, q and k
 are shared by the v_heads / heads value heads of a group (fla's GVA, transformers' ``Qwen3NextGatedDeltaNet``).
 Mirrors hybridc_torch/layers/gated_delta_net.py: same parameter names, shapes and init distributions
 (A_log ~ log U(0, 16), dt_bias = softplus^-1 of a log-uniform dt in [1e-3, 1e-1]) and the same math.
 
     q = l2norm(silu(conv_q(q_proj x)));  k = l2norm(silu(conv_k(k_proj x)));  v = silu(conv_v(v_proj x))
     g = -exp(A_log) * softplus(a_proj x + dt_bias)   (log decay, fp32);   beta = sigmoid(b_proj x)
+    (neg_eigval, fla's allow_neg_eigval: beta = 2 sigmoid(b_proj x), Grazzi et al. 2025, arXiv:2411.12537)
     o = gated_delta_rule(q, k, v, g, beta);  y = o_proj(o_norm(o [, g_proj x]))
 
 Dimension glossary:
@@ -44,7 +45,7 @@ def _value_head_dim(head_dim: int, expand_v) -> int:
 
 def _dims(dim: int, spec) -> Dims:
     """spec: heads, v_heads, head_dim, expand_v, v_head_dim (None: head_dim * expand_v), conv (0 = no short conv),
-    gate (bool)."""
+    gate (bool). (neg_eigval: _gates.)"""
     head_dim = int(spec.head_dim)
     head_v = int(spec.v_head_dim) if spec.v_head_dim else _value_head_dim(head_dim, spec.expand_v)
     return family_dims("GatedDeltaNet", dim, int(spec.heads), head_dim, head_v, int(spec.conv), bool(spec.gate),
@@ -74,19 +75,20 @@ def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32) -> dict[str, 
     return family_init_state(_dims(dim, spec), batch_size, dtype)
 
 
-def _gates(params, x):
+def _gates(params, x, neg_eigval: bool):
     """x (..., D) -> log decay g (..., Hv) in >= fp32 and beta (..., Hv)."""
     acc = jnp.promote_types(x.dtype, jnp.float32)
     a = linear(params, "a_proj", x).astype(acc) + params["dt_bias"].astype(acc)         # (..., Hv)
     g = -jnp.exp(params["A_log"].astype(acc)) * jax.nn.softplus(a)                      # (..., Hv)
-    return g, jax.nn.sigmoid(linear(params, "b_proj", x))
+    beta = jax.nn.sigmoid(linear(params, "b_proj", x))                                  # (..., Hv)
+    return g, (2 * beta if neg_eigval else beta)
 
 
 def apply(params, x, spec, state=None, ctx=None):
     """x (B, L, D) -> (y (B, L, D), new_state or None)."""
     d = _dims(x.shape[-1], spec)
     q, k, v, conv_state = family_qkv(params, x, d, state, step=False)                   # (B, L, Hv, K/V)
-    g, beta = _gates(params, x)                                                         # (B, L, Hv)
+    g, beta = _gates(params, x, bool(spec.neg_eigval))                                  # (B, L, Hv)
     o, S = gated_delta_rule(q, k, v, g, beta, initial_state=None if state is None else state["recurrent"],
                             output_final_state=state is not None)                       # (B, L, Hv, V)
     y = family_out(params, o, x, d)                                                     # (B, L, D)
@@ -97,6 +99,6 @@ def step(params, x_t, spec, state, ctx=None):
     """x_t (B, D) -> (y_t (B, D), new_state)."""
     d = _dims(x_t.shape[-1], spec)
     q, k, v, conv_state = family_qkv(params, x_t, d, state, step=True)                  # (B, Hv, K/V)
-    g, beta = _gates(params, x_t)                                                       # (B, Hv)
+    g, beta = _gates(params, x_t, bool(spec.neg_eigval))                                # (B, Hv)
     o, S = gated_delta_rule_step(q, k, v, g, beta, state["recurrent"])                  # (B, Hv, V)
     return family_out(params, o, x_t, d), {**conv_state, "recurrent": S}

@@ -3,13 +3,14 @@
 Paper: Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2 with Delta Rule" (ICLR 2025,
 arXiv:2412.06464).
 Reference implementation: flash-linear-attention ``fla/layers/gated_deltanet.py`` (class ``GatedDeltaNet`` with
-conv_bias=False, allow_neg_eigval=False, output_gate_activation='swish', norm_eps=1e-5); with v_heads > heads, q and k
+conv_bias=False, output_gate_activation='swish', norm_eps=1e-5); with v_heads > heads, q and k
 are shared by the v_heads / heads value heads of a group (fla's GVA, transformers' ``Qwen3NextGatedDeltaNet``).
 Parameter names, shapes, construction order and init (A_log ~ log U(0, 16), dt_bias = softplus^-1 of a log-uniform
 dt in [1e-3, 1e-1]) match it, so fla checkpoints map 1:1 by name.
 
     q = l2norm(silu(conv_q(q_proj x)));  k = l2norm(silu(conv_k(k_proj x)));  v = silu(conv_v(v_proj x))
     g = -exp(A_log) * softplus(a_proj x + dt_bias)   (log decay, fp32);   beta = sigmoid(b_proj x)
+    (neg_eigval, fla's allow_neg_eigval: beta = 2 sigmoid(b_proj x), Grazzi et al. 2025, arXiv:2411.12537)
     o = gated_delta_rule(q, k, v, g, beta);  y = o_proj(o_norm(o [, g_proj x]))
 
 Dimension glossary:
@@ -41,7 +42,7 @@ def _value_head_dim(head_dim: int, expand_v) -> int:
 
 class GatedDeltaNet(_DeltaFamily):
     """Gated DeltaNet mixer. spec: heads, v_heads, head_dim, expand_v, v_head_dim (None: head_dim * expand_v),
-    conv (0 = no short conv), gate (bool)."""
+    conv (0 = no short conv), gate (bool), neg_eigval (bool: beta in (0, 2))."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
@@ -53,6 +54,7 @@ class GatedDeltaNet(_DeltaFamily):
         self.v_proj = nn.Linear(dim, self.value_dim, bias=False)
         self.a_proj = nn.Linear(dim, v_heads, bias=False)
         self.b_proj = nn.Linear(dim, v_heads, bias=False)
+        self.allow_neg_eigval = bool(spec.neg_eigval)                                 # fla's name
         self._init_decay(v_heads)
         self._build_convs()
         self._build_output()
@@ -71,7 +73,8 @@ class GatedDeltaNet(_DeltaFamily):
         acc = torch.promote_types(x.dtype, torch.float32)
         a = self.a_proj(x).to(acc) + self.dt_bias.to(acc)                            # (..., Hv)
         g = -self.A_log.to(acc).exp() * F.softplus(a)                                # (..., Hv)
-        return g, self.b_proj(x).sigmoid()
+        beta = self.b_proj(x).sigmoid()                                              # (..., Hv)
+        return g, (2 * beta if self.allow_neg_eigval else beta)
 
     def forward(self, x, state=None, ctx=None):
         """x (B, L, D) -> (y (B, L, D), new_state or None)."""
