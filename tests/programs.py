@@ -17,6 +17,8 @@ FEATURES = {
                     "attn(window=none, rope=true, rope_fraction=0.5, o_bias=true, gate=true); meta_tokens 2",
     "ffn_forms": "layers mamba attn mlp(act=relu2, bias=false, hidden=20); ffn act=gelu_tanh gated=true hidden=24",
     "tied_logits": "layers mamba attn; vocab 40; output logits; tie_embeddings true",
+    "mamba_options": "layers mamba(inner=24, proj_bias=true, conv_bias=false, inner_norm=weighted, eps=1e-5) attn "
+                     "mamba(inner_norm=plain)|attn",
 }
 
 

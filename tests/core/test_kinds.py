@@ -34,6 +34,15 @@ def _numel(*shapes) -> int:
 SHAPES = {
     "mamba-D24-N4-E2-K3": ("mamba", 24, {"state": 4, "expand": 2, "conv": 3},  # E 48, R ceil(24/16) = 2
                            [(96, 24), (48, 1, 3), (48,), (2 + 8, 48), (48, 2), (48,), (48, 4), (48,), (24, 48)]),
+    "mamba-D24-I36-projbias-noconvbias": ("mamba", 24, {"state": 4, "conv": 3, "inner": 36, "proj_bias": True,
+                                                        "conv_bias": False},  # inner wins over expand 2
+                                          [(72, 24), (72,), (36, 1, 3), (2 + 8, 36), (36, 2), (36,), (36, 4), (36,),
+                                           (24, 36), (24,)]),
+    "mamba-D24-N4-weighted": ("mamba", 24, {"state": 4, "conv": 3, "inner_norm": "weighted", "eps": 1e-5},
+                              [(96, 24), (48, 1, 3), (48,), (2 + 8, 48), (48, 2), (48,), (48, 4), (48,), (24, 48),
+                               (2,), (4,), (4,)]),   # dt_layernorm, b_layernorm, c_layernorm
+    "mamba-D24-N4-plain": ("mamba", 24, {"state": 4, "conv": 3, "inner_norm": "plain"},  # weightless norms
+                           [(96, 24), (48, 1, 3), (48,), (2 + 8, 48), (48, 2), (48,), (48, 4), (48,), (24, 48)]),
     "mamba2-D32-N8-P16-G2": ("mamba2", 32, {"state": 8, "head_dim": 16, "groups": 2},  # E 64, H 4, X 64+32
                              [(64 + 96 + 4, 32), (96, 1, 4), (96,), (4,), (4,), (4,), (64,), (32, 64)]),
     "gru-D16-H24": ("gru", 16, {"hidden": 24}, [(72, 16), (72, 24), (72,), (72,), (16, 24)]),
@@ -136,6 +145,28 @@ def test_attention_flops_grow_with_the_keys_seen():
     ("layers attn(softcap=0)", "softcap"),
 ], ids=["without-rope", "odd-width", "zero-width", "softcap-zero"])
 def test_attention_option_errors_are_located(text, message):
+    with pytest.raises(hybridc.HybridcError) as err:
+        hybridc.load(text)
+    assert message in str(err.value) and "^" in str(err.value)
+
+
+def test_mamba_options_state_and_flops():
+    """inner sets the state's width; biases add one add per bias, the inner norms 3 (plain) or 4 (weighted) per
+    normed element of dt, B and C."""
+    base = _spec("mamba", 24, state=4, conv=3)   # E 48, R 2
+    assert _spec("mamba", 24, state=4, conv=3, inner=36).state_numel(24) == 36 * 2 + 36 * 4
+    assert _spec("mamba", 24, state=4, conv=3, proj_bias=True).flops(24) - base.flops(24) == 2 * 48 + 24
+    assert base.flops(24) - _spec("mamba", 24, state=4, conv=3, conv_bias=False).flops(24) == 48
+    assert _spec("mamba", 24, state=4, conv=3, inner_norm="plain").flops(24) - base.flops(24) == 3 * (2 + 8)
+    assert _spec("mamba", 24, state=4, conv=3, inner_norm="weighted").flops(24) - base.flops(24) == 4 * (2 + 8)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("layers mamba(inner=0)", "inner=N for N >= 1"),
+    ("layers mamba(eps=1e-5)", "needs inner_norm=weighted or inner_norm=plain"),
+    ("layers mamba(inner_norm=rms)", "expected one of none, weighted, plain"),
+], ids=["inner-zero", "eps-without-norm", "unknown-norm"])
+def test_mamba_option_errors_are_located(text, message):
     with pytest.raises(hybridc.HybridcError) as err:
         hybridc.load(text)
     assert message in str(err.value) and "^" in str(err.value)
