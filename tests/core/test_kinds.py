@@ -77,6 +77,12 @@ SHAPES = {
     "gdn-D32-H2-K8": ("gated_delta_net", 32, {"heads": 2, "head_dim": 8},  # V = 16
                       [(16, 32), (16, 32), (32, 32), (2, 32), (2, 32), (2,), (2,), (16, 4), (16, 4), (32, 4), (16,),
                        (32, 32), (32, 32)]),
+    "gdn-D32-H2-Hv4-K8-V12": ("gated_delta_net", 32, {"heads": 2, "v_heads": 4, "head_dim": 8, "v_head_dim": 12},
+                              [(16, 32), (16, 32), (48, 32), (4, 32), (4, 32), (4,), (4,), (16, 4), (16, 4), (48, 4),
+                               (12,), (32, 48), (48, 32)]),   # Qwen3-Next's GVA: a, b, A_log, dt_bias per value head
+    "gdn-D32-H2-K8-negeig": ("gated_delta_net", 32, {"heads": 2, "head_dim": 8, "neg_eigval": True},  # no weights
+                             [(16, 32), (16, 32), (32, 32), (2, 32), (2, 32), (2,), (2,), (16, 4), (16, 4), (32, 4),
+                              (16,), (32, 32), (32, 32)]),
     "rwkv-D64-K16-ranks": ("rwkv", 64, {"head_dim": 16, "decay_rank": 8, "a_rank": 4, "v_rank": 2, "gate_rank": 6,
                                         "value_residual": True},
                            [(64,)] * 6 + [(64,), (64,), (4, 16)] + [(64, 64)] * 4 + [(64,), (64,)]
@@ -127,6 +133,8 @@ def test_state_closed_forms():
     assert a.state_numel(32, context=100, meta=3) == 2 * 2 * 8 * (10 + 3)
     assert a.model_copy(update={"window": None}).state_numel(32, context=100) == 2 * 2 * 8 * 100
     assert _spec("gated_delta_net", 32, heads=2, head_dim=8).state_numel(32) == (16 + 16 + 32) * 3 + 2 * 8 * 16
+    assert _spec("gated_delta_net", 32, heads=2, v_heads=4, head_dim=8, v_head_dim=12).state_numel(32) \
+        == (16 + 16 + 48) * 3 + 4 * 8 * 12
     assert _spec("rwkv", 64, head_dim=16).state_numel(64) == 64 + 4 * 16 * 16
     assert _spec("mlp", 16).state_numel(16) == 0
 
@@ -148,6 +156,21 @@ def test_attention_option_errors_are_located(text, message):
     with pytest.raises(hybridc.HybridcError) as err:
         hybridc.load(text)
     assert message in str(err.value) and "^" in str(err.value)
+
+
+def test_gated_delta_net_value_heads():
+    """Qwen3-Next's linear attention (16 key heads, 32 value heads, 128 each): the recurrence runs per value head."""
+    g = _spec("gated_delta_net", 2048, heads=16, v_heads=32, head_dim=128, v_head_dim=128)
+    base = _spec("gated_delta_net", 2048, heads=16, head_dim=128, v_head_dim=128)
+    assert g.flops(2048) - base.flops(2048) == 2 * 2048 * (3 * 16 * 128 + 2 * 16) + 2 * 16 * 128 * 4 \
+        + 16 * (7 * 128 * 128 + 2 * 128)   # v, g, o, a, b projections, v conv, 16 more value-head recurrences
+    with pytest.raises(hybridc.HybridcError) as err:
+        hybridc.load("layers gated_delta_net(heads=2, v_heads=3)")
+    assert "v_heads=3 is not a multiple of heads=2" in str(err.value) and "^" in str(err.value)
+    for text in ("layers gated_delta_net(heads=2, v_heads=4) gated_delta_net(heads=4, v_heads=8) gated_delta_net",
+                 "layers attn(heads=8, kv_heads=4) attn(heads=16)"):   # `auto` follows heads: written when it does not
+        m = hybridc.load(text)
+        assert hybridc.load(hybridc.dumps(m)) == m
 
 
 def test_mamba_options_state_and_flops():
