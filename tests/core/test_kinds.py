@@ -45,6 +45,13 @@ SHAPES = {
                            [(96, 24), (48, 1, 3), (48,), (2 + 8, 48), (48, 2), (48,), (48, 4), (48,), (24, 48)]),
     "mamba2-D32-N8-P16-G2": ("mamba2", 32, {"state": 8, "head_dim": 16, "groups": 2},  # E 64, H 4, X 64+32
                              [(64 + 96 + 4, 32), (96, 1, 4), (96,), (4,), (4,), (4,), (64,), (32, 64)]),
+    "mamba2-D32-H3-P16-nonorm-projbias": ("mamba2", 32, {"state": 8, "heads": 3, "head_dim": 16, "out_norm": False,
+                                                      "proj_bias": True},  # E 48 (not expand*dim), X 48+16
+                                          [(48 + 64 + 3, 32), (115,), (64, 1, 4), (64,), (3,), (3,), (3,), (32, 48),
+                                           (32,)]),   # no norm.weight
+    "mamba2-D32-I64-P16-G2-noconvbias": ("mamba2", 32, {"state": 8, "inner": 64, "head_dim": 16, "groups": 2,
+                                                     "norm_before_gate": True, "conv_bias": False},  # H 4
+                                         [(64 + 96 + 4, 32), (96, 1, 4), (4,), (4,), (4,), (64,), (32, 64)]),
     "gru-D16-H24": ("gru", 16, {"hidden": 24}, [(72, 16), (72, 24), (72,), (72,), (16, 24)]),
     "gru-D16-auto": ("gru", 16, {}, [(48, 16), (48, 16), (48,), (48,)]),
     "griffin-D16-W32-M4-K4": ("griffin_lru", 16, {"width": 32, "heads": 4},
@@ -129,6 +136,7 @@ def test_ffn_closed_forms_every_form(act, gated, bias, width):
 def test_state_closed_forms():
     assert _spec("mamba", 24, state=4, conv=3).state_numel(24) == 48 * 2 + 48 * 4
     assert _spec("mamba2", 32, state=8, head_dim=16, groups=2).state_numel(32) == 96 * 3 + 4 * 16 * 8
+    assert _spec("mamba2", 32, state=8, heads=3, head_dim=16).state_numel(32) == 64 * 3 + 3 * 16 * 8
     a = _spec("attn", 32, heads=4, kv_heads=2, head_dim=8, window=10)
     assert a.state_numel(32, context=100, meta=3) == 2 * 2 * 8 * (10 + 3)
     assert a.model_copy(update={"window": None}).state_numel(32, context=100) == 2 * 2 * 8 * 100
@@ -190,6 +198,33 @@ def test_mamba_options_state_and_flops():
     ("layers mamba(inner_norm=rms)", "expected one of none, weighted, plain"),
 ], ids=["inner-zero", "eps-without-norm", "unknown-norm"])
 def test_mamba_option_errors_are_located(text, message):
+    with pytest.raises(hybridc.HybridcError) as err:
+        hybridc.load(text)
+    assert message in str(err.value) and "^" in str(err.value)
+
+
+def test_mamba2_option_flops_and_round_trip():
+    """proj_bias: one add per bias (2E+2GN+H, D); conv_bias=false: X fewer adds; out_norm=false: no 4E norm. The
+    widths survive the canonical text."""
+    base = _spec("mamba2", 32, state=8, heads=3, head_dim=16)   # E 48, X 64, H 3
+    opt = lambda **o: _spec("mamba2", 32, state=8, heads=3, head_dim=16, **o).flops(32)  # noqa: E731
+    assert opt(proj_bias=True) - base.flops(32) == (48 + 64 + 3) + 32
+    assert base.flops(32) - opt(conv_bias=False) == 64 and base.flops(32) - opt(out_norm=False) == 4 * 48
+    assert opt(norm_before_gate=True) == base.flops(32)
+    m = hybridc.load("dim 32\nmamba2 head_dim=16\nlayers mamba2(heads=3, out_norm=false, proj_bias=true) "
+                     "mamba2(inner=64, norm_before_gate=true, conv_bias=false) mamba2 attn\nat 3 mamba2 expand=1")
+    assert [(l.mixers[0].heads, l.mixers[0].inner) for l in m.layers[:3]] == [(3, 48), (4, 64), (2, 32)]
+    assert hybridc.load(hybridc.dumps(m)) == m
+
+
+@pytest.mark.parametrize("text,message", [
+    ("layers mamba2(heads=3, inner=40)", "inner=40 must equal heads*head_dim=3*64=192"),
+    ("dim 32\nlayers mamba2(inner=40)", "inner=40 is not divisible by head_dim=64"),
+    ("layers mamba2(heads=3, groups=2)", "not divisible by groups=2"),
+    ("layers mamba2(out_norm=false, norm_before_gate=true)", "norm_before_gate=true needs out_norm=true"),
+    ("layers mamba2(heads=0)", "heads must be an integer >= 1"),
+], ids=["heads-inner", "inner-headdim", "heads-groups", "gate-order-without-norm", "heads-zero"])
+def test_mamba2_option_errors_are_located(text, message):
     with pytest.raises(hybridc.HybridcError) as err:
         hybridc.load(text)
     assert message in str(err.value) and "^" in str(err.value)
