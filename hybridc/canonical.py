@@ -9,7 +9,7 @@ import re
 from collections import Counter
 
 from .ir import FFNSpec, Layer, Model
-from .kinds import NAMES, spec_class
+from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
 from .kinds._ffn import default_bias, default_ffn, ffn_on_by_rule
 from .options import is_auto, render
@@ -73,20 +73,6 @@ def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
 _FFN_WRITTEN = ("mult", "act", "gated", "hidden")  # plus bias where it is not the form's default
 
 
-def _linked(model: Model) -> dict:
-    """(layer, mixer) -> the MODEL_AUTO values `auto` would give there (what the text need not say)."""
-    where: dict = {}
-    for i, l in enumerate(model.layers):
-        for j, m in enumerate(l.mixers):
-            if m.MODEL_AUTO:
-                where.setdefault(m.kind, []).append((i, j))
-    out = {}
-    for kind, spots in where.items():
-        specs = [model.layers[i].mixers[j] for i, j in spots]
-        out.update(zip(spots, spec_class(kind).link(specs)))
-    return out
-
-
 def _item(layer: Layer, base: dict, after: str, linked: list, dim: int) -> str:
     members = []
     for i, m in enumerate(layer.mixers):
@@ -137,7 +123,7 @@ def dumps(model: Model) -> str:
         lines.append(ffn_line)
     kind_lines, base = _kind_lines(model)
     lines += kind_lines
-    linked = _linked(model)
+    linked = linked_values(model.layers)  # what `auto` gives: the text need not say it
     items = [_item(l, base, after, [linked.get((i, j), {}) for j in range(len(l.mixers))], model.dim)
              for i, l in enumerate(model.layers)]
     lines.append("layers " + _compress(items))

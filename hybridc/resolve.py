@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from .errors import ErrorList, HybridcError, Pos, suggest
 from .ir import FFNSpec, Layer, Model
-from .kinds import NAMES, spec_class
+from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
 from .kinds._ffn import default_ffn, ffn_on_by_rule, ffn_options
 from .layout import Layout, Member, build_layout, check_kind
@@ -402,17 +402,11 @@ def _raise(msg, pos):
 def _link(layers, auto: dict):
     """Settle the options each kind resolves from its place in the model (`KindSpec.link`, e.g. RWKV-7's value
     residual), for the mixers where they were left `auto`."""
-    where: dict = {}
-    for i, l in enumerate(layers):
-        for j, m in enumerate(l.mixers):
-            if m.MODEL_AUTO:
-                where.setdefault(m.kind, []).append((i, j))
     updates = {}
-    for kind, spots in where.items():
-        for (i, j), values in zip(spots, spec_class(kind).link([layers[i].mixers[j] for i, j in spots])):
-            keep = {k: v for k, v in values.items() if k in auto.get((i, j), ())}
-            if keep:
-                updates[(i, j)] = keep
+    for (i, j), values in linked_values(layers).items():
+        keep = {k: v for k, v in values.items() if k in auto.get((i, j), ())}
+        if keep:
+            updates[(i, j)] = keep
     out = []
     for i, l in enumerate(layers):
         mixers = tuple(m.model_copy(update=updates[(i, j)]) if (i, j) in updates else m for j, m in enumerate(l.mixers))

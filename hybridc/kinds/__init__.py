@@ -17,7 +17,7 @@ from ._base import KindSpec
 NAMES: tuple[str, ...] = ("mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru", "attn",
                           "mlp")
 
-__all__ = ["NAMES", "KindSpec", "spec_class", "all_specs", "kinds_with_role", "pattern_symbols"]
+__all__ = ["NAMES", "KindSpec", "spec_class", "all_specs", "kinds_with_role", "pattern_symbols", "linked_values"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,3 +47,17 @@ def kinds_with_role(role: str) -> tuple[str, ...]:
 def pattern_symbols() -> dict[str, str]:
     """Megatron-LM pattern symbol -> kind, for the kinds that have one."""
     return {c.PATTERN: k for k, c in all_specs().items() if c.PATTERN is not None}
+
+
+def linked_values(layers) -> dict:
+    """(layer, mixer) -> the MODEL_AUTO values `auto` gives there, each kind's `link` over its mixers in layer order
+    (e.g. RWKV-7's value residual: false for the model's first rwkv mixer, true after it)."""
+    where: dict = {}
+    for i, l in enumerate(layers):
+        for j, m in enumerate(l.mixers):
+            if m.MODEL_AUTO:
+                where.setdefault(m.kind, []).append((i, j))
+    out = {}
+    for kind, spots in where.items():
+        out.update(zip(spots, spec_class(kind).link([layers[i].mixers[j] for i, j in spots])))
+    return out
