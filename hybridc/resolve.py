@@ -193,7 +193,7 @@ class Resolver:
     # --- the model -----------------------------------------------------------------------------------------------
     def _model(self) -> Model:
         v = {k: val for k, (val, _) in self.s.values.items() if not k.startswith("_")}
-        dim = v.get("dim", 256)
+        dim = v.get("dim", Model.model_fields["dim"].default)
         if v.get("input") is None and v.get("vocab") is None:
             v["input"] = dim
         lay = build_layout(self.s.layers, self.s.pattern)

@@ -34,7 +34,8 @@ def settle(options: dict) -> dict:
     """The FFN options with `bias` filled (auto/None -> the form's default), `mult` reset when `hidden` is given
     (hidden wins), and bad combinations rejected (ValueError listing the valid forms)."""
     out = dict(options)
-    act, gated = out.get("act", "gelu"), out.get("gated", False)
+    fields = FFNSpec.model_fields  # the defaults are the fields'
+    act, gated = out.get("act", fields["act"].default), out.get("gated", fields["gated"].default)
     if act == "swiglu" and gated is True:
         raise ValueError("act=swiglu is already gated (write act=silu gated=true, or act=swiglu); "
                          f"valid forms: {FORMS}")
