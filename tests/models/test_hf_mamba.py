@@ -1,0 +1,30 @@
+"""Whole-model check: transformers' MambaForCausalLM (tied head) == hybridc `layers mamba x2` at a tiny size.
+
+Mapping (names only, same layouts): `backbone.embeddings` -> `embed` (the tied head comes with it),
+`backbone.layers.i.{norm,mixer.*}` -> `layers.i.{norm,mixer.*}`, `backbone.norm_f` -> `norm_f`.
+"""
+import pytest
+
+pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+
+from _hf_whole import check_whole, report, rules  # noqa: E402
+
+D, V, N, LAYERS = 64, 100, 16, 2
+EPS = 1e-6  # hybridc's RMSNorm eps today
+
+MAPPING = rules(
+    (r"backbone\.embeddings\.weight", "embed.weight"),
+    (r"backbone\.norm_f\.weight", "norm_f.weight"),
+    (r"backbone\.layers\.(\d+)\.(norm\.weight|mixer\..+)", r"layers.\1.\2"),
+)
+
+
+def test_mamba_for_causal_lm(tmp_path):
+    cfg = tf.MambaConfig(vocab_size=V, hidden_size=D, state_size=N, num_hidden_layers=LAYERS, expand=2,
+                         conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True,
+                         layer_norm_epsilon=EPS)
+    hf = tf.MambaForCausalLM(cfg)
+    program = (f"layers mamba x{LAYERS}; dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms; dropout 0; "
+               f"mamba state={N} expand=2 conv=4 dt_rank={cfg.time_step_rank}")
+    report("mamba", check_whole(hf, program, MAPPING, vocab=V, jax=True, tmp_path=tmp_path))
