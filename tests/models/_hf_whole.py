@@ -19,7 +19,7 @@ one and biases at zero, where a swapped name would go unnoticed.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -94,6 +94,18 @@ def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> None:
     with torch.no_grad():
         for _, p in sorted(model.named_parameters()):
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def set_eps(modules: Iterable[torch.nn.Module], eps: float) -> None:
+    """Set the eps of transformers' norm modules (instances only; `variance_epsilon` or `eps`): for a config whose
+    one eps covers norms hybridc keeps at different eps (e.g. block norms at 1e-6, a mixer's inner norm at 1e-5)."""
+    for mod in modules:
+        for attr in ("variance_epsilon", "eps", "epsilon"):
+            if hasattr(mod, attr):
+                setattr(mod, attr, eps)
+                break
+        else:
+            raise AttributeError(f"{type(mod).__name__} has no eps attribute")
 
 
 def map_weights(hf: torch.nn.Module, ours: torch.nn.Module, convert: Callable[[Source], dict]) -> dict:
@@ -180,5 +192,5 @@ def report(name: str, out: dict) -> None:
     print(f"[hf-whole] {name}: params {out['params']}, max |logit diff| torch {out['max_abs']:.2e}{extra}")
 
 
-__all__ = ["Source", "rules", "check_whole", "hf_state", "hf_count", "perturb", "map_weights", "ids", "report",
+__all__ = ["Source", "rules", "check_whole", "hf_state", "hf_count", "perturb", "map_weights", "set_eps", "ids", "report",
            "TOL"]
