@@ -14,8 +14,8 @@ import importlib
 
 from ._base import KindSpec
 
-NAMES: tuple[str, ...] = ("mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru", "attn",
-                          "mlp")
+NAMES: tuple[str, ...] = ("mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru",
+                          "short_conv", "attn", "mlp")
 
 __all__ = ["NAMES", "KindSpec", "spec_class", "all_specs", "kinds_with_role", "pattern_symbols", "linked_values"]
 

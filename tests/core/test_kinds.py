@@ -90,6 +90,9 @@ SHAPES = {
     "gdn-D32-H2-K8-negeig": ("gated_delta_net", 32, {"heads": 2, "head_dim": 8, "neg_eigval": True},  # no weights
                              [(16, 32), (16, 32), (32, 32), (2, 32), (2, 32), (2,), (2,), (16, 4), (16, 4), (32, 4),
                               (16,), (32, 32), (32, 32)]),
+    "short_conv-D16-K3": ("short_conv", 16, {}, [(48, 16), (16, 1, 3), (16, 16)]),   # LFM2: in_proj, conv, out_proj
+    "short_conv-D16-K4-bias": ("short_conv", 16, {"conv": 4, "bias": True},
+                               [(48, 16), (48,), (16, 1, 4), (16,), (16, 16), (16,)]),
     "rwkv-D64-K16-ranks": ("rwkv", 64, {"head_dim": 16, "decay_rank": 8, "a_rank": 4, "v_rank": 2, "gate_rank": 6,
                                         "value_residual": True},
                            [(64,)] * 6 + [(64,), (64,), (4, 16)] + [(64, 64)] * 4 + [(64,), (64,)]
@@ -145,6 +148,7 @@ def test_state_closed_forms():
         == (16 + 16 + 48) * 3 + 4 * 8 * 12
     assert _spec("rwkv", 64, head_dim=16).state_numel(64) == 64 + 4 * 16 * 16
     assert _spec("mlp", 16).state_numel(16) == 0
+    assert _spec("short_conv", 16, conv=4).state_numel(16) == 16 * 3   # the conv window of B * x
 
 
 def test_attention_flops_grow_with_the_keys_seen():
@@ -228,6 +232,19 @@ def test_mamba2_option_errors_are_located(text, message):
     with pytest.raises(hybridc.HybridcError) as err:
         hybridc.load(text)
     assert message in str(err.value) and "^" in str(err.value)
+
+
+def test_short_conv_flops_and_errors():
+    """LFM2's gated short conv: in_proj (3D) and out_proj matmuls, B * x, K taps, C * y; bias: one add per bias."""
+    assert _spec("short_conv", 16).flops(16) == 2 * 16 * 48 + 2 * 16 * 16 + 16 + 2 * 16 * 3 + 16
+    assert _spec("short_conv", 16, bias=True).flops(16) - _spec("short_conv", 16).flops(16) == 48 + 16 + 16
+    for text, message in (("layers short_conv(conv=0)", "option conv must be an integer >= 1"),
+                          ("layers short_conv(state=3)", "valid options: conv: int (>=1, <=64); bias: true|false")):
+        with pytest.raises(hybridc.HybridcError) as err:
+            hybridc.load(text)
+        assert message in str(err.value) and "^" in str(err.value)
+    m = hybridc.load("dim 32\nshort_conv conv=4 bias=true\nlayers short_conv attn short_conv(conv=2)|attn")
+    assert hybridc.load(hybridc.dumps(m)) == m
 
 
 def test_mamba_130m_matches_the_published_count():
