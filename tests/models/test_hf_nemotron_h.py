@@ -35,6 +35,6 @@ def test_nemotron_h_for_causal_lm(tmp_path):
     set_eps([blk.norm for blk in hf.model.layers] + [hf.model.norm_f], BLOCK_EPS)
     program = (f'pattern "M*M-"; dim {D}; vocab {V}; output logits; norm rms; dropout 0; ffn after=none; '
                f"mamba2 state={N} expand=2 conv=4 head_dim={P} groups={G}; "
-               f"attn heads=4 kv_heads=2 head_dim=16 rope=false qk_norm=false window=none; "
+               f"attn heads=4 kv_heads=2 head_dim=16 rope=false qk_norm=none window=none; "
                f"mlp act=relu2 bias=false hidden={HIDDEN}")
     report("nemotron_h", check_whole(hf, program, MAPPING, vocab=V))
