@@ -21,6 +21,7 @@ FEATURES = {
     "tied_logits": "layers mamba attn; vocab 40; output logits; tie_embeddings true",
     "mamba_options": "layers mamba(inner=24, proj_bias=true, conv_bias=false, inner_norm=weighted, eps=1e-5) attn "
                      "mamba(inner_norm=plain)|attn",
+    "mamba_heads": "layers mamba(heads=2) attn mamba(heads=4, inner_norm=weighted, eps=1e-5, proj_bias=true)|attn",
     "gdn_options": "layers gated_delta_net(v_heads=4, v_head_dim=12) attn gated_delta_net(heads=1, v_heads=3, "
                    "neg_eigval=true)",
 }

@@ -3,8 +3,11 @@
 Parameters (docs/layers.md): in_proj (2E, D) (+ bias with proj_bias), conv1d (E, 1, K) (+ bias with conv_bias),
 x_proj (R + 2N, E), dt_proj (E, R) + bias, A_log (E, N), D (E,), out_proj (D, E) (+ bias with proj_bias), and with
 inner_norm=weighted the RMSNorm weights dt_layernorm (R,), b_layernorm (N,), c_layernorm (N,) (Jamba's; plain:
-FalconMamba's weightless norms). Decode state: the conv window (E, K-1) and the SSM state (E, N).
-Symbols: D model dim, E inner dim (inner, else expand * D), N state size, R dt_rank, K conv width.
+FalconMamba's weightless norms). With heads H > 1 (Zamba-7B's multi-head Mamba, transformers' ZambaMambaMixer)
+x_proj and dt_proj are per head: x_proj_weight (H, R + 2N, P), dt_proj_weight (H, P, R), dt_proj_bias (H, P),
+A_log (H, P, N), D (H, P): the same counts, B and C per head. Decode state: the conv window (E, K-1) and the SSM
+state (E, N). Symbols: D model dim, E inner dim (inner, else expand * D), N state size, R dt_rank, K conv width,
+H heads, P = E / H.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ class MambaSpec(KindSpec):
         "none", description="RMSNorms on dt, B and C after x_proj: weighted (Jamba's dt/b/c_layernorm), plain "
                             "(FalconMamba's weightless), or none")
     eps: float = Field(1e-6, gt=0, le=1, description="epsilon of the inner norms (needs inner_norm weighted|plain)")
+    heads: int = Field(1, ge=1, le=1024, description="mamba heads, each with its own x_proj and dt_proj (Zamba's "
+                       "n_mamba_heads; must divide the inner width)")
 
     SHOWN = ("state", "expand")
 
@@ -42,15 +47,21 @@ class MambaSpec(KindSpec):
         out = dict(options)
         if out.get("dt_rank") == "auto":
             out["dt_rank"] = math.ceil(dim / 16)
-        for name in ("state", "conv", "dt_rank"):
+        for name in ("state", "conv", "dt_rank", "heads"):
             if name in out:
                 positive_int(out[name], name)
         inner = cls.option(out, "inner")
         if inner is None:
-            scaled_width(cls.option(out, "expand"), dim)
+            width = scaled_width(cls.option(out, "expand"), dim)
         elif isinstance(inner, bool) or not isinstance(inner, int) or inner < 1:
             raise ValueError(f"option inner must be a positive integer, got {inner!r} (valid: inner=N for N >= 1, "
                              f"or inner=none for expand*dim)")
+        else:
+            width = inner
+        heads = cls.option(out, "heads")
+        if width % heads:
+            raise ValueError(f"option heads={heads} does not divide the inner width {width} (valid: heads=H where "
+                             f"H divides inner, or expand*dim without inner)")
         norm = cls.option(out, "inner_norm")
         if norm not in INNER_NORMS:
             raise ValueError(f"option inner_norm must be one of {', '.join(INNER_NORMS)}, got {norm!r}")
@@ -82,8 +93,8 @@ class MambaSpec(KindSpec):
         matmuls = 2 * dim * 2 * E + 2 * E * (R + 2 * N) + 2 * R * E + 2 * E * dim
         biases = 2 * E + dim if self.proj_bias else 0   # in_proj and out_proj bias adds
         conv = 2 * E * K + (E if self.conv_bias else 0) + E   # taps + bias + silu
-        # per normed element: square-and-sum (madd = 2), scale (1), weight (1, weighted only)
-        norms = {"none": 0, "plain": 3, "weighted": 4}[self.inner_norm] * (R + 2 * N)
+        # per normed element (R + 2N per head): square-and-sum (madd = 2), scale (1), weight (1, weighted only)
+        norms = {"none": 0, "plain": 3, "weighted": 4}[self.inner_norm] * (R + 2 * N) * self.heads
         dt = 2 * E                        # bias + softplus
         # per (e, n): dt*A, exp, dt*u*B (1 mul, dt*u shared), h update (1 madd = 2), C.h (1 madd = 2)
         scan = 7 * E * N + E

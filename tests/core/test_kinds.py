@@ -43,6 +43,9 @@ SHAPES = {
                                (2,), (4,), (4,)]),   # dt_layernorm, b_layernorm, c_layernorm
     "mamba-D24-N4-plain": ("mamba", 24, {"state": 4, "conv": 3, "inner_norm": "plain"},  # weightless norms
                            [(96, 24), (48, 1, 3), (48,), (2 + 8, 48), (48, 2), (48,), (48, 4), (48,), (24, 48)]),
+    "mamba-D24-N4-H2": ("mamba", 24, {"state": 4, "conv": 3, "heads": 2},  # Zamba: per-head x_proj, dt_proj (P 24)
+                        [(96, 24), (48, 1, 3), (48,), (2, 2 + 8, 24), (2, 24, 2), (2, 24), (2, 24, 4), (2, 24),
+                         (24, 48)]),
     "mamba2-D32-N8-P16-G2": ("mamba2", 32, {"state": 8, "head_dim": 16, "groups": 2},  # E 64, H 4, X 64+32
                              [(64 + 96 + 4, 32), (96, 1, 4), (96,), (4,), (4,), (4,), (64,), (32, 64)]),
     "mamba2-D32-H3-P16-nonorm-projbias": ("mamba2", 32, {"state": 8, "heads": 3, "head_dim": 16, "out_norm": False,
@@ -194,13 +197,19 @@ def test_mamba_options_state_and_flops():
     assert base.flops(24) - _spec("mamba", 24, state=4, conv=3, conv_bias=False).flops(24) == 48
     assert _spec("mamba", 24, state=4, conv=3, inner_norm="plain").flops(24) - base.flops(24) == 3 * (2 + 8)
     assert _spec("mamba", 24, state=4, conv=3, inner_norm="weighted").flops(24) - base.flops(24) == 4 * (2 + 8)
+    # heads: the same projections split by head (same counts), the inner norms once per head
+    heads = _spec("mamba", 24, state=4, conv=3, heads=4)
+    assert heads.flops(24) == base.flops(24) and heads.state_numel(24) == base.state_numel(24)
+    assert _spec("mamba", 24, state=4, conv=3, heads=4, inner_norm="plain").flops(24) - base.flops(24) == 4 * 3 * 10
 
 
 @pytest.mark.parametrize("text,message", [
     ("layers mamba(inner=0)", "inner=N for N >= 1"),
     ("layers mamba(eps=1e-5)", "needs inner_norm=weighted or inner_norm=plain"),
     ("layers mamba(inner_norm=rms)", "expected one of none, weighted, plain"),
-], ids=["inner-zero", "eps-without-norm", "unknown-norm"])
+    ("dim 24\nlayers mamba(heads=5)", "heads=5 does not divide the inner width 48"),
+    ("layers mamba(inner=30, heads=4)", "heads=4 does not divide the inner width 30"),
+], ids=["inner-zero", "eps-without-norm", "unknown-norm", "heads-expand", "heads-inner"])
 def test_mamba_option_errors_are_located(text, message):
     with pytest.raises(hybridc.HybridcError) as err:
         hybridc.load(text)

@@ -1,15 +1,16 @@
 """`mamba` (Mamba-1, selective scan): the torch layer's contract, init (mamba_ssm's), cost formulas, transformers'
 MambaMixer (with and without biases, an explicit inner width), JambaMambaMixer (weighted dt/B/C norms) and
-FalconMambaMixer (weightless ones) as the outside oracles, and the JAX layer against the torch layer with shared
-weights."""
+FalconMambaMixer (weightless ones), ZambaMambaMixer (several heads) as the outside oracles, and the JAX layer
+against the torch layer with shared weights."""
 import inspect
+import math
 from types import SimpleNamespace as NS
 
 import pytest
 import torch
 
 from _jax_parity import Pair, parity_tests
-from _torch_contract import DIM, contract_tests
+from _torch_contract import DIM, contract_tests, decode, rand_x
 from _transformers_oracle import mixer_tests
 from hybridc.kinds import spec_class
 from hybridc_jax.layers import mamba
@@ -18,7 +19,7 @@ from hybridc_torch.layers.mamba import Mamba
 
 def spec(**kw):
     base = dict(state=4, expand=2, inner=None, conv=4, dt_rank=3, proj_bias=False, conv_bias=True, inner_norm="none",
-                eps=1e-6)
+                eps=1e-6, heads=1)
     return NS(kind="mamba", **(base | kw))
 
 
@@ -29,16 +30,26 @@ SPECS = {
     "mamba-N4-E2-K3-R2-weighted": spec(conv=3, dt_rank=2, inner_norm="weighted", eps=1e-5),
     "mamba-N8-E1-K2-R2-plain-projbias": spec(state=8, expand=1, conv=2, dt_rank=2, inner_norm="plain",
                                              proj_bias=True),
+    "mamba-N4-E2-K4-R3-H2": spec(heads=2),   # Zamba-7B's two heads
+    "mamba-N4-I24-K3-R2-H3-weighted-projbias": spec(inner=24, conv=3, dt_rank=2, heads=3, inner_norm="weighted",
+                                                    eps=1e-5, proj_bias=True, conv_bias=False),
 }
 MAIN = "mamba-N4-E2-K4-R3"
 COSTS = {"mamba-N16-E2-K4-R2-D24": (spec(state=16, dt_rank=2), 24),
          "mamba-N16-I36-K4-R2-D24-all": (spec(state=16, dt_rank=2, inner=36, proj_bias=True, conv_bias=False,
-                                             inner_norm="weighted"), 24)}
+                                             inner_norm="weighted"), 24),
+         "mamba-N16-I36-K4-R2-D24-H4-plain": (spec(state=16, dt_rank=2, inner=36, heads=4, inner_norm="plain"), 24)}
 BIAS_SPECS = {k: SPECS[k] for k in ("mamba-N4-E2-K4-R3", "mamba-N8-E1-K2-R1",
                                     "mamba-N4-I24-K4-R3-projbias-noconvbias")}
 
 globals().update(contract_tests(Mamba, SPECS, main=MAIN, costs=COSTS))
 globals().update(parity_tests(Pair(Mamba, mamba, SPECS), main=MAIN))
+_heads_parity = parity_tests(Pair(Mamba, mamba, SPECS), main="mamba-N4-I24-K3-R2-H3-weighted-projbias")
+
+
+def test_jax_heads_forward_and_gradients_match_torch():
+    """Several heads (per-head x_proj / dt_proj, B/C groups in the scan): values and gradients, as for MAIN."""
+    _heads_parity["test_jax_forward_and_gradients_match_torch"]("mamba-N4-I24-K3-R2-H3-weighted-projbias")
 
 
 def _hf_mamba(layer, spec):
@@ -138,3 +149,69 @@ def test_option_parameters_are_named_as_transformers(spec_id, extra):
             "out_proj.weight"} | ({"conv1d.bias"} if s.conv_bias else set())
     assert names.keys() == base | extra.keys()
     assert {k: names[k] for k in extra} == extra
+
+
+ZAMBA = {k: SPECS[k] for k in ("mamba-N4-E2-K4-R3-H2",)}
+
+
+def _hf_zamba(spec_id):
+    """(config, our layer, transformers' ZambaMambaMixer with our weights: the same names and shapes)."""
+    zamba = pytest.importorskip("transformers.models.zamba.modeling_zamba",
+                                reason="transformers' Zamba (ZambaMambaMixer) is not installed")
+    s = SPECS[spec_id]
+    cfg = zamba.ZambaConfig(hidden_size=DIM, mamba_d_state=s.state, mamba_expand=s.expand, mamba_d_conv=s.conv,
+                            mamba_dt_rank=s.dt_rank, n_mamba_heads=s.heads, mamba_conv_bias=s.conv_bias,
+                            mamba_proj_bias=s.proj_bias, num_hidden_layers=1, layer_types=["linear_attention"],
+                            vocab_size=8)
+    torch.manual_seed(0)
+    layer = Mamba(DIM, s)
+    hf = zamba.ZambaMambaMixer(cfg, 0).eval()
+    hf.load_state_dict(layer.state_dict())
+    return cfg, layer, hf
+
+
+@pytest.mark.parametrize("length", [1, 7, 33], ids=lambda n: f"L{n}")
+@pytest.mark.parametrize("spec_id", list(ZAMBA))
+def test_heads_match_zamba_forward(spec_id, length):
+    _, layer, hf = _hf_zamba(spec_id)
+    x = rand_x(length=length)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], hf(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec_id", list(ZAMBA))
+def test_heads_match_zamba_decoding(spec_id):
+    """Prefill 3 tokens, then one-token steps through transformers' cache; its (B, H, P, N) ssm state is ours
+    (B, E, N) by head, its conv window (B, E, K) ours plus one."""
+    from transformers import DynamicCache
+
+    cfg, layer, hf = _hf_zamba(spec_id)
+    x, L1 = rand_x(length=8), 3
+    cache = DynamicCache(config=cfg)
+    with torch.no_grad():
+        hf_y = torch.cat([hf(x[:, :L1], cache=cache)] + [hf(x[:, t:t + 1], cache=cache) for t in range(L1, 8)],
+                         dim=1)
+        y, state = decode(layer, x, L1)
+    torch.testing.assert_close(y, hf_y, rtol=1e-5, atol=1e-5)
+    hf_ssm, hf_conv = cache.layers[0].recurrent_states[0], cache.layers[0].conv_states[0]
+    torch.testing.assert_close(state["ssm"], hf_ssm.flatten(1, 2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state["conv"], hf_conv[..., 1:], rtol=0, atol=1e-6)
+
+
+def test_heads_parameters_are_named_as_zamba():
+    """heads > 1: ZambaMambaMixer's per-head tensors replace x_proj / dt_proj; A_log and D split by head; the
+    count equals the single-head layer's."""
+    layer = Mamba(DIM, SPECS["mamba-N4-I24-K3-R2-H3-weighted-projbias"])
+    names = {n: tuple(p.shape) for n, p in layer.named_parameters()}
+    assert names == {"x_proj_weight": (3, 2 + 8, 8), "dt_proj_weight": (3, 8, 2), "dt_proj_bias": (3, 8),
+                     "A_log": (3, 8, 4), "D": (3, 8), "in_proj.weight": (48, DIM), "in_proj.bias": (48,),
+                     "conv1d.weight": (24, 1, 3), "out_proj.weight": (DIM, 24), "out_proj.bias": (DIM,),
+                     "dt_layernorm.weight": (2,), "b_layernorm.weight": (4,), "c_layernorm.weight": (4,)}
+    one = Mamba(DIM, spec(inner=24, conv=3, dt_rank=2, inner_norm="weighted", eps=1e-5, proj_bias=True,
+                          conv_bias=False))
+    assert sum(p.numel() for p in one.parameters()) == sum(math.prod(s) for s in names.values())
+
+
+def test_resolve_rejects_heads_that_do_not_divide_the_inner_width():
+    with pytest.raises(ValueError, match="heads=3 does not divide the inner width 32"):
+        spec_class("mamba").resolve({"expand": 2, "heads": 3, "dt_rank": 2}, 16)

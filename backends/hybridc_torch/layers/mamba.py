@@ -7,11 +7,14 @@ match numerically.
 Options: biases on in_proj/out_proj (``proj_bias``, transformers' ``use_bias``) and on the conv (``conv_bias``,
 ``use_conv_bias``); an explicit inner width (``inner``, Falcon-H1's 1.5 * D); RMSNorms on dt, B and C after x_proj
 (``inner_norm``): ``weighted`` as transformers' ``JambaMambaMixer`` (``dt_layernorm``, ``b_layernorm``,
-``c_layernorm``), ``plain`` as ``FalconMambaMixer`` (weightless, ``mixer_rms_eps``).
+``c_layernorm``), ``plain`` as ``FalconMambaMixer`` (weightless, ``mixer_rms_eps``); several heads (``heads``) as
+transformers' ``ZambaMambaMixer`` (Zamba-7B): per-head ``x_proj_weight`` (H, R+2N, P), ``dt_proj_weight`` (H, P, R),
+``dt_proj_bias``, ``A_log``, ``D`` split by head, and its in_proj layout (x and z interleaved channel by channel).
+The scan is per channel either way; per-head B and C run as the kernels' B/C groups (G = H).
 
 Glossary of dimension letters:
     B: batch    L: sequence length    D: model dim    E: inner dim (inner, else expand * D)    N: state size
-    R: dt_rank    K: conv width    C: conv channels
+    R: dt_rank    K: conv width    C: conv channels    H: heads    P: head width E / H
 """
 
 from __future__ import annotations
@@ -47,25 +50,32 @@ def inner_width(dim: int, spec) -> int:
 
 class Mamba(nn.Module):
     """Mamba-1 mixer. spec: state (N), expand, inner (E or None), conv (K), dt_rank (R), proj_bias, conv_bias,
-    inner_norm (none | weighted | plain), eps."""
+    inner_norm (none | weighted | plain), eps, heads (H)."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
         self.dim, self.impl = dim, impl
         self.d_state, self.d_conv, self.dt_rank = int(spec.state), int(spec.conv), int(spec.dt_rank)
         self.d_inner = inner_width(dim, spec)
-        E, N, R, K = self.d_inner, self.d_state, self.dt_rank, self.d_conv
+        self.heads = int(spec.heads)
+        E, N, R, K, H = self.d_inner, self.d_state, self.dt_rank, self.d_conv, self.heads
         # Construction and init order follow mamba_ssm (same RNG draw order).
         self.in_proj = nn.Linear(dim, 2 * E, bias=spec.proj_bias)
         self.conv1d = nn.Conv1d(E, E, kernel_size=K, groups=E, padding=K - 1, bias=spec.conv_bias)
-        self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
-        self.dt_proj = nn.Linear(R, E, bias=True)
-        with torch.no_grad():
-            nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
-            self.dt_proj.bias.copy_(init_dt_bias(E))
+        if H == 1:
+            self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+            self.dt_proj = nn.Linear(R, E, bias=True)
+            with torch.no_grad():
+                nn.init.uniform_(self.dt_proj.weight, -R ** -0.5, R ** -0.5)
+                self.dt_proj.bias.copy_(init_dt_bias(E))
+        else:  # ZambaMambaMixer's per-head projections; the same init per head as the single-head layer's
+            P = E // H
+            self.x_proj_weight = nn.Parameter(torch.empty(H, R + 2 * N, P).uniform_(-P ** -0.5, P ** -0.5))
+            self.dt_proj_weight = nn.Parameter(torch.empty(H, P, R).uniform_(-R ** -0.5, R ** -0.5))
+            self.dt_proj_bias = nn.Parameter(init_dt_bias(E).view(H, P))
         A = torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)  # (E, N), S4D-real
-        self.A_log = nn.Parameter(torch.log(A))
-        self.D = nn.Parameter(torch.ones(E))
+        self.A_log = nn.Parameter(torch.log(A) if H == 1 else torch.log(A).view(H, E // H, N))  # (E, N) | (H, P, N)
+        self.D = nn.Parameter(torch.ones(E) if H == 1 else torch.ones(H, E // H))  # (E,) | (H, P)
         self.out_proj = nn.Linear(E, dim, bias=spec.proj_bias)
         self.inner_norm = spec.inner_norm
         if spec.inner_norm != "none":  # Jamba's names; plain: no weights (FalconMamba)
@@ -83,24 +93,41 @@ class Mamba(nn.Module):
 
     def _A(self) -> torch.Tensor:
         """A = -exp(A_log) (E, N), computed in fp32 (fp64 for fp64 params)."""
-        return -torch.exp(self.A_log.to(recurrent_dtype(self.A_log.dtype)))
+        return -torch.exp(self.A_log.to(recurrent_dtype(self.A_log.dtype))).reshape(self.d_inner, self.d_state)
+
+    def _D_and_dt_bias(self):
+        """D (E,) and the dt bias (E,), heads flattened into channels."""
+        bias = self.dt_proj.bias if self.heads == 1 else self.dt_proj_bias.reshape(-1)
+        return self.D.reshape(-1), bias
+
+    def _split_in(self, xz: torch.Tensor):
+        """in_proj output (..., 2E) -> x, z (..., E): halves, or (heads > 1) Zamba's channel-interleaved pairs."""
+        return xz.chunk(2, dim=-1) if self.heads == 1 else xz.unflatten(-1, (self.d_inner, 2)).unbind(-1)
 
     def _ssm_inputs(self, xc: torch.Tensor):
-        """xc (..., E) post-conv activations -> dt (..., E) (before bias), B (..., N), C (..., N)."""
-        dt, B, C = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        """xc (..., E) post-conv activations -> dt (..., E) (before bias), B and C (..., N), or (..., H, N) per head."""
+        sizes = [self.dt_rank, self.d_state, self.d_state]
+        if self.heads == 1:
+            dt, B, C = self.x_proj(xc).split(sizes, dim=-1)
+        else:  # per head: x_proj_weight[h] @ x_h
+            xh = xc.unflatten(-1, (self.heads, -1))  # (..., H, P)
+            dt, B, C = torch.einsum("...hp,hkp->...hk", xh, self.x_proj_weight).split(sizes, dim=-1)  # (..., H, *)
         if self.inner_norm != "none":
             dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
-        return F.linear(dt, self.dt_proj.weight), B, C
+        if self.heads == 1:
+            return F.linear(dt, self.dt_proj.weight), B, C
+        return torch.einsum("...hr,hpr->...hp", dt, self.dt_proj_weight).flatten(-2), B, C  # (..., E)
 
     def forward(self, x, state=None, ctx=None):
-        xi, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E) each
+        xi, z = self._split_in(self.in_proj(x))  # (B, L, E) each
         conv_in = None if state is None else state["conv"]
         xc, conv_state = causal_conv1d(xi.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_in)
         xc = F.silu(xc)  # (B, E, L)
-        dt, B, C = self._ssm_inputs(xc.transpose(1, 2))  # (B, L, E), (B, L, N), (B, L, N)
+        dt, B, C = self._ssm_inputs(xc.transpose(1, 2))  # (B, L, E), (B, L, [H,] N) twice
+        D, dt_bias = self._D_and_dt_bias()
         y, ssm_state = selective_scan(
-            xc, dt.transpose(1, 2), self._A(), B.transpose(1, 2), C.transpose(1, 2),
-            D=self.D, z=z.transpose(1, 2), delta_bias=self.dt_proj.bias, delta_softplus=True,
+            xc, dt.transpose(1, 2), self._A(), B.movedim(1, -1), C.movedim(1, -1),  # B, C (B, [H,] N, L)
+            D=D, z=z.transpose(1, 2), delta_bias=dt_bias, delta_softplus=True,
             return_last_state=True, initial_state=None if state is None else state["ssm"], impl=self.impl,
         )  # (B, E, L), (B, E, N)
         out = self.out_proj(y.transpose(1, 2).to(x.dtype))  # (B, L, D)
@@ -109,13 +136,14 @@ class Mamba(nn.Module):
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
 
     def step(self, x_t, state, ctx=None):
-        xi, z = self.in_proj(x_t).chunk(2, dim=-1)  # (B, E) each
+        xi, z = self._split_in(self.in_proj(x_t))  # (B, E) each
         xc, conv_state = causal_conv1d(xi[..., None], self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
         xc = F.silu(xc[..., 0])  # (B, E)
-        dt, B, C = self._ssm_inputs(xc)  # (B, E), (B, N), (B, N)
+        dt, B, C = self._ssm_inputs(xc)  # (B, E), (B, [H,] N) twice
+        D, dt_bias = self._D_and_dt_bias()
         y, ssm_state = selective_scan_step(
-            state["ssm"], xc, dt, self._A(), B, C, D=self.D, z_t=z,
-            delta_bias=self.dt_proj.bias, delta_softplus=True,
+            state["ssm"], xc, dt, self._A(), B, C, D=D, z_t=z,
+            delta_bias=dt_bias, delta_softplus=True,
         )  # (B, E), (B, E, N)
         out = self.out_proj(y.to(x_t.dtype))  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
