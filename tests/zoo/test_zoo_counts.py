@@ -133,3 +133,10 @@ def test_every_zoo_file_is_checked():
     """A zoo file without a count test would go unchecked."""
     names = {p.stem for p in ZOO.glob("*.hyb")}
     assert names <= set(CASES) | set(PUBLISHED), f"zoo files without a count test: {sorted(names - set(CASES) - set(PUBLISHED))}"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in ZOO.glob("*.hyb")))
+def test_zoo_round_trips(name):
+    """The canonical text of a zoo model reads back to the same model (describe's count included)."""
+    m = hybridc.load_file(ZOO / f"{name}.hyb")
+    assert hybridc.load(hybridc.dumps(m)) == m
