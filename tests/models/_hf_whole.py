@@ -14,7 +14,8 @@ duplicates removed) and records which names were read. `rules(...)` builds one f
 layouts differ (a fused projection split in two, a per-head layout) add a function for those names.
 
 Every transformers weight is perturbed with seeded noise before copying (`perturb`): default inits leave norms at
-one and biases at zero, where a swapped name would go unnoticed.
+one and biases at zero, where a swapped name would go unnoticed. transformers' own init draws from torch's global
+generator: seed it (`torch.manual_seed(0)`) before building the model for run-to-run identical numbers.
 """
 from __future__ import annotations
 

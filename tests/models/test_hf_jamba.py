@@ -9,7 +9,7 @@ Mapping (names only, same layouts): `model.embed_tokens` -> `embed`; per layer `
 """
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 from _hf_whole import check_whole, report, rules  # noqa: E402
@@ -34,6 +34,7 @@ def test_jamba_for_causal_lm(tmp_path):
                          mamba_proj_bias=False, num_attention_heads=4, num_key_value_heads=2,
                          intermediate_size=HIDDEN, rms_norm_eps=EPS, tie_word_embeddings=False)
     cfg._attn_implementation = "eager"
+    torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = tf.JambaForCausalLM(cfg)
     program = (f"layers mamba attn mamba; dim {D}; vocab {V}; output logits; norm rms; dropout 0; "
                f"ffn after=all act=silu gated=true bias=false hidden={HIDDEN}; "

@@ -9,7 +9,7 @@ Mapping (names only, same layouts): `model.embed_tokens` -> `embed` (the tied he
 """
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 from _hf_whole import check_whole, report, rules  # noqa: E402
@@ -37,6 +37,7 @@ def test_lfm2_for_causal_lm(tmp_path):
                         norm_eps=EPS, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
                         tie_word_embeddings=True)
     cfg._attn_implementation = "eager"
+    torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = tf.Lfm2ForCausalLM(cfg)
     program = (f"layers short_conv attn short_conv; dim {D}; vocab {V}; output logits; tie_embeddings true; "
                f"norm rms eps={EPS}; dropout 0; ffn after=all act=silu gated=true bias=false hidden={HIDDEN}; "

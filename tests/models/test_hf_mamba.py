@@ -5,7 +5,7 @@ Mapping (names only, same layouts): `backbone.embeddings` -> `embed` (the tied h
 """
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 from _hf_whole import check_whole, report, rules  # noqa: E402
@@ -24,6 +24,7 @@ def test_mamba_for_causal_lm(tmp_path):
     cfg = tf.MambaConfig(vocab_size=V, hidden_size=D, state_size=N, num_hidden_layers=LAYERS, expand=2,
                          conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True,
                          layer_norm_epsilon=EPS)
+    torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = tf.MambaForCausalLM(cfg)
     program = (f"layers mamba x{LAYERS}; dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms; dropout 0; "
                f"mamba state={N} expand=2 conv=4 dt_rank={cfg.time_step_rank}")

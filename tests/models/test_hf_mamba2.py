@@ -6,7 +6,7 @@ Mapping (names only, same layouts: in_proj rows [z, x, B, C, dt], groupwise gate
 """
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 from _hf_whole import check_whole, report, rules, set_eps  # noqa: E402
@@ -26,6 +26,7 @@ def test_mamba2_for_causal_lm(tmp_path):
     cfg = tf.Mamba2Config(vocab_size=V, hidden_size=D, state_size=N, num_hidden_layers=LAYERS, expand=2,
                           conv_kernel=4, head_dim=P, num_heads=2 * D // P, n_groups=G, use_bias=False,
                           use_conv_bias=True, tie_word_embeddings=False, layer_norm_epsilon=1e-5)
+    torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = tf.Mamba2ForCausalLM(cfg)
     set_eps([blk.norm for blk in hf.backbone.layers] + [hf.backbone.norm_f], BLOCK_EPS)
     program = (f"layers mamba2 x{LAYERS}; dim {D}; vocab {V}; output logits; norm rms; dropout 0; "

@@ -7,7 +7,7 @@ Mapping (names only, same layouts): `model.embeddings` -> `embed`, `model.layers
 """
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 from _hf_whole import check_whole, report, rules, set_eps  # noqa: E402
@@ -31,6 +31,7 @@ def test_nemotron_h_for_causal_lm(tmp_path):
                              intermediate_size=HIDDEN, mlp_hidden_act="relu2", mlp_bias=False, attention_bias=False,
                              use_bias=False, use_conv_bias=True, layer_norm_epsilon=1e-5, tie_word_embeddings=False)
     cfg._attn_implementation = "eager"
+    torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = tf.NemotronHForCausalLM(cfg)
     set_eps([blk.norm for blk in hf.model.layers] + [hf.model.norm_f], BLOCK_EPS)
     program = (f'pattern "M*M-"; dim {D}; vocab {V}; output logits; norm rms; dropout 0; ffn after=none; '

@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 qn = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
 
@@ -68,9 +68,10 @@ def test_qwen3_next_for_causal_lm(tmp_path, monkeypatch):
                                               "partial_rotary_factor": 0.25},
                              attention_bias=False, tie_word_embeddings=False)
     cfg._attn_implementation = "eager"
+    torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = qn.Qwen3NextForCausalLM(cfg)
     program = (f"layers gated_delta_net attn; dim {D}; vocab {V}; output logits; norm rms eps={EPS} zero_centered=true; "
                f"dropout 0; ffn after=all act=silu gated=true bias=false hidden={HIDDEN}; "
                f"gated_delta_net heads={H} v_heads={HV} head_dim={K} v_head_dim={VD} conv=4 gate=true; "
                f"attn heads=4 kv_heads=2 head_dim=16 rope=true rope_fraction=0.25 gate=true qk_norm=head window=none")
-    report("qwen3_next", check_whole(hf, program, MAPPING, vocab=V))
+    report("qwen3_next", check_whole(hf, program, MAPPING, vocab=V, jax=True, tmp_path=tmp_path))
