@@ -13,6 +13,7 @@ from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
 from .kinds._ffn import default_bias, default_ffn, ffn_on_by_rule
 from .options import is_auto, render
+from .summary import model_scales
 
 _KEYWORDS = {"layers", "ratio", "every", "pattern", "preset", "share", "at", "backbone", "placement", "offset"}
 
@@ -70,7 +71,7 @@ def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
     return ("ffn " + " ".join(parts) if parts else None), after, spec
 
 
-_FFN_WRITTEN = ("mult", "act", "gated", "hidden")  # plus bias where it is not the form's default
+_FFN_WRITTEN = ("mult", "act", "gated", "hidden", "gate_scale", "down_scale")  # plus bias where not the form's default
 
 
 def _item(layer: Layer, base: dict, after: str, linked: list, dim: int) -> str:
@@ -118,6 +119,7 @@ def dumps(model: Model) -> str:
         lines.append(f"meta_tokens {model.meta_tokens}")
     if model.fusion != "gate":
         lines.append(f"fusion {model.fusion}")
+    lines += [f"{k} {render(v)}" for k, v in model_scales(model).items()]
     ffn_line, after, ffn_spec = _ffn_line(model)
     if ffn_line:
         lines.append(ffn_line)
@@ -133,7 +135,7 @@ def dumps(model: Model) -> str:
         if layer.ffn is None:
             continue
         default = default_ffn(layer.mixers, ffn_spec)
-        keys = ("mult", "act", "gated", "bias", "hidden", "token_shift")
+        keys = ("mult", "act", "gated", "bias", "hidden", "token_shift", "gate_scale", "down_scale")
         diff = {k: getattr(layer.ffn, k) for k in keys if getattr(layer.ffn, k) != getattr(default, k)}
         if diff:
             lines.append(f"at {i + 1} ffn " + " ".join(f"{k}={render(v)}" for k, v in diff.items()))

@@ -65,6 +65,14 @@ class Model(Frozen):
     meta_tokens: int = Field(0, ge=0, le=100_000)
     fusion: Literal["gate", "mean"] = "gate"
     share: tuple[str, ...] = ()
+    embed_scale: float = Field(1.0, gt=0, description="the embedded input stream is multiplied by this (Gemma's "
+                               "sqrt(dim), Granite's embedding_multiplier, Falcon-H1's embedding_multiplier)")
+    residual_scale: float = Field(1.0, gt=0, description="each sub-block's output is multiplied by this before the "
+                                  "residual add (Granite's residual_multiplier)")
+    logit_scale: float = Field(1.0, gt=0, description="logits multiplied by this (Falcon-H1's lm_head_multiplier; "
+                               "Granite's 1 / logits_scaling)")
+    logit_softcap: Optional[float] = Field(None, gt=0, description="final logits -> c*tanh(logits/c) (RecurrentGemma's "
+                                           "final_logit_softcapping), or none")
     layers: tuple[Layer, ...] = Field(min_length=1, max_length=10_000)
 
     @model_validator(mode="after")
@@ -75,6 +83,9 @@ class Model(Frozen):
             raise ValueError("output logits needs a vocab")
         if self.tie_embeddings and (self.vocab is None or self.output != "logits"):
             raise ValueError("tie_embeddings needs a vocab model with output logits (the head reuses embed.weight)")
+        for name in ("logit_scale", "logit_softcap"):
+            if getattr(self, name) != type(self).model_fields[name].default and self.output != "logits":
+                raise ValueError(f"{name} needs output logits (valid: `output logits` with `vocab N`)")
         if self.meta_tokens and not any(m.ROLE == "attention" for l in self.layers for m in l.mixers):
             raise ValueError("meta tokens need at least one attention layer")
         return self

@@ -21,6 +21,8 @@ def print_describe(info: dict) -> None:
         params = human(r["params"]) + (" (shared)" if r["shared"] else "")
         t.add_row(str(r["index"]), r["kind"], r["options"], params, human(r["state_bytes"], "B"), human(r["flops_per_token"]))
     con.print(t)
+    if info.get("scales"):
+        con.print("scales: " + ", ".join(f"{k} {v:g}" for k, v in info["scales"].items()))
     io = ", ".join(f"{k} {human(v)}" for k, v in info["params_io"].items() if v)
     con.print(f"parameters: [bold]{info['params']:,}[/bold] ({human(info['params'])})" + (f"; of which {io}" if io else ""))
     ratio = info["state_bytes_all_attention"] / max(info["state_bytes"], 1)

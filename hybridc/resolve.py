@@ -23,8 +23,10 @@ SETTINGS = {  # statement -> (IR field, how it is written)
     "model": "name", "dim": "dim", "input": "input", "vocab": "vocab", "output": "output", "norm": "norm",
     "dropout": "dropout", "meta_tokens": "meta_tokens", "fusion": "fusion",
     "tie_embeddings": "tie_embeddings",
+    "embed_scale": "embed_scale", "residual_scale": "residual_scale", "logit_scale": "logit_scale",
+    "logit_softcap": "logit_softcap",
 }
-FFN_KEYS = {k: FFNSpec.model_fields[k] for k in ("mult", "act", "gated", "bias", "hidden")}
+FFN_KEYS = {k: FFNSpec.model_fields[k] for k in ("mult", "act", "gated", "bias", "hidden", "gate_scale", "down_scale")}
 STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(NAMES))
 
 
@@ -156,7 +158,7 @@ class Resolver:
 
     def _ffn(self, st, values, kvs):
         if values:
-            raise HybridcError("ffn takes options key=value (mult, act, gated, bias, hidden, after)", values[0].pos)
+            raise HybridcError(f"ffn takes options key=value ({', '.join(FFN_KEYS)}, after)", values[0].pos)
         for kv in kvs:
             if kv.key == "after":
                 if kv.value.raw not in FFN_AFTER:
@@ -309,6 +311,10 @@ class Resolver:
         if "tie_embeddings" in msg and "tie_embeddings" in self.s.values:
             return HybridcError(msg, self.s.values["tie_embeddings"][1],
                                 hint="set `vocab N` and `output logits`, or remove tie_embeddings")
+        scale = next((n for n in ("logit_scale", "logit_softcap") if msg.startswith(n) and n in self.s.values), None)
+        if scale is not None:
+            return HybridcError(msg, self.s.values[scale][1], hint="set `vocab N` and `output logits`, or remove "
+                                f"{scale}")
         if "meta tokens" in msg:
             pos = self.s.values.get("meta_tokens", (None, Pos(1, 1)))[1]
         elif "logits" in msg:
@@ -320,7 +326,8 @@ class Resolver:
 
 _EXAMPLE = {"model": "my_model", "dim": "256", "input": "32", "vocab": "32000", "output": "last", "norm": "rms",
             "dropout": "0.1", "meta_tokens": "4", "fusion": "mean",
-            "tie_embeddings": "true"}
+            "tie_embeddings": "true", "embed_scale": "12", "residual_scale": "0.22", "logit_scale": "0.125",
+            "logit_softcap": "30"}
 _WORD = {v: k for k, v in SETTINGS.items()}
 _FFN_FLAG = Layer.model_fields["shared"]  # a bool field, used to read `ffn=true|false`
 

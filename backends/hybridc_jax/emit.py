@@ -58,6 +58,9 @@ def emit(model) -> str:
                                                                "fusion"))
     if cfg.tie:
         settings += ", tie=True"
+    from hybridc.summary import model_scales
+
+    settings += "".join(f", {k}={v!r}" for k, v in model_scales(model).items())
     out = [HEADER.format(name=model.name, schedule=" ".join(model.schedule), settings=settings)]
     for i, (mixers, ffn) in enumerate(cfg.blocks):
         ms = ", ".join(_spec(m) for m in mixers)

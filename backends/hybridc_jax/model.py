@@ -2,7 +2,9 @@
 
 Parameters are one flat dict whose names and shapes are the torch backend's (`layers.3.mixer.in_proj.weight`, ...);
 a shared layer's weights appear once, under the first position that uses them (torch's `named_parameters`).
-Block i: `x = x + drop(mixer(norm(x)))`, then `x = x + drop(ffn(ffn_norm(x)))` when the layer has an FFN.
+Block i: `x = x + drop(mixer(norm(x)))`, then `x = x + drop(ffn(ffn_norm(x)))` when the layer has an FFN (each
+sub-block's output times `residual_scale` before the add); the embedded input times `embed_scale`; logits times
+`logit_scale`, then soft-capped c * tanh(logits / c) with `logit_softcap`.
 An IR kind's layer is the module `hybridc_jax.layers.<kind>` (`init`, `init_state`, `apply`, `step`); RWKV-7's value
 residual (`v_first`) is threaded from layer to layer within one apply / step call (`run_mixer`).
 """
@@ -33,8 +35,11 @@ class Config:
     """Static description of a model: model-wide settings, per-block `(mixer specs, ffn spec)`, and for each block
     the index of the block whose weights it uses (itself, or the first position of a shared layer)."""
 
-    def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner, tie=False):
+    def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner, tie=False,
+                 embed_scale=1.0, residual_scale=1.0, logit_scale=1.0, logit_softcap=None):
         self.dim, self.input, self.vocab, self.output, self.tie = dim, input, vocab, output, tie
+        self.embed_scale, self.residual_scale = embed_scale, residual_scale
+        self.logit_scale, self.logit_softcap = logit_scale, logit_softcap
         self.norm, self.dropout, self.meta, self.fusion = norm, dropout, meta, fusion
         self.blocks, self.owner = list(blocks), list(owner)
 
@@ -49,7 +54,8 @@ class Config:
             owner.append(first.setdefault(layer.kind, i) if layer.shared else i)
         return cls(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
                    dropout=model.dropout, meta=model.meta_tokens, fusion=model.fusion, blocks=blocks, owner=owner,
-                   tie=model.tie_embeddings)
+                   tie=model.tie_embeddings, embed_scale=model.embed_scale, residual_scale=model.residual_scale,
+                   logit_scale=model.logit_scale, logit_softcap=model.logit_softcap)
 
 
 # --- init --------------------------------------------------------------------------------------------------------------
@@ -155,13 +161,13 @@ def _block(cfg, p, i, x, st, ctx, fn, keys, v_first):
     mixers, ffn = cfg.blocks[i]
     y, sm, v_first = _mix(cfg, p, mixers, norm_apply(p, "norm", x, cfg.norm), None if st is None else st["mixer"],
                           ctx, fn, v_first)
-    x = x + _dropout(y, cfg.dropout, keys[0])
+    x = x + cfg.residual_scale * _dropout(y, cfg.dropout, keys[0])
     new = None if st is None else {"mixer": sm}
     if ffn is not None:
         mod = ffn_module(ffn)
         call = getattr(mod, ("channel_mix_" if ffn.token_shift else "") + fn)
         y, sf = call(sub(p, "ffn"), norm_apply(p, "ffn_norm", x, cfg.norm), ffn, None if st is None else st["ffn"], ctx)
-        x = x + _dropout(y, cfg.dropout, keys[1])
+        x = x + cfg.residual_scale * _dropout(y, cfg.dropout, keys[1])
         if new is not None:
             new["ffn"] = sf
     return x, new, v_first
@@ -169,14 +175,18 @@ def _block(cfg, p, i, x, st, ctx, fn, keys, v_first):
 
 def _embed(cfg, params, x):
     if cfg.vocab is not None:
-        return params["embed.weight"][x]
-    return linear(params, "in_proj", x) if cfg.input != cfg.dim else x
+        h = params["embed.weight"][x]
+    else:
+        h = linear(params, "in_proj", x) if cfg.input != cfg.dim else x
+    return h * cfg.embed_scale if cfg.embed_scale != 1.0 else h
 
 
 def _out(cfg, params, h, last_only):
     h = norm_apply(params, "norm_f", h, cfg.norm)
     if cfg.output == "logits":
-        return h @ params["embed.weight"].T if cfg.tie else linear(params, "lm_head", h)  # (.., V)
+        z = h @ params["embed.weight"].T if cfg.tie else linear(params, "lm_head", h)  # (.., V)
+        z = z * cfg.logit_scale if cfg.logit_scale != 1.0 else z
+        return z if cfg.logit_softcap is None else cfg.logit_softcap * jnp.tanh(z / cfg.logit_softcap)
     return h[:, -1] if (cfg.output == "last" and last_only) else h
 
 

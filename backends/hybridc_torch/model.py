@@ -1,6 +1,8 @@
 """The hybrid model: blocks built from the IR, the residual stream, meta tokens, the outputs, decoding.
 
-Block i: `x = x + drop(mixer(norm(x)))`, then, if the layer has an FFN, `x = x + drop(ffn(ffn_norm(x)))`.
+Block i: `x = x + drop(mixer(norm(x)))`, then, if the layer has an FFN, `x = x + drop(ffn(ffn_norm(x)))`; with
+`residual_scale` r (Granite) each sub-block's output is multiplied by r before the add. The embedded input is multiplied
+by `embed_scale`; logits by `logit_scale`, then soft-capped with `logit_softcap` c: c * tanh(logits / c).
 A parallel block runs two mixers on the same normed input and fuses them: `gate` (the seeds'):
 `g*ssm + (1-g)*attn` with `g = sigmoid(W x_norm)` per channel; `mean` (Hymba): `(norm(ssm) + norm(attn)) / 2`.
 Meta tokens (Hymba) are prepended to the stream before the first block and removed before the output.
@@ -100,8 +102,9 @@ class Block(nn.Module):
     """One layer: pre-norm mixer (or parallel pair of mixers) with residual, then the optional FFN sub-block."""
 
     def __init__(self, mixers, ffn=None, *, dim: int, norm: str = "layer", fusion: str = "gate", dropout: float = 0.0,
-                 impl: str = "auto"):
+                 impl: str = "auto", residual_scale: float = 1.0):
         super().__init__()
+        self.residual_scale = residual_scale  # each sub-block's output times this before the add (Granite)
         self.norm = make_norm(norm, dim)
         if len(mixers) == 2:
             self.mixer = Parallel(dim, mixers, fusion, norm, impl)
@@ -122,11 +125,11 @@ class Block(nn.Module):
     def forward(self, x, state=None, ctx=None, v_first=None):
         """x (B, L, D) -> (x (B, L, D), new_state or None, v_first)."""
         y, sm, v_first = run_mixer(self.mixer, self.norm(x), None if state is None else state["mixer"], ctx, v_first)
-        x = x + self.drop(y)
+        x = x + self.residual_scale * self.drop(y)
         new = None if state is None else {"mixer": sm}
         if self.has_ffn:
             y, sf = self.ffn(self.ffn_norm(x), None if state is None else state["ffn"], ctx)
-            x = x + self.drop(y)
+            x = x + self.residual_scale * self.drop(y)
             if new is not None:
                 new["ffn"] = sf
         return x, new, v_first
@@ -134,11 +137,11 @@ class Block(nn.Module):
     def step(self, x_t, state, ctx=None, v_first=None):
         """x_t (B, D) -> (x_t (B, D), new_state, v_first)."""
         y, sm, v_first = run_mixer(self.mixer, self.norm(x_t), state["mixer"], ctx, v_first, step=True)
-        x_t = x_t + y
+        x_t = x_t + self.residual_scale * y
         new = {"mixer": sm}
         if self.has_ffn:
             y, new["ffn"] = self.ffn.step(self.ffn_norm(x_t), state["ffn"], ctx)
-            x_t = x_t + y
+            x_t = x_t + self.residual_scale * y
         return x_t, new, v_first
 
 
@@ -149,9 +152,11 @@ class HybridBase(nn.Module):
     """
 
     def __init__(self, *, dim: int, input=None, vocab=None, output: str = "last", norm: str = "layer",
-                 dropout: float = 0.0, meta_tokens: int = 0, tie_embeddings: bool = False):
+                 dropout: float = 0.0, meta_tokens: int = 0, tie_embeddings: bool = False, embed_scale: float = 1.0,
+                 logit_scale: float = 1.0, logit_softcap=None):
         super().__init__()
-        self.cfg = spec(dim=dim, input=input, vocab=vocab, output=output, meta_tokens=meta_tokens)
+        self.cfg = spec(dim=dim, input=input, vocab=vocab, output=output, meta_tokens=meta_tokens,
+                        embed_scale=embed_scale, logit_scale=logit_scale, logit_softcap=logit_softcap)
         if vocab is not None:
             self.embed = nn.Embedding(vocab, dim)
         elif input != dim:
@@ -168,14 +173,22 @@ class HybridBase(nn.Module):
     # --- pieces ------------------------------------------------------------------------------------------------
     def _embed(self, x):
         if self.cfg.vocab is not None:
-            return self.embed(x)
-        return self.in_proj(x) if self.cfg.input != self.cfg.dim else x
+            h = self.embed(x)
+        else:
+            h = self.in_proj(x) if self.cfg.input != self.cfg.dim else x
+        return h * self.cfg.embed_scale if self.cfg.embed_scale != 1.0 else h
 
     def _out(self, h, last_only: bool):
         h = self.norm_f(h)
         if self.cfg.output == "logits":
-            return self.lm_head(h)
+            return self._logits(self.lm_head(h))
         return h[:, -1] if (self.cfg.output == "last" and last_only) else h
+
+    def _logits(self, z):
+        """Logits times logit_scale, then soft-capped: c * tanh(z / c) (RecurrentGemma's final_logit_softcapping)."""
+        z = z * self.cfg.logit_scale if self.cfg.logit_scale != 1.0 else z
+        cap = self.cfg.logit_softcap
+        return z if cap is None else cap * torch.tanh(z / cap)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
         """Zero decoding state: position 0, each block's empty caches / zero recurrent states."""
@@ -231,7 +244,9 @@ class HybridModel(HybridBase):
 
     def __init__(self, model, *, impl: str = "auto"):
         super().__init__(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
-                         dropout=model.dropout, meta_tokens=model.meta_tokens, tie_embeddings=model.tie_embeddings)
+                         dropout=model.dropout, meta_tokens=model.meta_tokens, tie_embeddings=model.tie_embeddings,
+                         embed_scale=model.embed_scale, logit_scale=model.logit_scale,
+                         logit_softcap=model.logit_softcap)
         self.ir = model
         shared: dict = {}
         blocks = []
@@ -243,8 +258,8 @@ class HybridModel(HybridBase):
             hint = {"layer_idx": i, "n_layers": n}  # RWKV-7's init depends on depth
             mixers = [ir_spec(m, **(hint if m.kind == "rwkv" else {})) for m in layer.mixers]
             ffn = None if layer.ffn is None else ir_spec(layer.ffn, **(hint if layer.ffn.token_shift else {}))
-            blk = Block(mixers, ffn,
-                        dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout, impl=impl)
+            blk = Block(mixers, ffn, dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout,
+                        impl=impl, residual_scale=model.residual_scale)
             if layer.shared:
                 shared[layer.kind] = blk
             blocks.append(blk)

@@ -1,7 +1,8 @@
 """The FFN sub-block after a mixer, `x + ffn(norm(x))`, and the standalone MLP's feed-forward (docs/layers.md).
 
 Plain form: `up` (F, D), activation, `down` (D, F); gated form (`gated=true`, or `act=swiglu`, which is silu gated):
-`down(act(gate(x)) * up(x))` with `gate` (F, D) too. Biases on every projection or none (`bias`: default on for the
+`down(act(gate(x)) * up(x))` with `gate` (F, D) too. Falcon-H1's muP multipliers, no parameters: `gate_scale` (gated
+form: act(gate(x) * gate_scale)) and `down_scale` (the output times down_scale). Biases on every projection or none (`bias`: default on for the
 plain form, off for the gated one). F = `hidden` when given (it wins over `mult` wherever both are given), else
 int(mult * D). `token_shift` is RWKV-7's channel mixing (fla's RWKV7FeedForward): a token-shift lerp `x_k` (D,),
 `key` (F', D), relu^2, `value` (D, F'), no biases, F' = int(mult * D) rounded up to 32.
@@ -43,6 +44,9 @@ def settle(options: dict) -> dict:
         out["bias"] = default_bias(act, gated if isinstance(gated, bool) else False)
     if out.get("hidden") not in (None, "auto"):
         out["mult"] = MULT
+    if out.get("gate_scale", 1.0) != 1.0 and not is_gated(act, gated is True):
+        raise ValueError(f"gate_scale={out['gate_scale']} needs a gated FFN (valid: gated=true or act=swiglu with "
+                         f"gate_scale=X; forms: {FORMS})")
     return out
 
 
@@ -55,6 +59,10 @@ class FFNSpec(Frozen):
     bias: bool = Field(True, description="biases on gate/up/down (default: on for plain, off for gated)")
     hidden: Optional[int] = Field(None, ge=1, le=10_000_000, description="explicit hidden width (wins over mult)")
     token_shift: bool = Field(False, description="RWKV channel mixing (token-shift lerp, relu^2)")
+    gate_scale: float = Field(1.0, gt=0, description="gated form: act(gate(x) * gate_scale) * up(x) (Falcon-H1's "
+                              "mlp_multipliers[0])")
+    down_scale: float = Field(1.0, gt=0, description="the output down(h) is multiplied by this (Falcon-H1's "
+                              "mlp_multipliers[1])")
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +99,9 @@ def ffn_text(spec) -> str:
     text = f"{width} {spec.act}" + (" gated" if spec.gated else "")
     if spec.bias != default_bias(spec.act, spec.gated):
         text += " bias" if spec.bias else " nobias"
+    for name in ("gate_scale", "down_scale"):
+        if getattr(spec, name, 1.0) != 1.0:
+            text += f" {name}={getattr(spec, name):g}"
     return text
 
 

@@ -1,5 +1,6 @@
 """`attn`: causal multi-head attention with GQA, a sliding window or global, QK-norm, optional (partial) RoPE,
-optional biases, output gate (Qwen3-Next) and logit soft-capping (Gemma-2). Megatron-LM's pattern symbol `*`.
+optional biases, output gate (Qwen3-Next) and logit soft-capping (Gemma-2), scalar multipliers (the score scale, as
+Granite's attention_multiplier; Falcon-H1's muP in/key/out multipliers). Megatron-LM's pattern symbol `*`.
 
 Parameters (docs/layers.md): q_proj (H*hd, D) (gate: (2*H*hd, D), query and gate interleaved per head), k_proj/v_proj
 (KV*hd, D), o_proj (D, H*hd), biases of q/k/v with qkv_bias and of o with o_bias, and q_norm / k_norm RMSNorm weights
@@ -33,6 +34,14 @@ class AttnSpec(KindSpec):
     o_bias: bool = Field(False, description="bias on the output projection")
     gate: bool = Field(False, description="output gate: q_proj also makes g, y = o_proj(attn * sigmoid(g)) (Qwen3-Next)")
     softcap: Optional[float] = Field(None, gt=0, description="logit soft-cap c: scores -> c*tanh(scores/c), or none")
+    scale: Optional[float] = Field(None, gt=0, description="score scale: scores = scale * q.k (none: 1/sqrt(head_dim); "
+                                   "Granite's attention_multiplier)")
+    in_scale: float = Field(1.0, gt=0, description="the input is multiplied by this before the projections (Falcon-H1's "
+                            "attention_in_multiplier)")
+    key_scale: float = Field(1.0, gt=0, description="k_proj's output is multiplied by this, before QK-norm and RoPE "
+                             "(Falcon-H1's key_multiplier)")
+    out_scale: float = Field(1.0, gt=0, description="o_proj's output is multiplied by this (Falcon-H1's "
+                             "attention_out_multiplier)")
 
     ROLE = "attention"
     PATTERN = "*"

@@ -5,6 +5,8 @@ Parameters (docs/layers.md): in_proj (E + X + H, D) giving [z, x, B, C, dt] (+ b
 out_proj (D, E) (+ bias with proj_bias). Decode state: the conv window (X, K-1) and the SSM state (H, P, N).
 Symbols: D model dim, E inner dim (`inner`: expand * D unless heads or inner are given), H heads (E / P), P head_dim,
 N state size, G groups, X conv channels (E + 2 G N), K conv width. Megatron-LM's pattern symbol `M`.
+Falcon-H1's muP multipliers are options without parameters: `in_scale` (input), `out_scale` (output) and one per
+in_proj slice, `z_scale x_scale b_scale c_scale dt_scale` (FalconH1Mixer's mup_vector over [z, x, B, C, dt]).
 """
 from __future__ import annotations
 
@@ -35,6 +37,15 @@ class Mamba2Spec(KindSpec):
                                    "(mamba_ssm's RMSNormGated)")
     proj_bias: bool = Field(False, description="biases on in_proj and out_proj (transformers' use_bias)")
     conv_bias: bool = Field(True, description="bias on conv1d (transformers' use_conv_bias)")
+    in_scale: float = Field(1.0, gt=0, description="the input is multiplied by this before in_proj (Falcon-H1's "
+                            "ssm_in_multiplier)")
+    out_scale: float = Field(1.0, gt=0, description="out_proj's output is multiplied by this (Falcon-H1's "
+                             "ssm_out_multiplier)")
+    z_scale: float = Field(1.0, gt=0, description="in_proj's z slice times this (Falcon-H1's ssm_multipliers[0])")
+    x_scale: float = Field(1.0, gt=0, description="in_proj's x slice times this (ssm_multipliers[1])")
+    b_scale: float = Field(1.0, gt=0, description="in_proj's B slice times this (ssm_multipliers[2])")
+    c_scale: float = Field(1.0, gt=0, description="in_proj's C slice times this (ssm_multipliers[3])")
+    dt_scale: float = Field(1.0, gt=0, description="in_proj's dt slice times this, before dt_bias (ssm_multipliers[4])")
 
     PATTERN = "M"
     SHOWN = ("state", "heads", "head_dim")

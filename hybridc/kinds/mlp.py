@@ -20,6 +20,8 @@ class MLPSpec(KindSpec):
     gated: bool = Field(False, description="act(gate(x)) * up(x)")
     bias: bool = auto_field("biases on gate/up/down (auto: on for plain, off for gated)")
     hidden: Optional[int] = Field(None, ge=1, le=10_000_000, description="explicit hidden width (wins over mult)")
+    gate_scale: float = Field(1.0, gt=0, description="gated form: act(gate(x) * gate_scale) * up(x) (muP)")
+    down_scale: float = Field(1.0, gt=0, description="the output down(h) is multiplied by this (muP)")
 
     ROLE = "mlp"
     PATTERN = "-"

@@ -1,5 +1,6 @@
 """Causal multi-head attention in JAX: GQA, sliding window or global, QK-norm, optional (partial) RoPE, optional
-biases, output gate (Qwen3-Next) and logit soft-cap (Gemma-2), meta tokens always visible.
+biases, output gate (Qwen3-Next) and logit soft-cap (Gemma-2), the score scale and muP multipliers (in/key/out),
+meta tokens always visible.
 
 Mirrors hybridc_torch/layers/attn.py (same parameters, same math). Decoding uses fixed-shape caches so `step` jits
 once: the meta tokens' keys/values, and a ring buffer of `window` slots (global attention: `max_len` slots, which must
@@ -72,12 +73,14 @@ def _qkv(params, x, spec, pos):
     """-> q (B, H, L, E), k, v (B, G, L, E), gate (B, L, H*E) or None."""
     b, l, _ = x.shape
     h, g, e = spec.heads, spec.kv_heads, spec.head_dim
+    x = x * spec.in_scale if spec.in_scale != 1.0 else x
     q, gate = linear(params, "q_proj", x), None
     if spec.gate:
         qg = q.reshape(b, l, h, 2 * e)  # per head: E query channels, then E gate channels
         q, gate = qg[..., :e], qg[..., e:].reshape(b, l, h * e)
     q = q.reshape(b, l, h, e).transpose(0, 2, 1, 3)  # (B, H, L, E)
     k = linear(params, "k_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
+    k = k * spec.key_scale if spec.key_scale != 1.0 else k
     v = linear(params, "v_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
     if spec.qk_norm:
         q, k = rms_norm(q, params["q_norm.weight"], 1e-6), rms_norm(k, params["k_norm.weight"], 1e-6)
@@ -91,7 +94,8 @@ def _attend(q, k, v, mask, spec):
     """q (B, H, L, E); k, v (B, G, S, E); mask (L, S) bool -> (B, H, L, E)."""
     rep = spec.heads // spec.kv_heads
     k, v = jnp.repeat(k, rep, axis=1), jnp.repeat(v, rep, axis=1)  # (B, H, S, E)
-    s = jnp.einsum("bhle,bhse->bhls", q, k) / jnp.sqrt(jnp.asarray(spec.head_dim, q.dtype))
+    s = jnp.einsum("bhle,bhse->bhls", q, k)
+    s = s / jnp.sqrt(jnp.asarray(spec.head_dim, q.dtype)) if spec.scale is None else s * spec.scale
     if spec.softcap is not None:
         s = spec.softcap * jnp.tanh(s / spec.softcap)
     s = jnp.where(mask, s, -jnp.inf)
@@ -135,6 +139,7 @@ def apply(params, x, spec, state=None, ctx=None):
         y = _attend(q, k_all, v_all, mask, spec)
     y = y.transpose(0, 2, 1, 3).reshape(b, l, -1)  # (B, L, H*E)
     y = linear(params, "o_proj", y if gate is None else y * jax.nn.sigmoid(gate))
+    y = y * spec.out_scale if spec.out_scale != 1.0 else y
     return y, (None if state is None else _update(state, k, v, q_pos, n_meta, ctx.get("meta_in_chunk", 0)))
 
 

@@ -1,5 +1,6 @@
 """Feed-forward sub-blocks in JAX (mirrors hybridc_torch/layers/ffn.py): `down(act(up(x)))`, or gated
-`down(act(gate(x)) * up(x))` (`gated=true`, or `act=swiglu`); biases on all projections or none (`spec.bias`)."""
+`down(act(gate(x)) * up(x))` (`gated=true`, or `act=swiglu`); biases on all projections or none (`spec.bias`);
+muP multipliers `gate_scale` (inside act) and `down_scale` (on the output)."""
 from __future__ import annotations
 
 import jax
@@ -38,10 +39,12 @@ def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32, **_) -> dict:
 
 def apply(params, x, spec, state=None, ctx=None):
     if _gated(spec):
-        h = ACTS[spec.act](linear(params, "gate", x)) * linear(params, "up", x)  # (B, L, F)
+        g = linear(params, "gate", x)  # (B, L, F)
+        h = ACTS[spec.act](g * spec.gate_scale if spec.gate_scale != 1.0 else g) * linear(params, "up", x)
     else:
         h = ACTS[spec.act](linear(params, "up", x))  # (B, L, F)
-    return linear(params, "down", h), (None if state is None else {})
+    y = linear(params, "down", h)  # (B, L, D)
+    return (y * spec.down_scale if spec.down_scale != 1.0 else y), (None if state is None else {})
 
 
 def step(params, x_t, spec, state, ctx=None):

@@ -86,6 +86,18 @@ def _A(params) -> jax.Array:
     return -jnp.exp(params["A_log"].astype(recurrent_dtype(params["A_log"].dtype)))
 
 
+def _project(params, x, spec, d):
+    """in_proj(x * in_scale), each slice of [z, x, B, C, dt] times its muP multiplier (FalconH1Mixer's mup_vector)."""
+    zxbcdt = linear(params, "in_proj", x * spec.in_scale if spec.in_scale != 1.0 else x)
+    mup = [float(getattr(spec, f"{n}_scale")) for n in ("z", "x", "b", "c", "dt")]
+    if all(v == 1.0 for v in mup):
+        return zxbcdt
+    GN = d["G"] * d["N"]
+    vec = jnp.repeat(jnp.asarray(mup, zxbcdt.dtype), jnp.asarray([d["E"], d["E"], GN, GN, d["H"]]),
+                     total_repeat_length=2 * d["E"] + 2 * GN + d["H"])
+    return zxbcdt * vec
+
+
 def _split(zxbcdt, d):
     """(..., 2E + 2GN + H) -> z (..., E), xBC (..., X), dt (..., H)."""
     E, X = d["E"], d["X"]
@@ -108,13 +120,14 @@ def _out(params, y, z, d, spec, dtype):
     else:
         acc = recurrent_dtype(y.dtype)
         g = y.astype(acc) * jax.nn.silu(z.astype(acc))
-    return linear(params, "out_proj", g.astype(dtype))
+    out = linear(params, "out_proj", g.astype(dtype))
+    return out * spec.out_scale if spec.out_scale != 1.0 else out
 
 
 def apply(params, x, spec, state=None, ctx=None):
     """x (B, L, D) -> (out (B, L, D), new_state or None)."""
     d = _dims(x.shape[-1], spec)
-    z, xBC, dt = _split(linear(params, "in_proj", x), d)  # (B, L, E), (B, L, X), (B, L, H)
+    z, xBC, dt = _split(_project(params, x, spec, d), d)  # (B, L, E), (B, L, X), (B, L, H)
     conv_in = None if state is None else state["conv"]
     xBC, conv_state = causal_conv1d_time_major(xBC, params["conv1d.weight"][:, 0], params.get("conv1d.bias"), conv_in)
     xs, B, C = _heads(jax.nn.silu(xBC), d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
@@ -131,7 +144,7 @@ def apply(params, x, spec, state=None, ctx=None):
 def step(params, x_t, spec, state, ctx=None):
     """x_t (B, D) -> (out_t (B, D), new_state)."""
     d = _dims(x_t.shape[-1], spec)
-    z, xBC, dt = _split(linear(params, "in_proj", x_t), d)  # (B, E), (B, X), (B, H)
+    z, xBC, dt = _split(_project(params, x_t, spec, d), d)  # (B, E), (B, X), (B, H)
     xBC, conv_state = causal_conv1d(xBC[..., None], params["conv1d.weight"][:, 0], params.get("conv1d.bias"),
                                     state["conv"])
     xs, B, C = _heads(jax.nn.silu(xBC[..., 0]), d)  # (B, H, P), (B, G, N), (B, G, N)

@@ -10,6 +10,10 @@ Decoding keeps a KV cache: the meta tokens' keys/values and the last `window` ke
 RoPE is the rotate-half form (Su et al. 2021, as in transformers' Llama), on the first `rope_dim` channels of each head
 with frequencies from that width (transformers' `partial_rotary_factor`, e.g. Qwen3-Next's apply_rotary_pos_emb).
 
+Scalar multipliers (no parameters): `scale` replaces the score scale 1/sqrt(E) (Granite's attention_multiplier,
+transformers' GraniteMoeHybridAttention); Falcon-H1's muP (FalconH1DecoderLayer / FalconH1Attention): the input times
+`in_scale`, k_proj's output times `key_scale` (before QK-norm and RoPE), o_proj's output times `out_scale`.
+
 Glossary: B batch, L new steps, S cached + new keys, H query heads, G kv heads, E head_dim, D model dim, M meta tokens.
 """
 from __future__ import annotations
@@ -47,7 +51,7 @@ def attention_mask(q_pos, k_pos, n_meta: int, window):
 
 class Attention(nn.Module):
     """spec: heads, head_dim, kv_heads, window (int or None), qk_norm, rope, rope_base, rope_fraction, qkv_bias,
-    o_bias, gate, softcap (float or None)."""
+    o_bias, gate, softcap (float or None), scale (float or None: 1/sqrt(head_dim)), in_scale, key_scale, out_scale."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
@@ -69,12 +73,14 @@ class Attention(nn.Module):
     def _qkv(self, x, pos):
         """-> q (B, H, L, E), k, v (B, G, L, E), gate (B, L, H*E) or None."""
         b, l, _ = x.shape
+        x = x * self.spec.in_scale if self.spec.in_scale != 1.0 else x
         q, gate = self.q_proj(x), None
         if self.spec.gate:
             q, gate = q.view(b, l, self.h, 2 * self.e).chunk(2, dim=-1)  # (B, L, H, E) each
             gate = gate.reshape(b, l, self.h * self.e)
         q = q.reshape(b, l, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
         k = self.k_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
+        k = k * self.spec.key_scale if self.spec.key_scale != 1.0 else k
         v = self.v_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
         if self.spec.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
@@ -102,19 +108,20 @@ class Attention(nn.Module):
         y = self._attend(q, k_all, v_all, pos, k_pos, n_meta)  # (B, H, L, E)
         y = y.transpose(1, 2).reshape(b, l, self.h * self.e)  # (B, L, H*E)
         y = self.o_proj(y if gate is None else y * torch.sigmoid(gate))
+        y = y * self.spec.out_scale if self.spec.out_scale != 1.0 else y
         return y, (None if state is None else self._update(state, k, v, pos, n_meta))
 
     def _attend(self, q, k, v, q_pos, k_pos, n_meta):
         rep = self.h // self.g
         if rep > 1:
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, H, S, E)
-        window, cap = self.spec.window, self.spec.softcap
+        window, cap, scale = self.spec.window, self.spec.softcap, self.spec.scale  # scale None: 1/sqrt(E)
         if cap is None and (window is None or window >= int(k_pos[-1]) + 1) and torch.equal(q_pos, k_pos):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
         mask = attention_mask(q_pos, k_pos, n_meta, window)  # (L, S)
         if cap is None:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        s = (q @ k.transpose(-1, -2)) * self.e ** -0.5  # (B, H, L, S)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        s = (q @ k.transpose(-1, -2)) * (self.e ** -0.5 if scale is None else scale)  # (B, H, L, S)
         s = (cap * torch.tanh(s / cap)).masked_fill(~mask, float("-inf"))
         return s.softmax(dim=-1) @ v
 

@@ -21,7 +21,8 @@ def hidden(spec, dim: int) -> int:
 
 
 class FFN(nn.Module):
-    """spec: mult, act, gated, bias, hidden."""
+    """spec: mult, act, gated, bias, hidden, gate_scale, down_scale (Falcon-H1's muP mlp_multipliers:
+    down(act(gate(x) * gate_scale) * up(x)) * down_scale, as transformers' FalconH1MLP)."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
@@ -31,16 +32,19 @@ class FFN(nn.Module):
             self.gate = nn.Linear(dim, f, bias=spec.bias)
         self.up = nn.Linear(dim, f, bias=spec.bias)
         self.down = nn.Linear(f, dim, bias=spec.bias)
+        self.gate_scale, self.down_scale = float(spec.gate_scale), float(spec.down_scale)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
         return {}
 
     def forward(self, x, state=None, ctx=None):
         if self.gated:
-            h = ACTS[self.act](self.gate(x)) * self.up(x)  # (B, L, F)
+            g = self.gate(x)  # (B, L, F)
+            h = ACTS[self.act](g * self.gate_scale if self.gate_scale != 1.0 else g) * self.up(x)  # (B, L, F)
         else:
             h = ACTS[self.act](self.up(x))  # (B, L, F)
-        return self.down(h), (None if state is None else {})
+        y = self.down(h)  # (B, L, D)
+        return (y * self.down_scale if self.down_scale != 1.0 else y), (None if state is None else {})
 
     def step(self, x_t, state, ctx=None):
         return self.forward(x_t, {}, ctx)

@@ -48,7 +48,8 @@ class RMSNormGated(nn.Module):
 
 class Mamba2(nn.Module):
     """Mamba-2 mixer. spec: state (N), inner (E), heads (H), conv (K), head_dim (P), groups (G), chunk, out_norm,
-    norm_before_gate, proj_bias, conv_bias."""
+    norm_before_gate, proj_bias, conv_bias, and the muP multipliers in_scale, out_scale, z/x/b/c/dt_scale (Falcon-H1:
+    in_proj(x * in_scale) * mup_vector, out_proj(.) * out_scale)."""
 
     def __init__(self, dim: int, spec, *, impl: str = "auto"):
         super().__init__()
@@ -71,6 +72,8 @@ class Mamba2(nn.Module):
         self.norm = (RMSNormGated(E, group_size=E // self.n_groups, norm_before_gate=bool(spec.norm_before_gate))
                      if spec.out_norm else None)
         self.out_proj = nn.Linear(E, dim, bias=bool(spec.proj_bias))
+        self.in_scale, self.out_scale = float(spec.in_scale), float(spec.out_scale)
+        self.mup = tuple(float(getattr(spec, f"{n}_scale")) for n in ("z", "x", "b", "c", "dt"))
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
         return {
@@ -82,6 +85,16 @@ class Mamba2(nn.Module):
     def _A(self) -> torch.Tensor:
         """A = -exp(A_log) (H,), computed in fp32 (fp64 for fp64 params)."""
         return -torch.exp(self.A_log.to(recurrent_dtype(self.A_log.dtype)))
+
+    def _project(self, x):
+        """in_proj(x * in_scale), each slice of [z, x, B, C, dt] times its muP multiplier (FalconH1Mixer's
+        mup_vector) -> (..., 2E + 2GN + H)."""
+        zxbcdt = self.in_proj(x * self.in_scale if self.in_scale != 1.0 else x)
+        if all(v == 1.0 for v in self.mup):
+            return zxbcdt
+        GN = self.n_groups * self.d_state
+        sizes = torch.tensor([self.d_inner, self.d_inner, GN, GN, self.num_heads], device=zxbcdt.device)
+        return zxbcdt * torch.tensor(self.mup, dtype=zxbcdt.dtype, device=zxbcdt.device).repeat_interleave(sizes)
 
     def _split(self, zxbcdt):
         """(..., 2E + 2GN + H) -> z (..., E), xBC (..., X), dt (..., H)."""
@@ -102,7 +115,7 @@ class Mamba2(nn.Module):
         return (y.to(acc) * F.silu(z.to(acc))).to(y.dtype)
 
     def forward(self, x, state=None, ctx=None):
-        z, xBC, dt = self._split(self.in_proj(x))  # (B, L, E), (B, L, X), (B, L, H)
+        z, xBC, dt = self._split(self._project(x))  # (B, L, E), (B, L, X), (B, L, H)
         conv_in = None if state is None else state["conv"]
         xBC, conv_state = causal_conv1d(xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_in)
         xs, B, C = self._heads(F.silu(xBC).transpose(1, 2))  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
@@ -111,18 +124,18 @@ class Mamba2(nn.Module):
             initial_states=None if state is None else state["ssm"], dt_softplus=True,
             return_final_states=True, impl=self.impl,
         )  # (B, L, H, P), (B, H, P, N)
-        out = self.out_proj(self._gated(y.flatten(-2), z).to(x.dtype))  # (B, L, D)
+        out = self.out_proj(self._gated(y.flatten(-2), z).to(x.dtype)) * self.out_scale  # (B, L, D)
         if state is None:
             return out, None
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
 
     def step(self, x_t, state, ctx=None):
-        z, xBC, dt = self._split(self.in_proj(x_t))  # (B, E), (B, X), (B, H)
+        z, xBC, dt = self._split(self._project(x_t))  # (B, E), (B, X), (B, H)
         xBC, conv_state = causal_conv1d(xBC[..., None], self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
         xs, B, C = self._heads(F.silu(xBC[..., 0]))  # (B, H, P), (B, G, N), (B, G, N)
         y, ssm_state = ssd_step(state["ssm"], xs, dt, self._A(), B, C, D=self.D, dt_bias=self.dt_bias,
                                 dt_softplus=True)  # (B, H, P), (B, H, P, N)
-        out = self.out_proj(self._gated(y.flatten(-2), z).to(x_t.dtype))  # (B, D)
+        out = self.out_proj(self._gated(y.flatten(-2), z).to(x_t.dtype)) * self.out_scale  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
 
 
