@@ -19,6 +19,7 @@ generator: seed it (`torch.manual_seed(0)`) before building the model for run-to
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import Callable, Iterable
 
@@ -28,6 +29,7 @@ import torch
 import hybridc
 
 TOL = 1e-5
+LOG = logging.getLogger("hf_whole")
 
 
 class Source(dict):
@@ -189,9 +191,10 @@ def jax_logits_diff(m, ours, x, want, tmp_path, tol: float = TOL) -> float:
 
 
 def report(name: str, out: dict) -> None:
+    """Log the numbers (shown with `pytest --log-cli-level=INFO`); tests assert, they never print."""
     extra = f", jax {out['jax_max_abs']:.2e}" if "jax_max_abs" in out else ""
-    print(f"[hf-whole] {name}: params {out['params']}, max |logit diff| torch {out['max_abs']:.2e}{extra}")
+    LOG.info("%s: params %d, max |logit diff| torch %.2e%s", name, out["params"], out["max_abs"], extra)
 
 
-__all__ = ["Source", "rules", "check_whole", "hf_state", "hf_count", "perturb", "map_weights", "set_eps", "ids", "report",
-           "TOL"]
+__all__ = ["Source", "rules", "check_whole", "hf_state", "hf_count", "perturb", "map_weights", "set_eps", "ids",
+           "report", "TOL"]

@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
-from _hf_whole import check_whole, report, rules, set_eps  # noqa: E402
+from _hf_whole import check_whole, report, rules  # noqa: E402
 
 D, V, N, P, HIDDEN = 64, 100, 16, 16, 96
-BLOCK_EPS = 1e-6  # hybridc's block RMSNorm eps today; the mixer's gated norm keeps transformers' 1e-5
+EPS = 1e-5  # every norm (blocks, final, the mixer's gated norm): `norm rms eps=1e-5`
 
 MAPPING = rules(
     (r"model\.embed_tokens\.weight", "embed.weight"),
@@ -30,16 +30,14 @@ MAPPING = rules(
 def test_bamba_for_causal_lm(tmp_path):
     cfg = tf.BambaConfig(vocab_size=V, hidden_size=D, num_hidden_layers=3, attn_layer_indices=[1], mamba_d_state=N,
                          mamba_n_heads=2 * D // P, mamba_d_head=P, mamba_n_groups=1, mamba_d_conv=4,
-                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=HIDDEN, rms_norm_eps=1e-5,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=HIDDEN, rms_norm_eps=EPS,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
                          tie_word_embeddings=False)
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = tf.BambaForCausalLM(cfg)
     assert hf.model.layers[1].self_attn.head_dim == 16
-    set_eps([m for blk in hf.model.layers for m in (blk.input_layernorm, blk.pre_ff_layernorm)]
-            + [hf.model.final_layernorm], BLOCK_EPS)
-    program = (f"layers mamba2 attn mamba2; dim {D}; vocab {V}; output logits; norm rms; dropout 0; "
+    program = (f"layers mamba2 attn mamba2; dim {D}; vocab {V}; output logits; norm rms eps={EPS}; dropout 0; "
                f"ffn after=all act=silu gated=true bias=false hidden={HIDDEN}; "
                f"mamba2 state={N} expand=2 conv=4 head_dim={P}; "
                f"attn heads=4 kv_heads=2 head_dim=16 rope=true rope_fraction=0.5 qk_norm=none window=none")

@@ -11,7 +11,7 @@ tf = pytest.importorskip("transformers")
 from _hf_whole import check_whole, report, rules  # noqa: E402
 
 D, V, N, LAYERS = 64, 100, 16, 2
-EPS = 1e-6  # hybridc's RMSNorm eps today
+EPS = 1e-5  # transformers' layer_norm_epsilon default: `norm rms eps=1e-5`
 
 MAPPING = rules(
     (r"backbone\.embeddings\.weight", "embed.weight"),
@@ -26,6 +26,6 @@ def test_mamba_for_causal_lm(tmp_path):
                          layer_norm_epsilon=EPS)
     torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = tf.MambaForCausalLM(cfg)
-    program = (f"layers mamba x{LAYERS}; dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms; dropout 0; "
-               f"mamba state={N} expand=2 conv=4 dt_rank={cfg.time_step_rank}")
+    program = (f"layers mamba x{LAYERS}; dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms eps={EPS}; "
+               f"dropout 0; mamba state={N} expand=2 conv=4 dt_rank={cfg.time_step_rank}")
     report("mamba", check_whole(hf, program, MAPPING, vocab=V, jax=True, tmp_path=tmp_path))

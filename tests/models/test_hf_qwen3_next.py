@@ -38,9 +38,9 @@ def linear_attn_to_ours(src) -> dict:
         b, a = src[pre + "in_proj_ba.weight"].unflatten(0, (H, 2 * r)).split([r, r], dim=1)
         cq, ck, cv = src[pre + "conv1d.weight"].split([H * K, H * K, HV * VD], dim=0)
         out.update({ours + f"{n}_proj.weight": t.flatten(0, 1) for n, t in dict(q=q, k=k, v=v, g=z, a=a, b=b).items()})
-        out.update({ours + "q_conv1d.weight": cq, ours + "k_conv1d.weight": ck, ours + "v_conv1d.weight": cv,
-                    ours + "o_norm.weight": src[pre + "norm.weight"], ours + "o_proj.weight": src[pre + "out_proj.weight"],
-                    ours + "A_log": src[pre + "A_log"], ours + "dt_bias": src[pre + "dt_bias"]})
+        out.update({ours + "q_conv1d.weight": cq, ours + "k_conv1d.weight": ck, ours + "v_conv1d.weight": cv})
+        out.update({ours + n: src[pre + t] for n, t in (("o_norm.weight", "norm.weight"), ("A_log", "A_log"),
+                    ("o_proj.weight", "out_proj.weight"), ("dt_bias", "dt_bias"))})
     return out
 
 
@@ -70,8 +70,9 @@ def test_qwen3_next_for_causal_lm(tmp_path, monkeypatch):
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
     hf = qn.Qwen3NextForCausalLM(cfg)
-    program = (f"layers gated_delta_net attn; dim {D}; vocab {V}; output logits; norm rms eps={EPS} zero_centered=true; "
-               f"dropout 0; ffn after=all act=silu gated=true bias=false hidden={HIDDEN}; "
+    program = (f"layers gated_delta_net attn; dim {D}; vocab {V}; output logits; "
+               f"norm rms eps={EPS} zero_centered=true; dropout 0; "
+               f"ffn after=all act=silu gated=true bias=false hidden={HIDDEN}; "
                f"gated_delta_net heads={H} v_heads={HV} head_dim={K} v_head_dim={VD} conv=4 gate=true; "
                f"attn heads=4 kv_heads=2 head_dim=16 rope=true rope_fraction=0.25 gate=true qk_norm=head window=none")
     report("qwen3_next", check_whole(hf, program, MAPPING, vocab=V, jax=True, tmp_path=tmp_path))
