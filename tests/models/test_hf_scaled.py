@@ -96,3 +96,73 @@ def test_recurrentgemma_embed_scale_and_softcap():
         torch.testing.assert_close(ours._embed(x), seen["stream"], rtol=0, atol=0)
         torch.testing.assert_close(ours._logits(seen["raw"] * 40), torch.tanh(seen["raw"] * 40 / cap) * cap)
         torch.testing.assert_close(ours._logits(seen["raw"]), want, rtol=1e-6, atol=1e-6)
+
+
+# --- Falcon-H1's muP multipliers, module by module (transformers' FalconH1Mixer / FalconH1Attention / FalconH1MLP) ---
+MUP = dict(ssm_in_multiplier=0.6, ssm_out_multiplier=1.4, ssm_multipliers=[0.5, 1.5, 0.7, 1.3, 0.8],
+           attention_in_multiplier=0.75, attention_out_multiplier=1.25, key_multiplier=1.6, mlp_multipliers=[0.4, 1.7],
+           embedding_multiplier=5.0, lm_head_multiplier=0.3)
+MAMBA2_MUP = ("in_scale=0.6 out_scale=1.4 z_scale=0.5 x_scale=1.5 b_scale=0.7 c_scale=1.3 dt_scale=0.8")
+ATTN_MUP = "in_scale=0.75 out_scale=1.25 key_scale=1.6"
+FFN_MUP = "gate_scale=0.4 down_scale=1.7"
+
+
+def _falcon(**kw):
+    falcon = pytest.importorskip("transformers.models.falcon_h1.modeling_falcon_h1")
+    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, intermediate_size=HIDDEN, mamba_d_ssm=96, mamba_n_heads=6, mamba_d_head=16,
+                mamba_n_groups=2, mamba_d_state=N, mamba_d_conv=4, mamba_chunk_size=8, mamba_rms_norm=False,
+                rms_norm_eps=BLOCK_EPS, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                tie_word_embeddings=False, **MUP)
+    cfg = tf.FalconH1Config(**(base | kw))
+    cfg._attn_implementation = "eager"
+    return falcon, cfg
+
+
+def _layer(kind: str, program: str):
+    """Our torch layer of `kind` (the first one of a one-block model) from written options."""
+    m = hybridc.load(f"dim {D}; dropout 0; layers {kind}; {program}")
+    return hybridc.build(m, backend="torch").eval().layers[0], m
+
+
+def _x(length=7):
+    return torch.randn(2, length, D, generator=torch.Generator().manual_seed(1))
+
+
+def test_falcon_h1_mixer_mup():
+    """mamba2 in_scale, z/x/b/c/dt_scale and out_scale == FalconH1Mixer's ssm_in_multiplier, mup_vector (ssm_multipliers
+    over [z, x, B, C, dt]) and the decoder layer's ssm_out_multiplier."""
+    falcon, cfg = _falcon()
+    hf = falcon.FalconH1Mixer(cfg, 0).eval()
+    hf.mup_vector = falcon.compute_mup_vector(cfg)
+    blk, _ = _layer("mamba2", f"mamba2 inner=96 heads=6 head_dim=16 groups=2 state={N} conv=4 chunk=8 out_norm=false "
+                              f"{MAMBA2_MUP}")
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        blk.mixer.load_state_dict(hf.state_dict())
+        want = hf(_x()) * cfg.ssm_out_multiplier
+        got, _ = blk.mixer(_x())
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_falcon_h1_attention_and_mlp_mup():
+    """attn in_scale / key_scale / out_scale == FalconH1DecoderLayer's attention_in/out_multiplier around
+    FalconH1Attention (key_multiplier inside); ffn gate_scale / down_scale == FalconH1MLP's mlp_multipliers."""
+    falcon, cfg = _falcon()
+    attn, mlp = falcon.FalconH1Attention(cfg, 0).eval(), falcon.FalconH1MLP(cfg).eval()
+    rope = falcon.FalconH1RotaryEmbedding(config=cfg)
+    blk, _ = _layer("attn", f"attn heads=4 kv_heads=2 head_dim=16 rope=true qk_norm=false window=none {ATTN_MUP}; "
+                            f"ffn act=swiglu hidden={HIDDEN} {FFN_MUP}")
+    x = _x()
+    with torch.no_grad():
+        for mod in (attn, mlp):
+            for p in mod.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+        blk.mixer.load_state_dict(attn.state_dict())
+        blk.ffn.load_state_dict({f"{n.removesuffix('_proj.weight')}.weight": t for n, t in mlp.state_dict().items()})
+        pos = torch.arange(x.shape[1])[None]
+        mask = torch.full((x.shape[1],) * 2, float("-inf")).triu(1)[None, None]
+        want, _ = attn(x * cfg.attention_in_multiplier, rope(x, pos), mask)
+        torch.testing.assert_close(blk.mixer(x)[0], want * cfg.attention_out_multiplier, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(blk.ffn(x)[0], mlp(x), rtol=1e-5, atol=1e-5)
