@@ -63,7 +63,8 @@ class Model(Frozen):
     norm: Literal["layer", "rms"] = "layer"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     meta_tokens: int = Field(0, ge=0, le=100_000)
-    fusion: Literal["gate", "mean"] = "gate"
+    fusion: Literal["gate", "mean", "hymba"] = "gate"  # hymba:
+    # Hymba's fused block, one in_proj and one out_proj around mamba|attn heads (hybridc/hymba.py)
     share: tuple[str, ...] = ()
     embed_scale: float = Field(1.0, gt=0, description="the embedded input stream is multiplied by this (Gemma's "
                                "sqrt(dim), Granite's embedding_multiplier, Falcon-H1's embedding_multiplier)")
@@ -88,6 +89,13 @@ class Model(Frozen):
                 raise ValueError(f"{name} needs output logits (valid: `output logits` with `vocab N`)")
         if self.meta_tokens and not any(m.ROLE == "attention" for l in self.layers for m in l.mixers):
             raise ValueError("meta tokens need at least one attention layer")
+        from .hymba import fusion_problem, kv_reuse_problems
+
+        for l in self.layers if self.fusion == "hymba" else ():
+            if l.parallel and fusion_problem(l, self.dim):
+                raise ValueError(fusion_problem(l, self.dim))
+        for i, _, msg in kv_reuse_problems(self.layers, self.fusion, self.dim)[:1]:
+            raise ValueError(f"layer {i + 1}: {msg}")
         return self
 
     @property

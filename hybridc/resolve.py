@@ -60,6 +60,7 @@ class Resolver:
         self.s = _Settings()
         self._user: set = set()
         self._model_auto: dict = {}  # (layer, mixer) -> the MODEL_AUTO options left `auto` there (settled by `link`)
+        self._kv_reuse_at: dict = {}  # (layer, mixer) -> where its attn kv_reuse option was written
 
     # --- statements ----------------------------------------------------------------------------------------------
     def run(self) -> Model:
@@ -148,7 +149,7 @@ class Resolver:
 
     def _parallel(self, st, values, kvs):
         if values:
-            raise HybridcError("parallel takes options key=value (meta_tokens=K, fusion=gate|mean)", values[0].pos)
+            raise HybridcError("parallel takes options key=value (meta_tokens=K, fusion=gate|mean|hymba)", values[0].pos)
         _set(self.s.values, "_parallel", (True, st.pos), st.pos, "'parallel'", self._user)
         for kv in kvs:
             if kv.key not in ("meta_tokens", "fusion"):
@@ -208,11 +209,26 @@ class Resolver:
         if self.errors:
             raise ErrorList(self.errors) if len(self.errors) > 1 else self.errors[0]
         layers = _link(layers, self._model_auto)
+        self._hymba_checks(layers, v.get("fusion"), dim)
         layers, share = self._share(layers)
         try:
             return Model(**v, share=share, layers=tuple(layers))
         except ValidationError as e:
             raise self._model_error(e) from None
+
+    def _hymba_checks(self, layers, fusion, dim: int):
+        """Hymba's fused blocks and cross-layer KV sharing (hybridc/hymba.py), located at the fusion setting and at
+        the kv_reuse options."""
+        from .hymba import fusion_problem, kv_reuse_problems
+
+        for i, l in enumerate(layers if fusion == "hymba" else ()):
+            msg = l.parallel and fusion_problem(l, dim)
+            if msg:
+                self._guard(_raise, f"layer {i + 1}: {msg}", self.s.values["fusion"][1])
+        for i, j, msg in kv_reuse_problems(layers, fusion or "gate", dim):
+            self._guard(_raise, f"layer {i + 1}: {msg}", self._kv_reuse_at.get((i, j), layers_pos(self.s)))
+        if self.errors:
+            raise ErrorList(self.errors) if len(self.errors) > 1 else self.errors[0]
 
     def _parallelise(self, lay: Layout) -> list:
         if "_parallel" not in self.s.values:
@@ -242,6 +258,8 @@ class Resolver:
             left = {n for n in spec_class(m.kind).MODEL_AUTO if opts.get(n, "auto") == "auto"}
             if left:
                 self._model_auto[(index, len(mixers))] = left
+            if "kv_reuse" in where:
+                self._kv_reuse_at[(index, len(mixers))] = where["kv_reuse"]
             mixers.append(_spec(m, opts, where, dim))
         ffn = self._ffn_for(mixers, ffn_flag, overrides.get("ffn", []), slot[0].pos)
         return Layer(mixers=tuple(mixers), ffn=ffn)
@@ -400,6 +418,12 @@ def _spec(m: Member, opts: dict, where: dict, dim: int):
         pos = where.get(key, m.pos)
         label = f"{m.kind} {loc[0]}" if loc else m.kind
         return _raise(f"{label}: {_clean(err['msg'])}", pos)
+
+
+def layers_pos(s: _Settings) -> Pos:
+    """Where the layout was written (for errors about layers that no option of theirs names)."""
+    st = s.layers or s.pattern
+    return st.pos if st is not None else Pos(1, 1)
 
 
 def _raise(msg, pos):

@@ -5,6 +5,7 @@ torch backend's decode state holds after `context` steps (KV caches window-cappe
 """
 from __future__ import annotations
 
+from . import hymba
 from .ir import Layer, Model
 from .kinds import spec_class
 from .kinds._ffn import ffn_text
@@ -16,22 +17,34 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 def layer_params(layer: Layer, model: Model) -> int:
     """Parameters of one block: pre-norm, mixers, parallel fusion, FFN (norm + FFN)."""
     d = model.dim
-    n = norm_params(model.norm, d) + sum(m.params(d) for m in layer.mixers)
+    n = norm_params(model.norm, d) + (hymba.fused_params(*layer.mixers, d, model.norm) if fused(layer, model) else
+                 sum(m.params(d) for m in layer.mixers))
     if layer.parallel:
-        n += d * d + d if model.fusion == "gate" else 2 * norm_params(model.norm, d)
+        n += {"gate": d * d + d, "mean": 2 * norm_params(model.norm, d)}.get(model.fusion, 0)  # hymba: its own
     if layer.ffn is not None:
         n += norm_params(model.norm, d) + layer.ffn.params(d)
     return n
 
 
+def fused(layer: Layer, model: Model) -> bool:
+    """A parallel block that `fusion hymba` makes one Hymba block (hybridc/hymba.py: its own cost formulas)."""
+    return layer.parallel and model.fusion == "hymba"
+
+
 def layer_state_numel(layer: Layer, model: Model, context: int) -> int:
-    n = sum(m.state_numel(model.dim, context, model.meta_tokens) for m in layer.mixers)
+    if fused(layer, model):
+        n = hymba.fused_state_numel(*layer.mixers, model.dim, context, model.meta_tokens)
+    else:
+        n = sum(m.state_numel(model.dim, context, model.meta_tokens) for m in layer.mixers)
     return n + (layer.ffn.state_numel(model.dim) if layer.ffn is not None else 0)
 
 
 def layer_flops(layer: Layer, model: Model, context: int) -> int:
     d = model.dim
-    f = sum(m.flops(d, context, model.meta_tokens) for m in layer.mixers)
+    if fused(layer, model):
+        f = hymba.fused_flops(*layer.mixers, d, context, model.meta_tokens)
+    else:
+        f = sum(m.flops(d, context, model.meta_tokens) for m in layer.mixers)
     f += layer.ffn.flops(d) if layer.ffn is not None else 0
     if layer.parallel and model.fusion == "gate":
         f += 2 * d * d

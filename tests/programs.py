@@ -9,6 +9,11 @@ FEATURES = {
                       "mamba2(inner=64, groups=2, norm_before_gate=true, conv_bias=false)|attn",
     "meta": "layers mamba attn rwkv|attn; meta_tokens 3",
     "fusion_mean": "layers gru|attn mamba|attn; fusion mean",
+    "hymba_fusion": "layers mamba(inner_norm=weighted)|attn(window=none, rope=true, kv_heads=1) "
+                    "mamba|attn(rope=true, kv_heads=1, qk_norm=false) mamba(proj_bias=true)|attn(rope=true, kv_heads=1, "
+                    "qk_norm=false, kv_reuse=true); fusion hymba; meta_tokens 2",
+    "kv_share": "layers attn(rope=true) attn(rope=true, kv_reuse=true) mamba attn(rope=true, kv_reuse=true) "
+                "attn(window=none, kv_heads=1) mamba|attn(window=none, kv_heads=1, kv_reuse=true); meta_tokens 2",
     "shared": "layers mamba attn mamba attn; share attn",
     "global_rope_gqa": "layers attn(window=none, rope=true, kv_heads=1) gated_delta_net attn(rope=true)",
     "rms_swiglu": "layers mamba2 attn; norm rms; ffn mult=2 act=swiglu after=all",

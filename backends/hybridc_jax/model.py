@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import jax
 import jax.numpy as jnp
 
+from .layers import _hymba as hymba
 from .layers.common import linear, linear_init, bias_init, norm_apply, norm_init, prefixed, sub
 
 def kind_module(kind: str):
@@ -70,6 +71,9 @@ def _init_block(cfg, mixers, ffn, key) -> dict:
     p = prefixed("norm", norm_init(cfg.norm, cfg.dim))
     if len(mixers) == 1:
         p |= prefixed("mixer", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
+    elif cfg.fusion == "hymba":  # one Hymba block: shared in_proj / out_proj (layers/_hymba.py)
+        norms = lambda width: norm_init(cfg.norm, width)  # noqa: E731
+        p |= prefixed("mixer", hymba.init(cfg.dim, mixers, norms, key=k[0]))
     else:
         p |= prefixed("mixer.ssm", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
         p |= prefixed("mixer.attn", kind_module(mixers[1].kind).init(cfg.dim, mixers[1], key=k[1]))
@@ -115,6 +119,8 @@ def init_state(cfg: Config, batch_size: int, *, max_len: int | None = None, dtyp
     for mixers, ffn in cfg.blocks:
         ms = [_mixer_state(cfg, s, batch_size, dtype, max_len) for s in mixers]
         st = {"mixer": ms[0] if len(ms) == 1 else {"ssm": ms[0], "attn": ms[1]}}
+        if len(mixers) == 2 and cfg.fusion == "hymba":  # the attention's cache holds values E/heads wide
+            st["mixer"] = hymba.init_state(cfg.dim, mixers, batch_size, dtype, max_len=max_len, meta=cfg.meta)
         if ffn is not None:
             mod = ffn_module(ffn)
             fn = mod.channel_mix_init_state if ffn.token_shift else mod.init_state
@@ -151,6 +157,9 @@ def run_mixer(spec, fn: str, params, x, state, ctx, v_first):
 def _mix(cfg, p, mixers, h, st, ctx, fn: str, v_first):
     if len(mixers) == 1:
         return run_mixer(mixers[0], fn, sub(p, "mixer"), h, st, ctx, v_first)
+    if cfg.fusion == "hymba":
+        y, new = getattr(hymba, fn)(sub(p, "mixer"), h, mixers, lambda q, name, x: norm_apply(q, name, x, cfg.norm), st, ctx)
+        return y, new, v_first
     a, sa, v_first = run_mixer(mixers[0], fn, sub(p, "mixer.ssm"), h, None if st is None else st["ssm"], ctx, v_first)
     b, sb, v_first = run_mixer(mixers[1], fn, sub(p, "mixer.attn"), h, None if st is None else st["attn"], ctx,
                                v_first)

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from .layers._hymba import HymbaMixer
 from .layers.ffn import FFN
 
 
@@ -106,7 +107,9 @@ class Block(nn.Module):
         super().__init__()
         self.residual_scale = residual_scale  # each sub-block's output times this before the add (Granite)
         self.norm = make_norm(norm, dim)
-        if len(mixers) == 2:
+        if len(mixers) == 2 and fusion == "hymba":  # one Hymba block: shared in_proj / out_proj (layers/_hymba.py)
+            self.mixer = HymbaMixer(dim, mixers, lambda width: make_norm(norm, width), impl)
+        elif len(mixers) == 2:
             self.mixer = Parallel(dim, mixers, fusion, norm, impl)
         else:
             self.mixer = make_mixer(mixers[0], dim, impl)

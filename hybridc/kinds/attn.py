@@ -34,6 +34,9 @@ class AttnSpec(KindSpec):
     o_bias: bool = Field(False, description="bias on the output projection")
     gate: bool = Field(False, description="output gate: q_proj also makes g, y = o_proj(attn * sigmoid(g)) (Qwen3-Next)")
     softcap: Optional[float] = Field(None, gt=0, description="logit soft-cap c: scores -> c*tanh(scores/c), or none")
+    kv_reuse: bool = Field(False, description="reuse the keys/values (projections and cache) of the previous attention "
+                           "layer, which has its own: no k_proj, v_proj, k_norm or KV cache here (Hymba's cross-layer "
+                           "KV sharing, its config's kv_reuse_group)")
     scale: Optional[float] = Field(None, gt=0, description="score scale: scores = scale * q.k (none: 1/sqrt(head_dim); "
                                    "Granite's attention_multiplier)")
     in_scale: float = Field(1.0, gt=0, description="the input is multiplied by this before the projections (Falcon-H1's "
@@ -83,15 +86,18 @@ class AttnSpec(KindSpec):
         return meta + seen
 
     def params(self, dim: int) -> int:
-        inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim * (0 if self.kv_reuse else 1)
         q_out = inner * (2 if self.gate else 1)
         biases = (q_out + 2 * kv if self.qkv_bias else 0) + (dim if self.o_bias else 0)
-        return dim * q_out + dim * inner + 2 * dim * kv + biases + (2 * self.head_dim if self.qk_norm else 0)
+        norms = self.head_dim * (1 if self.kv_reuse else 2) if self.qk_norm else 0
+        return dim * q_out + dim * inner + 2 * dim * kv + biases + norms
 
     def state_numel(self, dim: int, context: int = 0, meta: int = 0) -> int:
+        if self.kv_reuse:  # the group's first layer holds the cache
+            return 0
         return 2 * self.kv_heads * self.head_dim * self.keys(context, meta)
 
     def flops(self, dim: int, context: int = 0, meta: int = 0) -> int:
-        inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim * (0 if self.kv_reuse else 1)
         q_out = inner * (2 if self.gate else 1)
         return 2 * dim * (q_out + inner + 2 * kv) + 4 * inner * self.keys(context, meta)

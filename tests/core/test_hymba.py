@@ -40,7 +40,7 @@ def _hymba_count(D=1600, E=3200, N=16, R=100, K=4, H=25, G=5, hd=64, F=5504, V=3
     return (L - consumers) * layer(False) + consumers * layer(True) + _numel((V, D), (M, D), (D,))
 
 
-SMALL = "dim 24\nmamba state=4 conv=3 inner_norm=weighted\nattn heads=4 kv_heads=2 head_dim=6 qk_norm=none\nnorm rms\n"
+SMALL = "dim 24\nmamba state=4 conv=3 inner_norm=weighted\nattn heads=4 kv_heads=2 head_dim=6 qk_norm=false\nnorm rms\n"
 
 
 @pytest.mark.parametrize("reuse", [False, True], ids=["own-kv", "kv_reuse"])

@@ -23,7 +23,7 @@ from hybridc_torch.layers.attn import Attention, attention_mask, partial_rope, r
 def spec(**kw):
     base = dict(heads=4, head_dim=8, kv_heads=4, window=None, qk_norm=False, rope=False, rope_base=10000.0,
                 rope_fraction=1.0, qkv_bias=False, o_bias=False, gate=False, softcap=None, scale=None, in_scale=1.0,
-                key_scale=1.0, out_scale=1.0)
+                key_scale=1.0, out_scale=1.0, kv_reuse=False)
     return SimpleNamespace(kind="attn", **(base | kw))
 
 

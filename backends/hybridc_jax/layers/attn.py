@@ -52,6 +52,8 @@ def init(dim: int, spec, *, key) -> dict:
     if spec.qk_norm:
         p["q_norm.weight"] = jnp.ones((spec.head_dim,))
         p["k_norm.weight"] = jnp.ones((spec.head_dim,))
+    if spec.kv_reuse:  # the previous attention layer's keys and values (Hymba)
+        p = {k: w for k, w in p.items() if not k.startswith(("k_proj.", "v_proj.", "k_norm."))}
     return p
 
 
@@ -63,10 +65,15 @@ def cache_size(spec, max_len: int | None) -> int:
     return max_len
 
 
-def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32, *, max_len=None, meta: int = 0) -> dict:
+def init_state(dim: int, spec, batch_size: int, dtype=jnp.float32, *, max_len=None, meta: int = 0,
+               v_dim: int | None = None) -> dict:
+    """KV cache; v_dim: value channels per head when not head_dim (Hymba's fused heads); none with kv_reuse."""
+    if spec.kv_reuse:  # the first layer of its group holds the cache
+        return {}
     g, e, size = spec.kv_heads, spec.head_dim, cache_size(spec, max_len)
-    return {"meta_k": jnp.zeros((batch_size, g, meta, e), dtype), "meta_v": jnp.zeros((batch_size, g, meta, e), dtype),
-            "k": jnp.zeros((batch_size, g, size, e), dtype), "v": jnp.zeros((batch_size, g, size, e), dtype)}
+    ev = e if v_dim is None else v_dim
+    return {"meta_k": jnp.zeros((batch_size, g, meta, e), dtype), "meta_v": jnp.zeros((batch_size, g, meta, ev), dtype),
+            "k": jnp.zeros((batch_size, g, size, e), dtype), "v": jnp.zeros((batch_size, g, size, ev), dtype)}
 
 
 def _qkv(params, x, spec, pos):
@@ -79,6 +86,8 @@ def _qkv(params, x, spec, pos):
         qg = q.reshape(b, l, h, 2 * e)  # per head: E query channels, then E gate channels
         q, gate = qg[..., :e], qg[..., e:].reshape(b, l, h * e)
     q = q.reshape(b, l, h, e).transpose(0, 2, 1, 3)  # (B, H, L, E)
+    if spec.kv_reuse:  # queries only: keys/values are the previous attention layer's
+        return position_q(params, q, spec, pos), None, None, gate
     k = linear(params, "k_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
     k = k * spec.key_scale if spec.key_scale != 1.0 else k
     v = linear(params, "v_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
@@ -88,6 +97,12 @@ def _qkv(params, x, spec, pos):
         rot = int(spec.head_dim * spec.rope_fraction)
         q, k = partial_rope(q, pos, spec.rope_base, rot), partial_rope(k, pos, spec.rope_base, rot)
     return q, k, v, gate
+
+
+def position_q(params, q, spec, pos):
+    """QK-norm and RoPE of queries alone, q (B, H, L, E) (a kv_reuse layer, Hymba's fused heads)."""
+    q = rms_norm(q, params["q_norm.weight"], 1e-6) if spec.qk_norm else q
+    return partial_rope(q, pos, spec.rope_base, int(spec.head_dim * spec.rope_fraction)) if spec.rope else q
 
 
 def _attend(q, k, v, mask, spec):
@@ -122,25 +137,39 @@ def _cached_keys(state, pos, n_meta: int):
 
 def apply(params, x, spec, state=None, ctx=None):
     """x (B, L, D) normed -> (y (B, L, D), new_state or None). ctx: pos (int or traced), meta (int), meta_in_chunk (int)."""
-    ctx = ctx or {}
-    pos, n_meta = ctx.get("pos", 0), ctx.get("meta", 0)
+    ctx = {} if ctx is None else ctx
     b, l, _ = x.shape
-    q_pos = pos + jnp.arange(l)  # (L,)
+    q_pos = ctx.get("pos", 0) + jnp.arange(l)  # (L,)
     q, k, v, gate = _qkv(params, x, spec, q_pos)
-    if state is None:
-        mask = _mask(q_pos, q_pos, jnp.ones((l,), bool), n_meta, spec.window)
-        y = _attend(q, k, v, mask, spec)
+    y, new = attend_heads(q, k, v, q_pos, spec, state, ctx)  # (B, L, H*E)
+    y = linear(params, "o_proj", y if gate is None else y * jax.nn.sigmoid(gate))
+    y = y * spec.out_scale if spec.out_scale != 1.0 else y
+    return y, new
+
+
+def attend_heads(q, k, v, q_pos, spec, state, ctx):
+    """q (B, H, L, E), k (B, G, L, E), v (B, G, L, Ev) at positions q_pos (L,) -> (y (B, L, H*Ev), new_state).
+
+    The keys/values attended (with their positions and validity) are left in ctx["kv"] for the next attention
+    layers; with kv_reuse (Hymba's cross-layer KV sharing) k, v are None and the ones left there are read."""
+    pos, n_meta = ctx.get("pos", 0), ctx.get("meta", 0)
+    b, _, l, _ = q.shape
+    if spec.kv_reuse:
+        k_all, v_all, k_pos, k_ok = ctx["kv"]
+    elif state is None:
+        k_all, v_all, k_pos, k_ok = k, v, q_pos, jnp.ones((l,), bool)
     else:
         c_pos, c_ok = _cached_keys(state, pos, n_meta)
         k_all = jnp.concatenate([state["meta_k"], state["k"], k], axis=2)  # (B, G, S, E)
-        v_all = jnp.concatenate([state["meta_v"], state["v"], v], axis=2)
-        mask = _mask(q_pos, jnp.concatenate([c_pos, q_pos]), jnp.concatenate([c_ok, jnp.ones((l,), bool)]),
-                     n_meta, spec.window)
-        y = _attend(q, k_all, v_all, mask, spec)
-    y = y.transpose(0, 2, 1, 3).reshape(b, l, -1)  # (B, L, H*E)
-    y = linear(params, "o_proj", y if gate is None else y * jax.nn.sigmoid(gate))
-    y = y * spec.out_scale if spec.out_scale != 1.0 else y
-    return y, (None if state is None else _update(state, k, v, q_pos, n_meta, ctx.get("meta_in_chunk", 0)))
+        v_all = jnp.concatenate([state["meta_v"], state["v"], v], axis=2)  # (B, G, S, Ev)
+        k_pos, k_ok = jnp.concatenate([c_pos, q_pos]), jnp.concatenate([c_ok, jnp.ones((l,), bool)])
+    if not spec.kv_reuse:
+        ctx["kv"] = (k_all, v_all, k_pos, k_ok)
+    y = _attend(q, k_all, v_all, _mask(q_pos, k_pos, k_ok, n_meta, spec.window), spec)  # (B, H, L, Ev)
+    y = y.transpose(0, 2, 1, 3).reshape(b, l, -1)  # (B, L, H*Ev)
+    if state is None:
+        return y, None
+    return y, ({} if spec.kv_reuse else _update(state, k, v, q_pos, n_meta, ctx.get("meta_in_chunk", 0)))
 
 
 def _update(state, k, v, q_pos, n_meta: int, meta_in_chunk: int):

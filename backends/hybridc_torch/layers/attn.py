@@ -59,14 +59,18 @@ class Attention(nn.Module):
         self.rot = int(spec.head_dim * spec.rope_fraction)
         q_out = self.h * self.e * (2 if spec.gate else 1)
         self.q_proj = nn.Linear(dim, q_out, bias=spec.qkv_bias)
-        self.k_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
-        self.v_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
+        if not spec.kv_reuse:  # kv_reuse: the previous attention layer's keys and values (Hymba)
+            self.k_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
+            self.v_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(self.h * self.e, dim, bias=spec.o_bias)
         if spec.qk_norm:
             self.q_norm = nn.RMSNorm(self.e, eps=1e-6)
-            self.k_norm = nn.RMSNorm(self.e, eps=1e-6)
+            if not spec.kv_reuse:
+                self.k_norm = nn.RMSNorm(self.e, eps=1e-6)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
+        if self.spec.kv_reuse:  # no cache of its own: the first layer of its group holds it
+            return {}
         empty = torch.zeros(batch_size, self.g, 0, self.e, device=device, dtype=dtype)
         return {"meta_k": empty, "meta_v": empty.clone(), "k": empty.clone(), "v": empty.clone()}
 
@@ -79,6 +83,8 @@ class Attention(nn.Module):
             q, gate = q.view(b, l, self.h, 2 * self.e).chunk(2, dim=-1)  # (B, L, H, E) each
             gate = gate.reshape(b, l, self.h * self.e)
         q = q.reshape(b, l, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
+        if self.spec.kv_reuse:  # queries only: keys/values are the previous attention layer's
+            return self.position_q(q, pos), None, None, gate
         k = self.k_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
         k = k * self.spec.key_scale if self.spec.key_scale != 1.0 else k
         v = self.v_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
@@ -89,27 +95,47 @@ class Attention(nn.Module):
             q, k = partial_rope(q, pos, base, self.rot), partial_rope(k, pos, base, self.rot)
         return q, k, v, gate
 
+    def position_q(self, q, pos):
+        """QK-norm and RoPE of queries alone, q (B, H, L, E) (a kv_reuse layer, Hymba's fused heads)."""
+        q = self.q_norm(q) if self.spec.qk_norm else q
+        return partial_rope(q, pos, self.spec.rope_base, self.rot) if self.spec.rope else q
+
     def forward(self, x, state=None, ctx=None):
         """x (B, L, D) normed -> (y (B, L, D), new_state or None)."""
-        ctx = ctx or {}
-        start, n_meta = ctx.get("pos", 0), ctx.get("meta", 0)
+        ctx = {} if ctx is None else ctx
+        start = ctx.get("pos", 0)
         b, l, _ = x.shape
         pos = torch.arange(start, start + l, device=x.device)  # (L,)
         q, k, v, gate = self._qkv(x, pos)
-        if state is not None:
-            r = state["k"].shape[2]
-            past = torch.arange(start - r, start, device=x.device)
-            m = state["meta_k"].shape[2]
-            k_all = torch.cat([state["meta_k"], state["k"], k], dim=2)  # (B, G, S, E)
-            v_all = torch.cat([state["meta_v"], state["v"], v], dim=2)
-            k_pos = torch.cat([torch.arange(m, device=x.device), past, pos])
-        else:
-            k_all, v_all, k_pos = k, v, pos
-        y = self._attend(q, k_all, v_all, pos, k_pos, n_meta)  # (B, H, L, E)
-        y = y.transpose(1, 2).reshape(b, l, self.h * self.e)  # (B, L, H*E)
+        y, new = self.attend_heads(q, k, v, pos, state, ctx)  # (B, L, H*E)
         y = self.o_proj(y if gate is None else y * torch.sigmoid(gate))
         y = y * self.spec.out_scale if self.spec.out_scale != 1.0 else y
-        return y, (None if state is None else self._update(state, k, v, pos, n_meta))
+        return y, new
+
+    def attend_heads(self, q, k, v, pos, state, ctx):
+        """q (B, H, L, E), k (B, G, L, E), v (B, G, L, Ev) at positions pos (L,) -> (y (B, L, H*Ev), new_state).
+
+        The keys/values attended (cache + new, with their positions) are left in ctx["kv"] for the next attention
+        layers; with kv_reuse (Hymba's cross-layer KV sharing) k, v are None, the ones left there are read and no
+        cache is kept."""
+        n_meta = ctx.get("meta", 0)
+        if self.spec.kv_reuse:
+            k_all, v_all, k_pos = ctx["kv"]
+        elif state is not None:
+            r, m, start = state["k"].shape[2], state["meta_k"].shape[2], int(pos[0])
+            past = torch.arange(start - r, start, device=q.device)
+            k_all = torch.cat([state["meta_k"], state["k"], k], dim=2)  # (B, G, S, E)
+            v_all = torch.cat([state["meta_v"], state["v"], v], dim=2)  # (B, G, S, Ev)
+            k_pos = torch.cat([torch.arange(m, device=q.device), past, pos])
+        else:
+            k_all, v_all, k_pos = k, v, pos
+        if not self.spec.kv_reuse:
+            ctx["kv"] = (k_all, v_all, k_pos)
+        y = self._attend(q, k_all, v_all, pos, k_pos, n_meta)  # (B, H, L, Ev)
+        y = y.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)  # (B, L, H*Ev)
+        if state is None:
+            return y, None
+        return y, ({} if self.spec.kv_reuse else self._update(state, k, v, pos, n_meta))
 
     def _attend(self, q, k, v, q_pos, k_pos, n_meta):
         rep = self.h // self.g

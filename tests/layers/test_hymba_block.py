@@ -21,7 +21,7 @@ from hybridc_torch.layers._hymba import HymbaMixer  # noqa: E402
 from hybridc_torch.model import ir_spec  # noqa: E402
 
 SRC = ("dim 24\nfusion hymba\nnorm rms\nmamba state=4 conv=3 dt_rank=5 inner_norm=weighted\n"
-       "attn heads=4 kv_heads=2 head_dim=6 qk_norm=none rope=true rope_base=500 window={w}\n"
+       "attn heads=4 kv_heads=2 head_dim=6 qk_norm=false rope=true rope_base=500 window={w}\n"
        "layers mamba|attn mamba|attn(kv_reuse=true)\n")
 
 
