@@ -143,3 +143,25 @@ def test_jax_matches_torch_and_decodes():
     for i in range(2):
         np.testing.assert_allclose(np.stack([o[i] for o in outs], 1), want[i], atol=1e-5, rtol=1e-5)
     assert norm_init("rms", 48)["weight"].shape == (48,)
+
+
+@pytest.mark.parametrize("name", ["feat-hymba_fusion", "feat-kv_share"])
+def test_state_bytes_equal_describe(name):
+    """One KV cache per sharing group: the torch state after a prefill holds exactly describe's state bytes."""
+    from programs import source
+
+    from hybridc.summary import describe
+    from hybridc_torch.model import HybridModel, state_bytes
+
+    m = hybridc.load(source(name))
+    net = HybridModel(m).eval()
+    with torch.no_grad():
+        _, st = net(torch.randn(1, 9, m.input), net.init_state(1))
+    assert state_bytes(st) == describe(m, context=9)["state_bytes"]
+    reusing = [i for i, l in enumerate(m.layers) if any(getattr(x, "kv_reuse", False) for x in l.mixers)]
+    assert reusing and all(not _tensors(st["layers"][i]["mixer"].get("attn", st["layers"][i]["mixer"]))
+                           for i in reusing)
+
+
+def _tensors(state):
+    return [v for v in state.values() if isinstance(v, torch.Tensor)] if isinstance(state, dict) else [state]
