@@ -7,6 +7,7 @@ from transformers' state-dict names to ours. `check_whole` then asserts:
 - every transformers tensor is read by the mapping and every one of our tensors is produced, with the right shape
   (one error lists every unmapped, unused or misshapen name);
 - the logits agree (rtol = atol = 1e-5, fp32) on random token ids (batch 2, length 11);
+- our decoding (a prefill of the first half, then one `step` per token) gives the same logits (`decode`);
 - optionally, JAX's logits from the same weights through one safetensors file.
 
 A mapping is a function `convert(src) -> {our_name: tensor}`; `src` behaves as transformers' state dict (tied
@@ -153,7 +154,8 @@ def ids(vocab: int, batch: int = 2, length: int = 11, seed: int = 0) -> torch.Te
 
 
 def check_whole(hf: torch.nn.Module, program: str, convert: Callable[[Source], dict], *, vocab: int,
-                jax: bool = False, tmp_path=None, seed: int = 0, length: int = 11, tol: float = TOL) -> dict:
+                jax: bool = False, tmp_path=None, seed: int = 0, length: int = 11, tol: float = TOL,
+                decode: bool = True) -> dict:
     """The whole check (see the module docstring); -> {"params", "max_abs", "jax_max_abs"} for reports."""
     hf = hf.float().eval()
     perturb(hf, seed)
@@ -172,9 +174,25 @@ def check_whole(hf: torch.nn.Module, program: str, convert: Callable[[Source], d
         got = ours(x).float().numpy()
     out = {"params": n_hf, "max_abs": float(np.abs(got - want).max())}
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg="logits: hybridc torch vs transformers")
+    if decode:
+        out["decode_max_abs"] = decode_logits_diff(ours, x, want, tol)
     if jax:
         out["jax_max_abs"] = jax_logits_diff(m, ours, x, want, tmp_path, tol)
     return out
+
+
+def decode_logits_diff(ours, x, want, tol: float = TOL) -> float:
+    """Prefill the first half of `x`, then step token by token; the logits against transformers' `want`."""
+    half = x.shape[1] // 2
+    with torch.no_grad():
+        y, state = ours(x[:, :half], state=ours.init_state(x.shape[0]))
+        steps = [y]
+        for t in range(half, x.shape[1]):
+            y_t, state = ours.step(x[:, t], state)
+            steps.append(y_t[:, None])
+    got = torch.cat(steps, dim=1).float().numpy()
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg="logits: hybridc decoding vs transformers")
+    return float(np.abs(got - want).max())
 
 
 def jax_logits_diff(m, ours, x, want, tmp_path, tol: float = TOL) -> float:
@@ -192,9 +210,9 @@ def jax_logits_diff(m, ours, x, want, tmp_path, tol: float = TOL) -> float:
 
 def report(name: str, out: dict) -> None:
     """Log the numbers (shown with `pytest --log-cli-level=INFO`); tests assert, they never print."""
-    extra = f", jax {out['jax_max_abs']:.2e}" if "jax_max_abs" in out else ""
+    extra = "".join(f", {k} {out[f'{k}_max_abs']:.2e}" for k in ("decode", "jax") if f"{k}_max_abs" in out)
     LOG.info("%s: params %d, max |logit diff| torch %.2e%s", name, out["params"], out["max_abs"], extra)
 
 
 __all__ = ["Source", "rules", "check_whole", "hf_state", "hf_count", "perturb", "map_weights", "set_eps", "ids",
-           "report", "TOL"]
+           "decode_logits_diff", "report", "TOL"]
