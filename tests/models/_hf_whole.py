@@ -25,6 +25,7 @@ import re
 from typing import Callable, Iterable
 
 import numpy as np
+import pytest
 import torch
 
 import hybridc
@@ -197,8 +198,7 @@ def decode_logits_diff(ours, x, want, tol: float = TOL) -> float:
 
 def jax_logits_diff(m, ours, x, want, tmp_path, tol: float = TOL) -> float:
     """Our torch weights -> one safetensors file -> JAX params; JAX's logits against transformers' `want`."""
-    import jax  # noqa: F401
-
+    pytest.importorskip("jax")
     path = tmp_path / "w.safetensors"
     hybridc.save_weights(ours, path)
     jn = hybridc.build(m, backend="jax")
