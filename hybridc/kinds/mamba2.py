@@ -105,4 +105,10 @@ class Mamba2Spec(KindSpec):
         tail = 2 * E + 2 * E              # D skip (madd), silu(z) * y
         norm = 4 * E if self.out_norm else 0   # group RMSNorm (square-sum madd, scale, weight)
         bias = E + X + H + dim if self.proj_bias else 0
-        return matmuls + conv + dt + scan + tail + norm + bias
+        return matmuls + conv + dt + scan + tail + norm + bias + self._scale_flops(dim)
+
+    def _scale_flops(self, dim: int) -> int:
+        """One multiply per channel each muP multiplier other than 1 scales (input, in_proj slices, output)."""
+        E, H, GN, _ = self._dims(dim)
+        widths = {"in": dim, "z": E, "x": E, "b": GN, "c": GN, "dt": H, "out": dim}
+        return sum(n for k, n in widths.items() if getattr(self, f"{k}_scale") != 1.0)
