@@ -13,7 +13,7 @@ from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
 from .kinds._ffn import default_bias, default_ffn, ffn_on_by_rule
 from .options import is_auto, render
-from .summary import model_scales
+from .summary import model_norm, model_scales
 
 _KEYWORDS = {"layers", "ratio", "every", "pattern", "preset", "share", "at", "backbone", "placement", "offset"}
 
@@ -112,7 +112,8 @@ def dumps(model: Model) -> str:
     """Canonical text of a model."""
     lines = [f"model {_name(model.name)}", f"dim {model.dim}"]
     lines.append(f"vocab {model.vocab}" if model.vocab is not None else f"input {model.input}")
-    lines += [f"output {model.output}", f"norm {model.norm}", f"dropout {render(model.dropout)}"]
+    norm = "".join(f" {k}={render(v)}" for k, v in model_norm(model).items())  # eps, zero_centered, place
+    lines += [f"output {model.output}", f"norm {model.norm}{norm}", f"dropout {render(model.dropout)}"]
     if model.tie_embeddings:
         lines.append("tie_embeddings true")
     if model.meta_tokens:

@@ -61,9 +61,17 @@ class Model(Frozen):
     output: Literal["last", "sequence", "logits"] = "last"
     tie_embeddings: bool = Field(False, description="output logits reuse embed.weight as the head (no lm_head)")
     norm: Literal["layer", "rms"] = "layer"
+    norm_eps: Optional[float] = Field(None, gt=0, lt=1, description="eps of every norm the model has: block, final, "
+                                      "fusion and QK norms, mamba2's and the delta family's output norms (none: each "
+                                      "norm's own, LayerNorm 1e-5, RMSNorm and QK-norm 1e-6, output norms 1e-5)")
+    norm_zero_centered: bool = Field(False, description="block, final, fusion and QK norm weights stored as w, applied "
+                                     "as (1 + w), init 0 (Gemma's and Qwen3-Next's RMSNorm, Nemotron's LayerNorm1P)")
+    norm_place: Literal["pre", "post", "both"] = Field("pre", description="where block norms sit: pre x + f(norm(x)), "
+                                                       "post x + post_norm(f(x)) (OLMo-2), both x + post_norm(f(norm(x))) "
+                                                       "(Gemma-2/3); for the mixer and the FFN sub-block alike")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     meta_tokens: int = Field(0, ge=0, le=100_000)
-    fusion: Literal["gate", "mean", "hymba"] = "gate"  # hymba:
+    fusion: Literal["gate", "mean", "sum", "hymba"] = "gate"  # sum: ssm + attn, no parameters (Falcon-H1); hymba:
     # Hymba's fused block, one in_proj and one out_proj around mamba|attn heads (hybridc/hymba.py)
     share: tuple[str, ...] = ()
     embed_scale: float = Field(1.0, gt=0, description="the embedded input stream is multiplied by this (Gemma's "
@@ -102,6 +110,14 @@ class Model(Frozen):
     def schedule(self) -> list[str]:
         """One string per layer: the kind, or `backbone|attn` for a parallel block."""
         return [l.kind for l in self.layers]
+
+    @property
+    def norm_hints(self) -> dict:
+        """What the mixers' own norms take from the model-wide `norm` statement (QK-norm: eps and zero_centered;
+        mamba2's and the delta family's output norms: eps), as extra attributes of their backend specs; empty when
+        not written, so each layer keeps its own default."""
+        out = {} if self.norm_eps is None else {"norm_eps": self.norm_eps}
+        return out | ({"norm_zero_centered": True} if self.norm_zero_centered else {})
 
     @property
     def mode(self) -> str:

@@ -89,7 +89,10 @@ def convert(v: Value, field: FieldInfo, name: str) -> Any:
     m = members[0]
     if typing.get_origin(m) is Literal:
         choices = [str(c) for c in typing.get_args(m)]
+        if v.raw not in choices and bool in members and (raw in TRUE or raw in FALSE):
+            return raw in TRUE  # a Literal-or-bool option (attn qk_norm: true = head, false = none)
         if v.raw not in choices:
+            choices += ["true", "false"] if bool in members else []
             raise HybridcError(f"invalid value '{v.raw}' for {name}; expected one of {', '.join(choices)}", v.pos,
                                hint=suggest(v.raw, choices))
         return v.raw

@@ -23,6 +23,9 @@ def print_describe(info: dict) -> None:
     con.print(t)
     if info.get("scales"):
         con.print("scales: " + ", ".join(f"{k} {v:g}" for k, v in info["scales"].items()))
+    norm = {k: v for k, v in info.get("norm", {}).items() if k != "kind"}
+    if norm:  # the `norm` statement's options that differ from their defaults
+        con.print(f"norm: {info['norm']['kind']} " + ", ".join(k if v is True else f"{k} {v}" for k, v in norm.items()))
     io = ", ".join(f"{k} {human(v)}" for k, v in info["params_io"].items() if v)
     con.print(f"parameters: [bold]{info['params']:,}[/bold] ({human(info['params'])})" + (f"; of which {io}" if io else ""))
     ratio = info["state_bytes_all_attention"] / max(info["state_bytes"], 1)

@@ -26,6 +26,7 @@ SETTINGS = {  # statement -> (IR field, how it is written)
     "embed_scale": "embed_scale", "residual_scale": "residual_scale", "logit_scale": "logit_scale",
     "logit_softcap": "logit_softcap",
 }
+NORM_KEYS = {"eps": "norm_eps", "zero_centered": "norm_zero_centered", "place": "norm_place"}  # `norm ... key=value`
 FFN_KEYS = {k: FFNSpec.model_fields[k] for k in ("mult", "act", "gated", "bias", "hidden", "gate_scale", "down_scale")}
 STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(NAMES))
 
@@ -124,7 +125,9 @@ class Resolver:
     def _generic(self, st: GenericStmt):
         values = [a for a in st.args if isinstance(a, Value)]
         kvs = [a for a in st.args if isinstance(a, KV)]
-        if st.name in SETTINGS:
+        if st.name == "norm":
+            self._norm(st, values, kvs)
+        elif st.name in SETTINGS:
             if kvs or len(values) != 1:
                 raise HybridcError(f"'{st.name}' takes exactly one value, e.g. `{st.name} {_EXAMPLE[st.name]}`", st.pos)
             self._setting(SETTINGS[st.name], values[0], st.pos)
@@ -144,12 +147,25 @@ class Resolver:
 
     def _setting(self, fld: str, v: Value, pos: Pos):
         info = Model.model_fields[fld]
-        value = v.raw if fld == "name" else convert(v, info, fld)
+        value = v.raw if fld == "name" else convert(v, info, _WORD.get(fld, fld))
         _set(self.s.values, fld, (value, v.pos), pos, f"'{_WORD[fld]}'", self._user)
+
+    def _norm(self, st, values, kvs):
+        """`norm layer|rms eps=E zero_centered=true place=pre|post|both`: the kind and/or its options."""
+        if len(values) > 1 or not (values or kvs):
+            raise HybridcError(f"'norm' takes a kind and/or options, e.g. `norm {_EXAMPLE['norm']}`",
+                               values[1].pos if len(values) > 1 else st.pos)
+        if values:
+            self._setting("norm", values[0], st.pos)
+        for kv in kvs:
+            if kv.key not in NORM_KEYS:
+                raise HybridcError(f"unknown option '{kv.key}' for norm", kv.pos,
+                                   hint=suggest(kv.key, NORM_KEYS) or f"valid: {', '.join(NORM_KEYS)}")
+            self._setting(NORM_KEYS[kv.key], kv.value, kv.pos)
 
     def _parallel(self, st, values, kvs):
         if values:
-            raise HybridcError("parallel takes options key=value (meta_tokens=K, fusion=gate|mean|hymba)", values[0].pos)
+            raise HybridcError("parallel takes options key=value (meta_tokens=K, fusion=gate|mean|sum|hymba)", values[0].pos)
         _set(self.s.values, "_parallel", (True, st.pos), st.pos, "'parallel'", self._user)
         for kv in kvs:
             if kv.key not in ("meta_tokens", "fusion"):
@@ -342,11 +358,12 @@ class Resolver:
         return HybridcError(msg, pos)
 
 
-_EXAMPLE = {"model": "my_model", "dim": "256", "input": "32", "vocab": "32000", "output": "last", "norm": "rms",
+_EXAMPLE = {"model": "my_model", "dim": "256", "input": "32", "vocab": "32000", "output": "last",
+            "norm": "rms eps=1e-5 zero_centered=true place=both",
             "dropout": "0.1", "meta_tokens": "4", "fusion": "mean",
             "tie_embeddings": "true", "embed_scale": "12", "residual_scale": "0.22", "logit_scale": "0.125",
             "logit_softcap": "30"}
-_WORD = {v: k for k, v in SETTINGS.items()}
+_WORD = {v: k for k, v in SETTINGS.items()} | {v: f"norm {k}" for k, v in NORM_KEYS.items()}
 _FFN_FLAG = Layer.model_fields["shared"]  # a bool field, used to read `ffn=true|false`
 
 

@@ -9,20 +9,21 @@ from . import hymba
 from .ir import Layer, Model
 from .kinds import spec_class
 from .kinds._ffn import ffn_text
-from .kinds._norm import norm_params
+from .kinds._norm import norm_params, sub_block_norms
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
 def layer_params(layer: Layer, model: Model) -> int:
-    """Parameters of one block: pre-norm, mixers, parallel fusion, FFN (norm + FFN)."""
+    """Parameters of one block: its norm(s), mixers, parallel fusion, FFN (norm(s) + FFN)."""
     d = model.dim
-    n = norm_params(model.norm, d) + (hymba.fused_params(*layer.mixers, d, model.norm) if fused(layer, model) else
+    norms = sub_block_norms(model.norm_place) * norm_params(model.norm, d)  # pre, post or both, per sub-block
+    n = norms + (hymba.fused_params(*layer.mixers, d, model.norm) if fused(layer, model) else
                  sum(m.params(d) for m in layer.mixers))
     if layer.parallel:
-        n += {"gate": d * d + d, "mean": 2 * norm_params(model.norm, d)}.get(model.fusion, 0)  # hymba: its own
+        n += {"gate": d * d + d, "mean": 2 * norm_params(model.norm, d)}.get(model.fusion, 0)  # sum: none; hymba: its own
     if layer.ffn is not None:
-        n += norm_params(model.norm, d) + layer.ffn.params(d)
+        n += norms + layer.ffn.params(d)
     return n
 
 
@@ -67,6 +68,14 @@ def model_scales(model: Model) -> dict:
     writes them)."""
     fields = type(model).model_fields
     return {k: getattr(model, k) for k in SCALES if getattr(model, k) != fields[k].default}
+
+
+def model_norm(model: Model) -> dict:
+    """The `norm` statement's options that differ from their defaults (describe shows them; the canonical `norm`
+    line writes them)."""
+    fields = type(model).model_fields
+    return {k.removeprefix("norm_"): getattr(model, k) for k in ("norm_eps", "norm_zero_centered", "norm_place")
+            if getattr(model, k) != fields[k].default}
 
 
 def _options_text(layer: Layer) -> str:
@@ -129,7 +138,7 @@ def describe(model: Model, *, context: int = 4096, dtype: str = "fp32") -> dict:
         "context": context, "dtype": dtype, "state_bytes": sum(r["state_bytes"] for r in rows),
         "state_bytes_all_attention": _all_attention_state(model, context) * nbytes,
         "flops_per_token": sum(r["flops_per_token"] for r in rows) + head_flops + in_flops,
-        "scales": model_scales(model),
+        "scales": model_scales(model), "norm": {"kind": model.norm, **model_norm(model)},
     }
 
 

@@ -36,6 +36,13 @@ FEATURES = {
                   "ffn act=swiglu gate_scale=0.4 down_scale=1.7 after=all",
     "gdn_options": "layers gated_delta_net(v_heads=4, v_head_dim=12) attn gated_delta_net(heads=1, v_heads=3, "
                    "neg_eigval=true)",
+    "norm_sandwich": "layers mamba2 attn(qk_norm=proj) delta_net gated_delta_net|attn; norm rms eps=1e-5 place=both; "
+                     "ffn after=all; fusion mean",
+    "norm_post_zero": "layers gated_delta_net attn mamba|attn; norm rms zero_centered=true place=post; fusion mean",
+    "norm_layer_zero": "layers mamba2 attn(rope=true); norm layer eps=1e-6 zero_centered=true",
+    "qk_norm_proj": "layers attn(qk_norm=proj, rope=true) mamba attn(qk_norm=proj, kv_heads=1, window=none, gate=true); "
+                    "norm rms zero_centered=true",
+    "fusion_sum": "layers mamba2|attn gru|attn(qk_norm=proj); fusion sum",
 }
 
 

@@ -58,9 +58,10 @@ def emit(model) -> str:
                                                                "fusion"))
     if cfg.tie:
         settings += ", tie=True"
-    from hybridc.summary import model_scales
+    from hybridc.summary import model_norm, model_scales
 
     settings += "".join(f", {k}={v!r}" for k, v in model_scales(model).items())
+    settings += "".join(f", norm_{k}={v!r}" for k, v in model_norm(model).items())  # eps, zero_centered, place
     out = [HEADER.format(name=model.name, schedule=" ".join(model.schedule), settings=settings)]
     for i, (mixers, ffn) in enumerate(cfg.blocks):
         ms = ", ".join(_spec(m) for m in mixers)

@@ -2,7 +2,8 @@
 
 Parameters are one flat dict whose names and shapes are the torch backend's (`layers.3.mixer.in_proj.weight`, ...);
 a shared layer's weights appear once, under the first position that uses them (torch's `named_parameters`).
-Block i: `x = x + drop(mixer(norm(x)))`, then `x = x + drop(ffn(ffn_norm(x)))` when the layer has an FFN (each
+Block i: `x = x + drop(mixer(norm(x)))`, then `x = x + drop(ffn(ffn_norm(x)))` when the layer has an FFN; with
+`norm_place` post `x + drop(post_norm(mixer(x)))`, both `x + drop(post_norm(mixer(norm(x))))`, the FFN alike (each
 sub-block's output times `residual_scale` before the add); the embedded input times `embed_scale`; logits times
 `logit_scale`, then soft-capped c * tanh(logits / c) with `logit_softcap`.
 An IR kind's layer is the module `hybridc_jax.layers.<kind>` (`init`, `init_state`, `apply`, `step`); RWKV-7's value
@@ -37,7 +38,9 @@ class Config:
     the index of the block whose weights it uses (itself, or the first position of a shared layer)."""
 
     def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner, tie=False,
-                 embed_scale=1.0, residual_scale=1.0, logit_scale=1.0, logit_softcap=None):
+                 embed_scale=1.0, residual_scale=1.0, logit_scale=1.0, logit_softcap=None, norm_eps=None,
+                 norm_zero_centered=False, norm_place="pre"):
+        self.norm_eps, self.norm_zero_centered, self.norm_place = norm_eps, norm_zero_centered, norm_place
         self.dim, self.input, self.vocab, self.output, self.tie = dim, input, vocab, output, tie
         self.embed_scale, self.residual_scale = embed_scale, residual_scale
         self.logit_scale, self.logit_softcap = logit_scale, logit_softcap
@@ -49,14 +52,16 @@ class Config:
         blocks, owner, first, n = [], [], {}, len(model.layers)
         for i, layer in enumerate(model.layers):
             hint = {"layer_idx": i, "n_layers": n}  # RWKV-7's init depends on depth
-            mixers = [spec(**m.model_dump(), **(hint if m.kind == "rwkv" else {})) for m in layer.mixers]
+            mixers = [spec(**m.model_dump(), **model.norm_hints, **(hint if m.kind == "rwkv" else {}))
+                      for m in layer.mixers]
             ffn = None if layer.ffn is None else spec(**layer.ffn.model_dump(), **(hint if layer.ffn.token_shift else {}))
             blocks.append((mixers, ffn))
             owner.append(first.setdefault(layer.kind, i) if layer.shared else i)
         return cls(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
                    dropout=model.dropout, meta=model.meta_tokens, fusion=model.fusion, blocks=blocks, owner=owner,
                    tie=model.tie_embeddings, embed_scale=model.embed_scale, residual_scale=model.residual_scale,
-                   logit_scale=model.logit_scale, logit_softcap=model.logit_softcap)
+                   logit_scale=model.logit_scale, logit_softcap=model.logit_softcap, norm_eps=model.norm_eps,
+                   norm_zero_centered=model.norm_zero_centered, norm_place=model.norm_place)
 
 
 # --- init --------------------------------------------------------------------------------------------------------------
@@ -66,9 +71,23 @@ def _init_ffn_layer(cfg, ffn, key) -> dict:
     return ffn_module(ffn).init(cfg.dim, ffn, key=key)
 
 
+def _norm_init(cfg) -> dict:
+    """One block/final/fusion norm's parameters (the model's kind; zero-centred: weight zeros)."""
+    return norm_init(cfg.norm, cfg.dim, cfg.norm_zero_centered)
+
+
+def _norm(cfg, p, prefix: str, x):
+    """x through the norm `prefix` (the model's kind, eps, zero-centring), or x itself when the block has no norm
+    there (`norm_place`: pre norms `norm`/`ffn_norm`, post norms `post_norm`/`ffn_post_norm`)."""
+    if f"{prefix}.weight" not in p:
+        return x
+    return norm_apply(p, prefix, x, cfg.norm, cfg.norm_eps, cfg.norm_zero_centered)
+
+
 def _init_block(cfg, mixers, ffn, key) -> dict:
     k = jax.random.split(key, 5)
-    p = prefixed("norm", norm_init(cfg.norm, cfg.dim))
+    pre, post = cfg.norm_place in ("pre", "both"), cfg.norm_place in ("post", "both")
+    p = prefixed("norm", _norm_init(cfg)) if pre else {}
     if len(mixers) == 1:
         p |= prefixed("mixer", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
     elif cfg.fusion == "hymba":  # one Hymba block: shared in_proj / out_proj (layers/_hymba.py)
@@ -79,10 +98,12 @@ def _init_block(cfg, mixers, ffn, key) -> dict:
         p |= prefixed("mixer.attn", kind_module(mixers[1].kind).init(cfg.dim, mixers[1], key=k[1]))
         if cfg.fusion == "gate":
             p |= {"mixer.gate.weight": linear_init(k[2], cfg.dim, cfg.dim), "mixer.gate.bias": bias_init(k[3], cfg.dim, cfg.dim)}
-        else:
-            p |= prefixed("mixer.norm_ssm", norm_init(cfg.norm, cfg.dim)) | prefixed("mixer.norm_attn", norm_init(cfg.norm, cfg.dim))
+        elif cfg.fusion == "mean":
+            p |= prefixed("mixer.norm_ssm", _norm_init(cfg)) | prefixed("mixer.norm_attn", _norm_init(cfg))
+    p |= prefixed("post_norm", _norm_init(cfg)) if post else {}
     if ffn is not None:
-        p |= prefixed("ffn_norm", norm_init(cfg.norm, cfg.dim)) | prefixed("ffn", _init_ffn_layer(cfg, ffn, k[4]))
+        p |= (prefixed("ffn_norm", _norm_init(cfg)) if pre else {}) | prefixed("ffn", _init_ffn_layer(cfg, ffn, k[4]))
+        p |= prefixed("ffn_post_norm", _norm_init(cfg)) if post else {}
     return p
 
 
@@ -99,7 +120,7 @@ def init(cfg: Config, key) -> dict:
     for i, (mixers, ffn) in enumerate(cfg.blocks):
         if cfg.owner[i] == i:
             p |= prefixed(f"layers.{i}", _init_block(cfg, mixers, ffn, keys[4 + i]))
-    p |= prefixed("norm_f", norm_init(cfg.norm, cfg.dim))
+    p |= prefixed("norm_f", _norm_init(cfg))
     if cfg.output == "logits" and not cfg.tie:  # tied: the head is embed.weight
         p["lm_head.weight"] = linear_init(keys[3], cfg.vocab, cfg.dim)
     return p
@@ -141,7 +162,9 @@ def _fuse(cfg, p, x, a, b):
     if cfg.fusion == "gate":
         g = jax.nn.sigmoid(linear(p, "mixer.gate", x))  # (..., D)
         return g * a + (1 - g) * b
-    return (norm_apply(p, "mixer.norm_ssm", a, cfg.norm) + norm_apply(p, "mixer.norm_attn", b, cfg.norm)) / 2
+    if cfg.fusion == "sum":  # Falcon-H1: the branches added, no parameters
+        return a + b
+    return (_norm(cfg, p, "mixer.norm_ssm", a) + _norm(cfg, p, "mixer.norm_attn", b)) / 2
 
 
 def run_mixer(spec, fn: str, params, x, state, ctx, v_first):
@@ -168,15 +191,15 @@ def _mix(cfg, p, mixers, h, st, ctx, fn: str, v_first):
 
 def _block(cfg, p, i, x, st, ctx, fn, keys, v_first):
     mixers, ffn = cfg.blocks[i]
-    y, sm, v_first = _mix(cfg, p, mixers, norm_apply(p, "norm", x, cfg.norm), None if st is None else st["mixer"],
+    y, sm, v_first = _mix(cfg, p, mixers, _norm(cfg, p, "norm", x), None if st is None else st["mixer"],
                           ctx, fn, v_first)
-    x = x + cfg.residual_scale * _dropout(y, cfg.dropout, keys[0])
+    x = x + cfg.residual_scale * _dropout(_norm(cfg, p, "post_norm", y), cfg.dropout, keys[0])
     new = None if st is None else {"mixer": sm}
     if ffn is not None:
         mod = ffn_module(ffn)
         call = getattr(mod, ("channel_mix_" if ffn.token_shift else "") + fn)
-        y, sf = call(sub(p, "ffn"), norm_apply(p, "ffn_norm", x, cfg.norm), ffn, None if st is None else st["ffn"], ctx)
-        x = x + cfg.residual_scale * _dropout(y, cfg.dropout, keys[1])
+        y, sf = call(sub(p, "ffn"), _norm(cfg, p, "ffn_norm", x), ffn, None if st is None else st["ffn"], ctx)
+        x = x + cfg.residual_scale * _dropout(_norm(cfg, p, "ffn_post_norm", y), cfg.dropout, keys[1])
         if new is not None:
             new["ffn"] = sf
     return x, new, v_first
@@ -191,7 +214,7 @@ def _embed(cfg, params, x):
 
 
 def _out(cfg, params, h, last_only):
-    h = norm_apply(params, "norm_f", h, cfg.norm)
+    h = _norm(cfg, params, "norm_f", h)
     if cfg.output == "logits":
         z = h @ params["embed.weight"].T if cfg.tie else linear(params, "lm_head", h)  # (.., V)
         z = z * cfg.logit_scale if cfg.logit_scale != 1.0 else z

@@ -36,22 +36,39 @@ def _spec(s, **extra) -> str:
     return f"spec({kind!r}, {_args(d)})" if kind is not None else f"spec({_args(d)})"
 
 
-def _block(layer, i: int, n: int) -> str:
+class _Code(str):
+    """Text written as it is (not quoted) by `_args`."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _norm(model):
+    """The `norm` argument as `HybridModel` gives it (`norm_spec`): the kind, or a spec with eps and zero_centered."""
+    if not model.norm_hints:
+        return model.norm
+    return _Code(f"spec(kind={model.norm!r}, eps={model.norm_eps!r}, zero_centered={model.norm_zero_centered!r})")
+
+
+def _block(layer, i: int, n: int, norm_hints: dict | None = None) -> str:
     """Layer i of n as a `Block(...)` expression; RWKV-7's init depends on depth, so its specs (the time mix and the
-    token-shift FFN) carry layer_idx and n_layers, as `HybridModel` gives them."""
+    token-shift FFN) carry layer_idx and n_layers, as `HybridModel` gives them; every mixer spec carries the model's
+    `norm_hints` (its QK / output norms' eps and zero_centered), as there."""
     hint = {"layer_idx": i, "n_layers": n}
-    mixers = ", ".join(_spec(m, **(hint if m.kind == "rwkv" else {})) for m in layer.mixers)
+    mixers = ", ".join(_spec(m, **(norm_hints or {}), **(hint if m.kind == "rwkv" else {})) for m in layer.mixers)
     ffn = "None" if layer.ffn is None else _spec(layer.ffn, **(hint if layer.ffn.token_shift else {}))
     return f"Block([{mixers}], {ffn}, **common)"
 
 
 def emit(model) -> str:
-    base = dict(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
+    base = dict(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=_norm(model),
                 dropout=model.dropout, meta_tokens=model.meta_tokens)
     if model.tie_embeddings:
         base["tie_embeddings"] = True
     base |= {k: v for k, v in model_scales(model).items() if k != "residual_scale"}
-    common = dict(dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout)
+    common = dict(dim=model.dim, norm=_norm(model), fusion=model.fusion, dropout=model.dropout)
+    if model.norm_place != "pre":
+        common["norm_place"] = model.norm_place
     if model.residual_scale != 1.0:
         common["residual_scale"] = model.residual_scale
     out = [HEADER.format(name=model.name, schedule=" ".join(model.schedule), base=_args(base),
@@ -61,7 +78,7 @@ def emit(model) -> str:
     n, named = len(model.layers), set()
     out.append("        self.layers = nn.ModuleList([\n")
     for i, layer in enumerate(model.layers):
-        line, note = _block(layer, i, n), ""
+        line, note = _block(layer, i, n, model.norm_hints), ""
         if layer.shared and layer.kind in named:
             line = f"shared_{layer.kind}"
         elif layer.shared:

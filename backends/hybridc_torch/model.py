@@ -1,10 +1,13 @@
 """The hybrid model: blocks built from the IR, the residual stream, meta tokens, the outputs, decoding.
 
 Block i: `x = x + drop(mixer(norm(x)))`, then, if the layer has an FFN, `x = x + drop(ffn(ffn_norm(x)))`; with
+`norm place=post` (OLMo-2) `x = x + drop(post_norm(mixer(x)))`, with `place=both` (Gemma-2's sandwich)
+`x = x + drop(post_norm(mixer(norm(x))))`, the FFN alike with `ffn_norm` / `ffn_post_norm`; with
 `residual_scale` r (Granite) each sub-block's output is multiplied by r before the add. The embedded input is multiplied
 by `embed_scale`; logits by `logit_scale`, then soft-capped with `logit_softcap` c: c * tanh(logits / c).
 A parallel block runs two mixers on the same normed input and fuses them: `gate` (the seeds'):
-`g*ssm + (1-g)*attn` with `g = sigmoid(W x_norm)` per channel; `mean` (Hymba): `(norm(ssm) + norm(attn)) / 2`.
+`g*ssm + (1-g)*attn` with `g = sigmoid(W x_norm)` per channel; `mean` (Hymba): `(norm(ssm) + norm(attn)) / 2`;
+`sum` (Falcon-H1): `ssm + attn`.
 Meta tokens (Hymba) are prepended to the stream before the first block and removed before the output.
 
 Decoding: `state = model.init_state(B)`; `y, state = model(x, state=state)` (prefill, any number of chunks);
@@ -24,11 +27,28 @@ import torch
 from torch import nn
 
 from .layers._hymba import HymbaMixer
+from .layers._norm import make_norm as norm_module
 from .layers.ffn import FFN
 
 
-def make_norm(kind: str, dim: int) -> nn.Module:
-    return nn.LayerNorm(dim) if kind == "layer" else nn.RMSNorm(dim, eps=1e-6)
+def make_norm(norm, dim: int) -> nn.Module:
+    """norm: "layer" | "rms" (each with its own eps), or `spec(kind=, eps=, zero_centered=)` from the model's `norm`
+    statement (`norm_spec`); see layers/_norm.py."""
+    if isinstance(norm, str):
+        return norm_module(norm, dim)
+    return norm_module(norm.kind, dim, norm.eps, norm.zero_centered)
+
+
+def norm_spec(model):
+    """The model's block/final/fusion norm as `make_norm` takes it: the kind alone unless eps or zero_centered is set."""
+    if not model.norm_hints:
+        return model.norm
+    return spec(kind=model.norm, eps=model.norm_eps, zero_centered=model.norm_zero_centered)
+
+
+def _normed(norm, x):
+    """x through a block norm, or unchanged where the placement has none there."""
+    return x if norm is None else norm(x)
 
 
 def layer_class(kind: str) -> type[nn.Module]:
@@ -71,7 +91,7 @@ class Parallel(nn.Module):
         self.fusion = fusion
         if fusion == "gate":
             self.gate = nn.Linear(dim, dim)
-        else:
+        elif fusion == "mean":
             self.norm_ssm, self.norm_attn = make_norm(norm, dim), make_norm(norm, dim)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
@@ -81,6 +101,8 @@ class Parallel(nn.Module):
         if self.fusion == "gate":
             g = torch.sigmoid(self.gate(x))  # (..., D)
             return g * a + (1 - g) * b
+        if self.fusion == "sum":  # Falcon-H1: the branches added, no parameters
+            return a + b
         return (self.norm_ssm(a) + self.norm_attn(b)) / 2
 
     def forward(self, x, state=None, ctx=None, v_first=None):
@@ -100,22 +122,26 @@ def spec(kind: str | None = None, **options) -> SimpleNamespace:
 
 
 class Block(nn.Module):
-    """One layer: pre-norm mixer (or parallel pair of mixers) with residual, then the optional FFN sub-block."""
+    """One layer: mixer (or parallel pair of mixers) with residual, then the optional FFN sub-block; each sub-block's
+    norms sit before it (`norm`, `ffn_norm`), after it (`post_norm`, `ffn_post_norm`) or both (`norm_place`)."""
 
     def __init__(self, mixers, ffn=None, *, dim: int, norm: str = "layer", fusion: str = "gate", dropout: float = 0.0,
-                 impl: str = "auto", residual_scale: float = 1.0):
+                 impl: str = "auto", residual_scale: float = 1.0, norm_place: str = "pre"):
         super().__init__()
         self.residual_scale = residual_scale  # each sub-block's output times this before the add (Granite)
-        self.norm = make_norm(norm, dim)
+        pre, post = norm_place in ("pre", "both"), norm_place in ("post", "both")  # where the block norms sit
+        self.norm = make_norm(norm, dim) if pre else None
         if len(mixers) == 2 and fusion == "hymba":  # one Hymba block: shared in_proj / out_proj (layers/_hymba.py)
             self.mixer = HymbaMixer(dim, mixers, lambda width: make_norm(norm, width), impl)
         elif len(mixers) == 2:
             self.mixer = Parallel(dim, mixers, fusion, norm, impl)
         else:
             self.mixer = make_mixer(mixers[0], dim, impl)
+        self.post_norm = make_norm(norm, dim) if post else None
         if ffn is not None:
-            self.ffn_norm = make_norm(norm, dim)
+            self.ffn_norm = make_norm(norm, dim) if pre else None
             self.ffn = make_ffn(ffn, dim, impl)
+            self.ffn_post_norm = make_norm(norm, dim) if post else None
         self.has_ffn = ffn is not None
         self.drop = nn.Dropout(dropout)
 
@@ -127,24 +153,25 @@ class Block(nn.Module):
 
     def forward(self, x, state=None, ctx=None, v_first=None):
         """x (B, L, D) -> (x (B, L, D), new_state or None, v_first)."""
-        y, sm, v_first = run_mixer(self.mixer, self.norm(x), None if state is None else state["mixer"], ctx, v_first)
-        x = x + self.residual_scale * self.drop(y)
+        y, sm, v_first = run_mixer(self.mixer, _normed(self.norm, x), None if state is None else state["mixer"], ctx,
+                                   v_first)
+        x = x + self.residual_scale * self.drop(_normed(self.post_norm, y))
         new = None if state is None else {"mixer": sm}
         if self.has_ffn:
-            y, sf = self.ffn(self.ffn_norm(x), None if state is None else state["ffn"], ctx)
-            x = x + self.residual_scale * self.drop(y)
+            y, sf = self.ffn(_normed(self.ffn_norm, x), None if state is None else state["ffn"], ctx)
+            x = x + self.residual_scale * self.drop(_normed(self.ffn_post_norm, y))
             if new is not None:
                 new["ffn"] = sf
         return x, new, v_first
 
     def step(self, x_t, state, ctx=None, v_first=None):
         """x_t (B, D) -> (x_t (B, D), new_state, v_first)."""
-        y, sm, v_first = run_mixer(self.mixer, self.norm(x_t), state["mixer"], ctx, v_first, step=True)
-        x_t = x_t + self.residual_scale * y
+        y, sm, v_first = run_mixer(self.mixer, _normed(self.norm, x_t), state["mixer"], ctx, v_first, step=True)
+        x_t = x_t + self.residual_scale * _normed(self.post_norm, y)
         new = {"mixer": sm}
         if self.has_ffn:
-            y, new["ffn"] = self.ffn.step(self.ffn_norm(x_t), state["ffn"], ctx)
-            x_t = x_t + self.residual_scale * y
+            y, new["ffn"] = self.ffn.step(_normed(self.ffn_norm, x_t), state["ffn"], ctx)
+            x_t = x_t + self.residual_scale * _normed(self.ffn_post_norm, y)
         return x_t, new, v_first
 
 
@@ -246,7 +273,7 @@ class HybridModel(HybridBase):
     """A hybridc `Model` lowered to torch; shared layers are one module at several positions."""
 
     def __init__(self, model, *, impl: str = "auto"):
-        super().__init__(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
+        super().__init__(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=norm_spec(model),
                          dropout=model.dropout, meta_tokens=model.meta_tokens, tie_embeddings=model.tie_embeddings,
                          embed_scale=model.embed_scale, logit_scale=model.logit_scale,
                          logit_softcap=model.logit_softcap)
@@ -259,10 +286,10 @@ class HybridModel(HybridBase):
                 blocks.append(shared[layer.kind])
                 continue
             hint = {"layer_idx": i, "n_layers": n}  # RWKV-7's init depends on depth
-            mixers = [ir_spec(m, **(hint if m.kind == "rwkv" else {})) for m in layer.mixers]
+            mixers = [ir_spec(m, **model.norm_hints, **(hint if m.kind == "rwkv" else {})) for m in layer.mixers]
             ffn = None if layer.ffn is None else ir_spec(layer.ffn, **(hint if layer.ffn.token_shift else {}))
-            blk = Block(mixers, ffn, dim=model.dim, norm=model.norm, fusion=model.fusion, dropout=model.dropout,
-                        impl=impl, residual_scale=model.residual_scale)
+            blk = Block(mixers, ffn, dim=model.dim, norm=norm_spec(model), fusion=model.fusion, dropout=model.dropout,
+                        impl=impl, residual_scale=model.residual_scale, norm_place=model.norm_place)
             if layer.shared:
                 shared[layer.kind] = blk
             blocks.append(blk)

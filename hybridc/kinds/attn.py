@@ -4,15 +4,15 @@ Granite's attention_multiplier; Falcon-H1's muP in/key/out multipliers). Megatro
 
 Parameters (docs/layers.md): q_proj (H*hd, D) (gate: (2*H*hd, D), query and gate interleaved per head), k_proj/v_proj
 (KV*hd, D), o_proj (D, H*hd), biases of q/k/v with qkv_bias and of o with o_bias, and q_norm / k_norm RMSNorm weights
-(hd,) with qk_norm. Decode state: the KV cache, meta tokens plus the (window-capped) past.
+(hd,) with qk_norm=head, (H*hd,) / (KV*hd,) with qk_norm=proj (OLMo-2). Decode state: the KV cache, meta tokens plus the (window-capped) past.
 FLOPs per token at position `context`: the projections (the gate's half of q_proj included) plus QK^T and AV over the
 keys it sees (2 per multiply-add; biases, norms, RoPE, the sigmoid gate and the soft-cap are elementwise, not counted).
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._base import KindSpec, auto_field
 
@@ -25,7 +25,9 @@ class AttnSpec(KindSpec):
     head_dim: int = Field(64, ge=1, le=4096, description="channels per head")
     kv_heads: int = auto_field("key/value heads, GQA (auto: heads)", ge=1, le=1024)
     window: Optional[int] = Field(60, ge=1, le=10_000_000, description="sliding window in steps, or none (global)")
-    qk_norm: bool = Field(True, description="RMS-normalise queries and keys per head")
+    qk_norm: Union[Literal["head", "proj", "none"], bool] = Field(
+        "head", description="RMS-normalise queries and keys: per head (weights (hd,)), over the whole projection "
+        "before the split into heads (weights (H*hd,) and (KV*hd,), OLMo-2), or none; true = head, false = none")
     rope: bool = Field(False, description="rotary position embedding")
     rope_base: float = Field(10000.0, gt=0, description="RoPE base")
     rope_fraction: float = Field(1.0, gt=0, le=1, description="fraction of each head's channels RoPE rotates (the "
@@ -34,14 +36,6 @@ class AttnSpec(KindSpec):
     o_bias: bool = Field(False, description="bias on the output projection")
     gate: bool = Field(False, description="output gate: q_proj also makes g, y = o_proj(attn * sigmoid(g)) (Qwen3-Next)")
     softcap: Optional[float] = Field(None, gt=0, description="logit soft-cap c: scores -> c*tanh(scores/c), or none")
-    scale: Optional[float] = Field(None, gt=0, description="score scale: scores = scale * q.k (none: 1/sqrt(head_dim); "
-                                   "Granite's attention_multiplier)")
-    in_scale: float = Field(1.0, gt=0, description="the input is multiplied by this before the projections (Falcon-H1's "
-                            "attention_in_multiplier)")
-    key_scale: float = Field(1.0, gt=0, description="k_proj's output is multiplied by this, before QK-norm and RoPE "
-                             "(Falcon-H1's key_multiplier)")
-    out_scale: float = Field(1.0, gt=0, description="o_proj's output is multiplied by this (Falcon-H1's "
-                             "attention_out_multiplier)")
     kv_reuse: bool = Field(False, description="reuse the keys/values (projections and cache) of the previous attention "
                            "layer, which has its own: no k_proj, v_proj, k_norm or KV cache here (Hymba's cross-layer "
                            "KV sharing, its config's kv_reuse_group)")
@@ -57,6 +51,12 @@ class AttnSpec(KindSpec):
     ROLE = "attention"
     PATTERN = "*"
     SHOWN = ("heads", "kv_heads", "head_dim", "window")
+
+    @field_validator("qk_norm", mode="after")
+    @classmethod
+    def _qk_form(cls, value):
+        """The older boolean form: true = per head, false = none."""
+        return {True: "head", False: "none"}[value] if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _gqa(self):
@@ -97,7 +97,7 @@ class AttnSpec(KindSpec):
         inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim * (0 if self.kv_reuse else 1)
         q_out = inner * (2 if self.gate else 1)
         biases = (q_out + 2 * kv if self.qkv_bias else 0) + (dim if self.o_bias else 0)
-        norms = self.head_dim * (1 if self.kv_reuse else 2) if self.qk_norm else 0
+        norms = {"head": self.head_dim * (1 if self.kv_reuse else 2), "proj": inner + kv, "none": 0}[self.qk_norm]
         return dim * q_out + dim * inner + 2 * dim * kv + biases + norms
 
     def state_numel(self, dim: int, context: int = 0, meta: int = 0) -> int:

@@ -35,7 +35,7 @@ CASES = [  # text, line, column, words in the message, hint
     ("10 layers ratio 9:", 1, 19, "unexpected end of line", None),
     ("layers (mamba x3", 1, 17, "unexpected", None),
     ("dim 2.5", 1, 5, "integer", None),
-    ("attn qk_norm=maybe", 1, 14, "true or false", None),
+    ("attn qk_norm=maybe", 1, 14, "head, proj, none, true, false", None),
     ("share gru", 1, 7, "no layer is a plain 'gru'", None),
     ("layers mamba|mamba", 1, 14, "two 'mamba'", None),
     ("at 3..2 attn window=none", 1, 4, "empty range", None),

@@ -101,7 +101,7 @@ def test_defaults_match_the_seeds():
     m = hybridc.load("layers mamba attn")
     mb, at = m.layers[0].mixers[0], m.layers[1].mixers[0]
     assert (mb.state, mb.expand, mb.conv, mb.dt_rank) == (16, 2, 4, 16)
-    assert (at.heads, at.head_dim, at.kv_heads, at.window, at.qk_norm, at.rope) == (4, 64, 4, 60, True, False)
+    assert (at.heads, at.head_dim, at.kv_heads, at.window, at.qk_norm, at.rope) == (4, 64, 4, 60, "head", False)
     assert m.layers[0].ffn is None and (m.layers[1].ffn.mult, m.layers[1].ffn.act) == (4.0, "gelu")
     assert m.dropout == 0.1
 

@@ -37,6 +37,22 @@ def partial_rope(x, pos, base: float, rot: int):
     return jnp.concatenate([rope(x[..., :rot], pos, base), x[..., rot:]], axis=-1)
 
 
+QK_EPS = 1e-6  # the QK-norms' eps when the model's `norm` statement writes none
+
+
+def qk_form(spec) -> str:
+    """spec.qk_norm: "head" | "proj" | "none" (a hand-built spec's bool: True = head, False = none)."""
+    form = spec.qk_norm
+    return ("head" if form else "none") if isinstance(form, bool) else form
+
+
+def _qk_norm(params, name: str, t, spec):
+    """RMSNorm of t over its last axis with `name`.weight; eps and zero-centring from the model's `norm` statement."""
+    w, eps = params[f"{name}.weight"], getattr(spec, "norm_eps", None)
+    w = 1.0 + w.astype(jnp.float32) if getattr(spec, "norm_zero_centered", False) else w
+    return rms_norm(t, w, QK_EPS if eps is None else eps)
+
+
 def init(dim: int, spec, *, key) -> dict:
     kq, kk, kv, ko = jax.random.split(key, 4)
     bq, bk, bv, bo = jax.random.split(jax.random.fold_in(key, 1), 4)  # (the weights' keys stay as without biases)
@@ -49,9 +65,11 @@ def init(dim: int, spec, *, key) -> dict:
               "v_proj.bias": bias_init(bv, kvd, dim)}
     if spec.o_bias:
         p["o_proj.bias"] = bias_init(bo, dim, inner)
-    if spec.qk_norm:
-        p["q_norm.weight"] = jnp.ones((spec.head_dim,))
-        p["k_norm.weight"] = jnp.ones((spec.head_dim,))
+    qk = qk_form(spec)
+    if qk != "none":  # per head (E,), or over the whole projection (H*E,) / (G*E,) (OLMo-2); zero-centred: zeros
+        w = jnp.zeros if getattr(spec, "norm_zero_centered", False) else jnp.ones
+        p["q_norm.weight"] = w((spec.head_dim if qk == "head" else inner,))
+        p["k_norm.weight"] = w((spec.head_dim if qk == "head" else kvd,))
     if spec.kv_reuse:  # the previous attention layer's keys and values (Hymba)
         p = {k: w for k, w in p.items() if not k.startswith(("k_proj.", "v_proj.", "k_norm."))}
     return p
@@ -85,14 +103,19 @@ def _qkv(params, x, spec, pos):
     if spec.gate:
         qg = q.reshape(b, l, h, 2 * e)  # per head: E query channels, then E gate channels
         q, gate = qg[..., :e], qg[..., e:].reshape(b, l, h * e)
+    if qk_form(spec) == "proj":
+        q = _qk_norm(params, "q_norm", q.reshape(b, l, h * e), spec)  # (B, L, H*E), before the split into heads
     q = q.reshape(b, l, h, e).transpose(0, 2, 1, 3)  # (B, H, L, E)
     if spec.kv_reuse:  # queries only: keys/values are the previous attention layer's
         return position_q(params, q, spec, pos), None, None, gate
     k = linear(params, "k_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
     k = k * spec.key_scale if spec.key_scale != 1.0 else k
     v = linear(params, "v_proj", x).reshape(b, l, g, e).transpose(0, 2, 1, 3)  # (B, G, L, E)
-    if spec.qk_norm:
-        q, k = rms_norm(q, params["q_norm.weight"], 1e-6), rms_norm(k, params["k_norm.weight"], 1e-6)
+    if qk_form(spec) == "head":
+        q, k = _qk_norm(params, "q_norm", q, spec), _qk_norm(params, "k_norm", k, spec)
+    elif qk_form(spec) == "proj":  # k (B, G, L, E) -> (B, L, G*E) -> normed, back
+        k = _qk_norm(params, "k_norm", k.transpose(0, 2, 1, 3).reshape(b, l, g * e), spec)
+        k = k.reshape(b, l, g, e).transpose(0, 2, 1, 3)
     if spec.rope:
         rot = int(spec.head_dim * spec.rope_fraction)
         q, k = partial_rope(q, pos, spec.rope_base, rot), partial_rope(k, pos, spec.rope_base, rot)
@@ -101,7 +124,7 @@ def _qkv(params, x, spec, pos):
 
 def position_q(params, q, spec, pos):
     """QK-norm and RoPE of queries alone, q (B, H, L, E) (a kv_reuse layer, Hymba's fused heads)."""
-    q = rms_norm(q, params["q_norm.weight"], 1e-6) if spec.qk_norm else q
+    q = _qk_norm(params, "q_norm", q, spec) if qk_form(spec) == "head" else q  # (proj: normed in _qkv)
     return partial_rope(q, pos, spec.rope_base, int(spec.head_dim * spec.rope_fraction)) if spec.rope else q
 
 

@@ -47,15 +47,24 @@ def layer_norm(x, weight, bias, eps: float = 1e-5):
     return ((x32 - mu) * jax.lax.rsqrt(var + eps) * weight + bias).astype(x.dtype)
 
 
-def norm_init(kind: str, dim: int) -> dict:
-    return {"weight": jnp.ones((dim,))} | ({"bias": jnp.zeros((dim,))} if kind == "layer" else {})
+NORM_EPS = {"layer": 1e-5, "rms": 1e-6}  # each norm's own eps when the model writes none (torch's layers/_norm.py)
 
 
-def norm_apply(params: dict, prefix: str, x, kind: str):
-    """LayerNorm (eps 1e-5) or RMSNorm (eps 1e-6), as the torch backend's `make_norm`."""
+def norm_init(kind: str, dim: int, zero_centered: bool = False) -> dict:
+    """weight (ones; zeros when zero-centred: applied as 1 + w), and a LayerNorm's bias."""
+    w = jnp.zeros((dim,)) if zero_centered else jnp.ones((dim,))
+    return {"weight": w} | ({"bias": jnp.zeros((dim,))} if kind == "layer" else {})
+
+
+def norm_apply(params: dict, prefix: str, x, kind: str, eps: float | None = None, zero_centered: bool = False):
+    """LayerNorm (eps 1e-5) or RMSNorm (eps 1e-6) unless eps is given, as the torch backend's `make_norm`;
+    zero-centred: the weight w applied as 1 + w (Gemma / Qwen3-Next RMSNorm, Nemotron's LayerNorm1P)."""
+    eps = NORM_EPS[kind] if eps is None else eps
+    w = params[f"{prefix}.weight"]
+    w = 1.0 + w.astype(jnp.float32) if zero_centered else w
     if kind == "layer":
-        return layer_norm(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
-    return rms_norm(x, params[f"{prefix}.weight"], 1e-6)
+        return layer_norm(x, w, params[f"{prefix}.bias"], eps)
+    return rms_norm(x, w, eps)
 
 
 def sub(params: dict, prefix: str) -> dict:

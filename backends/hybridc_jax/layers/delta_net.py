@@ -31,7 +31,13 @@ __all__ = ["init", "init_state", "apply", "step", "gated_rms_norm", "l2norm"]
 
 OP = "delta_rule"  # the recurrence it runs (describe --kernels)
 
-NORM_EPS = 1e-5
+NORM_EPS = 1e-5  # fla's norm_eps; the model's `norm eps=` replaces it (spec.norm_eps, `out_norm_eps`)
+
+
+def out_norm_eps(spec) -> float:
+    """The output norm's eps: the model's `norm eps=` when written (transformers' rms_norm_eps), else fla's 1e-5."""
+    eps = getattr(spec, "norm_eps", None)
+    return NORM_EPS if eps is None else float(eps)
 
 
 def l2norm(x, eps: float = 1e-6):
@@ -55,6 +61,7 @@ class Dims(NamedTuple):
     conv: int
     gate: bool
     v_heads: int
+    eps: float = NORM_EPS  # the output norm's
 
     @property
     def key_dim(self) -> int:
@@ -66,12 +73,12 @@ class Dims(NamedTuple):
 
 
 def family_dims(name: str, dim: int, heads: int, head_k: int, head_v: int, conv: int, gate: bool,
-                v_heads: int = 0) -> Dims:
+                v_heads: int = 0, eps: float = NORM_EPS) -> Dims:
     v_heads = v_heads or heads
     if min(dim, heads, head_k, head_v) <= 0 or conv < 0 or v_heads % heads:
         raise ValueError(f"{name}: dim/heads/head dims must be > 0, conv >= 0 and v_heads a multiple of heads, got "
                          f"dim={dim} heads={heads} v_heads={v_heads} head_k={head_k} head_v={head_v} conv={conv}")
-    return Dims(heads, head_k, head_v, conv, gate, v_heads)
+    return Dims(heads, head_k, head_v, conv, gate, v_heads, eps)
 
 
 def family_init_convs(d: Dims, *, key) -> dict[str, jax.Array]:
@@ -128,9 +135,9 @@ def family_out(params, o, x, d: Dims):
     """o (..., Hv, V), x (..., D) -> y (..., D)."""
     if d.gate:
         g = linear(params, "g_proj", x).reshape(o.shape)                             # (..., Hv, V)
-        o = gated_rms_norm(o, g, params["o_norm.weight"].astype(o.dtype))
+        o = gated_rms_norm(o, g, params["o_norm.weight"].astype(o.dtype), d.eps)
     else:
-        o = rms_norm(o, params["o_norm.weight"], NORM_EPS)
+        o = rms_norm(o, params["o_norm.weight"], d.eps)
     return linear(params, "o_proj", o.reshape(o.shape[:-2] + (d.value_dim,)))        # (..., D)
 
 
@@ -138,7 +145,8 @@ def family_out(params, o, x, d: Dims):
 def _dims(dim: int, spec) -> Dims:
     """spec: heads, head_dim (key = value head dim), conv (0 = no short conv), gate (bool)."""
     head_dim = int(spec.head_dim)
-    return family_dims("DeltaNet", dim, int(spec.heads), head_dim, head_dim, int(spec.conv), bool(spec.gate))
+    return family_dims("DeltaNet", dim, int(spec.heads), head_dim, head_dim, int(spec.conv), bool(spec.gate),
+                       eps=out_norm_eps(spec))
 
 
 def init(dim: int, spec, *, key) -> dict[str, jax.Array]:

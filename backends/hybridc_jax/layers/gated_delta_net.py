@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from ..ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from .common import linear, linear_init
 from .delta_net import (Dims, family_dims, family_init_convs, family_init_output, family_init_state, family_out,
-                        family_qkv)
+                        family_qkv, out_norm_eps)
 
 __all__ = ["init", "init_state", "apply", "step"]
 
@@ -49,7 +49,7 @@ def _dims(dim: int, spec) -> Dims:
     head_dim = int(spec.head_dim)
     head_v = int(spec.v_head_dim) if spec.v_head_dim else _value_head_dim(head_dim, spec.expand_v)
     return family_dims("GatedDeltaNet", dim, int(spec.heads), head_dim, head_v, int(spec.conv), bool(spec.gate),
-                       v_heads=int(spec.v_heads))
+                       v_heads=int(spec.v_heads), eps=out_norm_eps(spec))
 
 
 def _init_decay(heads: int, *, key) -> dict[str, jax.Array]:

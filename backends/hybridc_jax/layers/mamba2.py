@@ -116,7 +116,9 @@ def _out(params, y, z, d, spec, dtype):
     """y (..., H, P), z (..., E) -> out_proj(norm(y, z)), or out_proj(y * silu(z)) without out_norm (..., D)."""
     y = y.reshape(y.shape[:-2] + (d["E"],))  # (..., E)
     if spec.out_norm:
-        g = rms_norm_gated(params["norm.weight"], y, z, d["E"] // d["G"], norm_before_gate=bool(spec.norm_before_gate))
+        eps = getattr(spec, "norm_eps", None)  # the model's `norm eps=`
+        g = rms_norm_gated(params["norm.weight"], y, z, d["E"] // d["G"], eps=NORM_EPS if eps is None else eps,
+                           norm_before_gate=bool(spec.norm_before_gate))
     else:
         acc = recurrent_dtype(y.dtype)
         g = y.astype(acc) * jax.nn.silu(z.astype(acc))

@@ -13,6 +13,9 @@ with frequencies from that width (transformers' `partial_rotary_factor`, e.g. Qw
 Scalar multipliers (no parameters): `scale` replaces the score scale 1/sqrt(E) (Granite's attention_multiplier,
 transformers' GraniteMoeHybridAttention); Falcon-H1's muP (FalconH1DecoderLayer / FalconH1Attention): the input times
 `in_scale`, k_proj's output times `key_scale` (before QK-norm and RoPE), o_proj's output times `out_scale`.
+QK-norm (`qk_norm`): `head` RMS-normalises each head's query and key (weights (E,), Qwen3 / Qwen3-Next), `proj` the
+whole q and k projections before the split into heads (weights (H*E,), (G*E,): OLMo-2, transformers' Olmo2Attention);
+eps 1e-6, or the model's `norm eps=`, and (1 + w) weights with the model's `norm zero_centered=true` (Qwen3NextRMSNorm).
 
 Glossary: B batch, L new steps, S cached + new keys, H query heads, G kv heads, E head_dim, D model dim, M meta tokens.
 """
@@ -21,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._norm import make_norm
 
 
 def rope(x, pos, base: float):
@@ -38,6 +43,15 @@ def partial_rope(x, pos, base: float, rot: int):
     if rot == x.shape[-1]:
         return rope(x, pos, base)
     return torch.cat([rope(x[..., :rot], pos, base), x[..., rot:]], dim=-1)
+
+
+QK_EPS = 1e-6  # the QK-norms' eps when the model's `norm` statement writes none
+
+
+def qk_form(spec) -> str:
+    """spec.qk_norm: "head" | "proj" | "none" (a hand-built spec's bool: True = head, False = none)."""
+    form = spec.qk_norm
+    return ("head" if form else "none") if isinstance(form, bool) else form
 
 
 def attention_mask(q_pos, k_pos, n_meta: int, window):
@@ -63,10 +77,13 @@ class Attention(nn.Module):
             self.k_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
             self.v_proj = nn.Linear(dim, self.g * self.e, bias=spec.qkv_bias)
         self.o_proj = nn.Linear(self.h * self.e, dim, bias=spec.o_bias)
-        if spec.qk_norm:
-            self.q_norm = nn.RMSNorm(self.e, eps=1e-6)
+        self.qk = qk_form(spec)
+        if self.qk != "none":  # per head (E,), or over the whole projection (H*E,) / (G*E,) (OLMo-2)
+            eps, zc = getattr(spec, "norm_eps", None), getattr(spec, "norm_zero_centered", False)  # model's `norm`
+            width = (lambda heads: self.e) if self.qk == "head" else (lambda heads: heads * self.e)
+            self.q_norm = make_norm("rms", width(self.h), QK_EPS if eps is None else eps, zc)
             if not spec.kv_reuse:
-                self.k_norm = nn.RMSNorm(self.e, eps=1e-6)
+                self.k_norm = make_norm("rms", width(self.g), QK_EPS if eps is None else eps, zc)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
         if self.spec.kv_reuse:  # no cache of its own: the first layer of its group holds it
@@ -82,14 +99,18 @@ class Attention(nn.Module):
         if self.spec.gate:
             q, gate = q.view(b, l, self.h, 2 * self.e).chunk(2, dim=-1)  # (B, L, H, E) each
             gate = gate.reshape(b, l, self.h * self.e)
+        if self.qk == "proj":
+            q = self.q_norm(q.reshape(b, l, self.h * self.e))  # (B, L, H*E), before the split into heads
         q = q.reshape(b, l, self.h, self.e).transpose(1, 2)  # (B, H, L, E)
         if self.spec.kv_reuse:  # queries only: keys/values are the previous attention layer's
             return self.position_q(q, pos), None, None, gate
         k = self.k_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
         k = k * self.spec.key_scale if self.spec.key_scale != 1.0 else k
         v = self.v_proj(x).view(b, l, self.g, self.e).transpose(1, 2)  # (B, G, L, E)
-        if self.spec.qk_norm:
+        if self.qk == "head":
             q, k = self.q_norm(q), self.k_norm(k)
+        elif self.qk == "proj":  # k (B, G, L, E) -> (B, L, G*E) -> normed, back
+            k = self.k_norm(k.transpose(1, 2).reshape(b, l, self.g * self.e)).view(b, l, self.g, self.e).transpose(1, 2)
         if self.spec.rope:
             base = self.spec.rope_base
             q, k = partial_rope(q, pos, base, self.rot), partial_rope(k, pos, base, self.rot)
@@ -97,7 +118,7 @@ class Attention(nn.Module):
 
     def position_q(self, q, pos):
         """QK-norm and RoPE of queries alone, q (B, H, L, E) (a kv_reuse layer, Hymba's fused heads)."""
-        q = self.q_norm(q) if self.spec.qk_norm else q
+        q = self.q_norm(q) if self.qk == "head" else q  # (proj: normed in _qkv, before the split into heads)
         return partial_rope(q, pos, self.spec.rope_base, self.rot) if self.spec.rope else q
 
     def forward(self, x, state=None, ctx=None):

@@ -26,7 +26,13 @@ from ._shortconv import ShortConvolution
 
 __all__ = ["DeltaNet", "GatedRMSNorm", "l2norm", "LAYER", "OP"]
 
-NORM_EPS = 1e-5
+NORM_EPS = 1e-5  # fla's norm_eps; the model's `norm eps=` replaces it (spec.norm_eps, `out_norm_eps`)
+
+
+def out_norm_eps(spec) -> float:
+    """The output norm's eps: the model's `norm eps=` when written (transformers' rms_norm_eps), else fla's 1e-5."""
+    eps = getattr(spec, "norm_eps", None)
+    return NORM_EPS if eps is None else float(eps)
 
 
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -68,12 +74,12 @@ class _DeltaFamily(nn.Module):
             self.k_conv1d = ShortConvolution(self.key_dim, self.conv_size, activation="silu")
             self.v_conv1d = ShortConvolution(self.value_dim, self.conv_size, activation="silu")
 
-    def _build_output(self):
+    def _build_output(self, eps: float = NORM_EPS):
         if self.use_gate:
             self.g_proj = nn.Linear(self.dim, self.value_dim, bias=False)
-            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=NORM_EPS)
+            self.o_norm = GatedRMSNorm(self.head_v_dim, eps=eps)
         else:
-            self.o_norm = nn.RMSNorm(self.head_v_dim, eps=NORM_EPS)
+            self.o_norm = nn.RMSNorm(self.head_v_dim, eps=eps)
         self.o_proj = nn.Linear(self.value_dim, self.dim, bias=False)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict[str, torch.Tensor]:
@@ -130,7 +136,7 @@ class DeltaNet(_DeltaFamily):
         self.v_proj = nn.Linear(dim, self.value_dim, bias=False)
         self.b_proj = nn.Linear(dim, heads, bias=False)
         self._build_convs()
-        self._build_output()
+        self._build_output(out_norm_eps(spec))
 
     def forward(self, x, state=None, ctx=None):
         """x (B, L, D) -> (y (B, L, D), new_state or None)."""

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops.gated_delta_rule import gated_delta_rule, gated_delta_rule_step
-from .delta_net import _DeltaFamily
+from .delta_net import _DeltaFamily, out_norm_eps
 
 __all__ = ["GatedDeltaNet", "LAYER", "OP"]
 
@@ -57,7 +57,7 @@ class GatedDeltaNet(_DeltaFamily):
         self.allow_neg_eigval = bool(spec.neg_eigval)                                 # fla's name
         self._init_decay(v_heads)
         self._build_convs()
-        self._build_output()
+        self._build_output(out_norm_eps(spec))
 
     def _init_decay(self, heads: int):
         A = torch.empty(heads, dtype=torch.float32).uniform_(0, 16)                  # (H,)

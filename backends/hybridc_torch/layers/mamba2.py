@@ -69,7 +69,9 @@ class Mamba2(nn.Module):
         self.dt_bias = nn.Parameter(init_dt_bias(H))
         self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(1.0, 16.0)))
         self.D = nn.Parameter(torch.ones(H))
-        self.norm = (RMSNormGated(E, group_size=E // self.n_groups, norm_before_gate=bool(spec.norm_before_gate))
+        eps = getattr(spec, "norm_eps", None)  # the model's `norm eps=` (transformers' rms_norm_eps / layer_norm_epsilon)
+        self.norm = (RMSNormGated(E, group_size=E // self.n_groups, eps=NORM_EPS if eps is None else eps,
+                                  norm_before_gate=bool(spec.norm_before_gate))
                      if spec.out_norm else None)
         self.out_proj = nn.Linear(E, dim, bias=bool(spec.proj_bias))
         self.in_scale, self.out_scale = float(spec.in_scale), float(spec.out_scale)
