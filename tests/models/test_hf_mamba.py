@@ -29,3 +29,25 @@ def test_mamba_for_causal_lm(tmp_path):
     program = (f"layers mamba x{LAYERS}; dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms eps={EPS}; "
                f"dropout 0; mamba state={N} expand=2 conv=4 dt_rank={cfg.time_step_rank}")
     report("mamba", check_whole(hf, program, MAPPING, vocab=V, jax=True, tmp_path=tmp_path))
+
+
+def test_a_wrong_mapping_lists_every_unmapped_unused_and_misshapen_name():
+    """The harness's error: transformers names never read, names we lack, ours never produced, shape mismatches."""
+    cfg = tf.MambaConfig(vocab_size=V, hidden_size=D, state_size=N, num_hidden_layers=LAYERS, expand=2,
+                         conv_kernel=4, tie_word_embeddings=True, layer_norm_epsilon=EPS)
+    hf = tf.MambaForCausalLM(cfg)
+    wrong = rules(
+        (r"backbone\.embeddings\.weight", "embed.weight"),
+        (r"backbone\.norm_f\.weight", "final_norm.weight"),                          # not our name
+        (r"backbone\.layers\.0\.mixer\.D", "layers.0.mixer.D", lambda t, m: t[:3]),  # wrong shape
+        (r"backbone\.layers\.(\d+)\.(norm\.weight|mixer\.(?!A_log|D).+)", r"layers.\1.\2"),
+    )
+    program = f"layers mamba x{LAYERS}; dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms; dropout 0; " \
+              f"mamba state={N} expand=2 conv=4 dt_rank={cfg.time_step_rank}"
+    with pytest.raises(AssertionError) as e:
+        check_whole(hf, program, wrong, vocab=V)
+    msg = str(e.value)
+    for expected in ("never read:\n  backbone.layers.0.mixer.A_log (128, 16)", "backbone.layers.1.mixer.D (128,)",
+                     "our model lacks:\n  final_norm.weight (64,)", "never produced:\n  layers.0.mixer.A_log",
+                     "norm_f.weight (64,)", "layers.0.mixer.D: mapped (3,), ours (128,)"):
+        assert expected in msg, msg
