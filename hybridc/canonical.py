@@ -13,6 +13,7 @@ from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
 from .kinds._ffn import default_bias, default_ffn, ffn_on_by_rule
 from .options import is_auto, render
+from .sharing import share_statements
 from .summary import model_norm, model_scales
 
 _KEYWORDS = {"layers", "ratio", "every", "pattern", "preset", "share", "at", "backbone", "placement", "offset"}
@@ -130,8 +131,7 @@ def dumps(model: Model) -> str:
     items = [_item(l, base, after, [linked.get((i, j), {}) for j in range(len(l.mixers))], model.dim)
              for i, l in enumerate(model.layers)]
     lines.append("layers " + _compress(items))
-    if model.share:
-        lines.append("share " + " ".join(model.share))
+    lines += share_statements(model)  # `share attn`, or with a shared block's options (hybridc/sharing.py)
     for i, layer in enumerate(model.layers):
         if layer.ffn is None:
             continue

@@ -13,6 +13,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from .kinds import NAMES, KindSpec, spec_class
 from .kinds._base import Frozen
 from .kinds._ffn import FFNSpec
+from .sharing import Site
 
 
 class Layer(Frozen):
@@ -21,6 +22,7 @@ class Layer(Frozen):
     mixers: tuple[SerializeAsAny[KindSpec], ...] = Field(min_length=1, max_length=2)
     ffn: Optional[FFNSpec] = None
     shared: bool = Field(False, description="weights shared with every other layer of the same schedule entry")
+    site: Optional[Site] = Field(None, description="a call site of a shared block with share options (Zamba2)")
 
     @field_validator("mixers", mode="before")
     @classmethod

@@ -94,6 +94,7 @@ class PresetStmt:
 class ShareStmt:
     kinds: tuple[Value, ...]
     pos: Pos
+    options: tuple = ()  # (KV, ...): blocks, input, lora, lora_on, into (hybridc/sharing.py)
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,8 @@ class _Build(Transformer):
         return PresetStmt(str(c[1]), self._pos(c[0]), self._pos(c[1]))
 
     def share_stmt(self, c):
-        return ShareStmt(tuple(self._value(t) for t in c[1:]), self._pos(c[0]))
+        return ShareStmt(tuple(self._value(t) for t in c[1:] if not isinstance(t, KV)), self._pos(c[0]),
+                         tuple(t for t in c[1:] if isinstance(t, KV)))
 
     def index(self, c):
         lo, hi = c

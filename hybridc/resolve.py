@@ -18,6 +18,9 @@ from .layout import Layout, Member, build_layout, check_kind
 from .options import convert, is_auto, read_int
 from .parse import KV, AtStmt, GenericStmt, LayersStmt, Pair, PatternStmt, PresetStmt, Program, ShareStmt, Value, parse
 from .presets import PRESETS
+from .sharing import OPTIONS as SHARE_OPTIONS
+from .sharing import place_sites
+from .sharing import read_options as read_share_options
 
 SETTINGS = {  # statement -> (IR field, how it is written)
     "model": "name", "dim": "dim", "input": "input", "vocab": "vocab", "output": "output", "norm": "norm",
@@ -42,6 +45,7 @@ class _Settings:
     layers: LayersStmt | None = None
     pattern: PatternStmt | None = None
     share: list = field(default_factory=list)         # [Value]
+    share_opts: dict = field(default_factory=dict)    # kind -> {option: (value, KV)} (hybridc/sharing.py)
     at: list = field(default_factory=list)            # [AtStmt]
 
 
@@ -98,6 +102,8 @@ class Resolver:
             self._layout(st)
         elif isinstance(st, ShareStmt):
             self.s.share.extend(st.kinds)
+            if st.options:
+                self.s.share_opts[st.kinds[0].raw] = read_share_options(st)
         elif isinstance(st, AtStmt):
             self.s.at.append(st)
         elif isinstance(st, GenericStmt):
@@ -333,7 +339,11 @@ class Resolver:
             if v.raw in kinds:
                 raise HybridcError(f"{v.raw} is shared twice", v.pos)
             kinds.append(v.raw)
-        return [l.model_copy(update={"shared": True}) if l.kind in kinds else l for l in layers], tuple(kinds)
+        layers = [l.model_copy(update={"shared": True}) if l.kind in kinds else l for l in layers]
+        place = self.s.values.get("norm_place", ("pre", None))[0]
+        for kind, opts in self.s.share_opts.items():
+            layers = place_sites(layers, kind, opts, place) if kind in kinds else layers
+        return layers, tuple(kinds)
 
     def _model_error(self, e: ValidationError) -> HybridcError:
         err = e.errors()[0]
@@ -404,6 +414,8 @@ def _option_value(kind: str, kv: KV):
 
         valid = "; ".join(f"{n}: {type_text(f)}" for n, f in fields.items())
         hint = suggest(kv.key, fields)
+        if kv.key in SHARE_OPTIONS:  # e.g. LoRA adapters without a shared block
+            hint = f"{kv.key} is an option of a shared block: `share {kind} {kv.key}=...`" + (f"; {hint}" if hint else "")
         raise HybridcError(f"unknown option '{kv.key}' for {kind}", kv.pos,
                            hint=(hint + "\n  " if hint else "") + f"valid options: {valid}")
     return convert(kv.value, fields[kv.key], f"{kind} {kv.key}")

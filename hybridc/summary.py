@@ -6,6 +6,7 @@ torch backend's decode state holds after `context` steps (KV caches window-cappe
 from __future__ import annotations
 
 from . import hymba
+from . import sharing
 from .ir import Layer, Model
 from .kinds import spec_class
 from .kinds._ffn import ffn_text
@@ -24,7 +25,7 @@ def layer_params(layer: Layer, model: Model) -> int:
         n += {"gate": d * d + d, "mean": 2 * norm_params(model.norm, d)}.get(model.fusion, 0)  # sum: none; hymba: its own
     if layer.ffn is not None:
         n += norms + layer.ffn.params(d)
-    return n
+    return n + sharing.block_extra_params(layer, model.norm, d)  # a shared block reading concat(x, embeddings)
 
 
 def fused(layer: Layer, model: Model) -> bool:
@@ -49,7 +50,7 @@ def layer_flops(layer: Layer, model: Model, context: int) -> int:
     f += layer.ffn.flops(d) if layer.ffn is not None else 0
     if layer.parallel and model.fusion == "gate":
         f += 2 * d * d
-    return f
+    return f + sharing.block_extra_flops(layer, d, context, model.meta_tokens)  # concat widths, adapters, linear
 
 
 def io_params(model: Model) -> dict:
@@ -124,9 +125,10 @@ def describe(model: Model, *, context: int = 4096, dtype: str = "fp32") -> dict:
     rows, first_shared = [], set()
     for i, layer in enumerate(model.layers):
         p = layer_params(layer, model)
-        reused = layer.shared and layer.kind in first_shared
-        first_shared.add(layer.kind) if layer.shared else None
-        rows.append({"index": i + 1, "kind": layer.kind, "options": _options_text(layer), "params": 0 if reused else p,
+        reused = layer.shared and sharing.share_key(layer) in first_shared   # shared weights counted once per block
+        first_shared.add(sharing.share_key(layer)) if layer.shared else None
+        p = (0 if reused else p) + sharing.site_params(layer, model.dim)  # adapters and linear: every call site
+        rows.append({"index": i + 1, "kind": layer.kind, "options": _options_text(layer) + sharing.site_text(layer), "params": p,
                      "shared": layer.shared, "state_bytes": layer_state_numel(layer, model, context) * nbytes,
                      "flops_per_token": layer_flops(layer, model, context)})
     io = io_params(model)

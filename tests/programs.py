@@ -15,6 +15,10 @@ FEATURES = {
     "kv_share": "layers attn(rope=true) attn(rope=true, kv_reuse=true) mamba attn(rope=true, kv_reuse=true) "
                 "attn(window=none, kv_heads=1) mamba|attn(window=none, kv_heads=1, kv_reuse=true); meta_tokens 2",
     "shared": "layers mamba attn mamba attn; share attn",
+    "zamba2_shared": "layers mamba2 attn mamba2 mamba2 attn mamba2 attn mamba2; ffn act=gelu gated=true; "
+                     "share attn blocks=2 input=concat lora=4 into=next",
+    "shared_lora_residual": "layers attn mamba attn mamba attn; ffn after=none; "
+                            "share attn blocks=2 lora=3 lora_on=attn",
     "global_rope_gqa": "layers attn(window=none, rope=true, kv_heads=1) gated_delta_net attn(rope=true)",
     "rms_swiglu": "layers mamba2 attn; norm rms; ffn mult=2 act=swiglu after=all",
     "vocab_logits": "layers griffin_lru attn delta_net; vocab 50; output logits",

@@ -51,7 +51,11 @@ def _spec(s) -> str:
 
 
 def emit(model) -> str:
+    from hybridc.sharing import no_sites
+
     from .model import Config
+
+    no_sites(model, "jax")
 
     cfg = Config.from_ir(model)
     settings = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in ("dim", "input", "vocab", "output", "norm", "dropout", "meta",

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from .layers import _hymba as hymba
+from hybridc.sharing import share_key
+
+from .shared import fed, init_site, site_block, site_params
 from .layers.common import linear, linear_init, bias_init, norm_apply, norm_init, prefixed, sub
 
 def kind_module(kind: str):
@@ -56,12 +59,14 @@ class Config:
                       for m in layer.mixers]
             ffn = None if layer.ffn is None else spec(**layer.ffn.model_dump(), **(hint if layer.ffn.token_shift else {}))
             blocks.append((mixers, ffn))
-            owner.append(first.setdefault(layer.kind, i) if layer.shared else i)
-        return cls(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
+            owner.append(first.setdefault(share_key(layer), i) if layer.shared else i)
+        cfg = cls(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=model.norm,
                    dropout=model.dropout, meta=model.meta_tokens, fusion=model.fusion, blocks=blocks, owner=owner,
                    tie=model.tie_embeddings, embed_scale=model.embed_scale, residual_scale=model.residual_scale,
                    logit_scale=model.logit_scale, logit_softcap=model.logit_softcap, norm_eps=model.norm_eps,
                    norm_zero_centered=model.norm_zero_centered, norm_place=model.norm_place)
+        cfg.sites = [layer.site for layer in model.layers]  # call sites of shared blocks with options (shared.py)
+        return cfg
 
 
 # --- init --------------------------------------------------------------------------------------------------------------
@@ -118,7 +123,9 @@ def init(cfg: Config, key) -> dict:
     if cfg.meta:
         p["meta_tokens"] = jax.random.normal(keys[2], (cfg.meta, cfg.dim)) * 0.02
     for i, (mixers, ffn) in enumerate(cfg.blocks):
-        if cfg.owner[i] == i:
+        if _site(cfg, i) is not None:
+            p |= prefixed(f"layers.{i}", init_site(SITE_OPS, cfg, i, keys[4 + i]))
+        elif cfg.owner[i] == i:
             p |= prefixed(f"layers.{i}", _init_block(cfg, mixers, ffn, keys[4 + i]))
     p |= prefixed("norm_f", _norm_init(cfg))
     if cfg.output == "logits" and not cfg.tie:  # tied: the head is embed.weight
@@ -190,9 +197,11 @@ def _mix(cfg, p, mixers, h, st, ctx, fn: str, v_first):
 
 
 def _block(cfg, p, i, x, st, ctx, fn, keys, v_first):
+    if _site(cfg, i) is not None:  # a call site of a shared block with share options (shared.py)
+        return site_block(SITE_OPS, cfg, p, i, x, st, ctx, fn, keys, v_first)
     mixers, ffn = cfg.blocks[i]
-    y, sm, v_first = _mix(cfg, p, mixers, _norm(cfg, p, "norm", x), None if st is None else st["mixer"],
-                          ctx, fn, v_first)
+    y, sm, v_first = _mix(cfg, p, mixers, _norm(cfg, p, "norm", fed(x, ctx)), None if st is None else st["mixer"],
+                          ctx, fn, v_first)  # fed: plus a preceding shared site's output (into=next, Zamba2)
     x = x + cfg.residual_scale * _dropout(_norm(cfg, p, "post_norm", y), cfg.dropout, keys[0])
     new = None if st is None else {"mixer": sm}
     if ffn is not None:
@@ -247,7 +256,7 @@ def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=No
         h = jnp.concatenate([jnp.broadcast_to(params["meta_tokens"].astype(h.dtype), (h.shape[0],) + params["meta_tokens"].shape), h], 1)
     keys = list(jax.random.split(key, 2 * len(cfg.blocks) + 1)) if key is not None else [None] * (2 * len(cfg.blocks) + 1)
     h = _dropout(h, cfg.dropout, keys[-1])
-    ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": lead}
+    ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": lead, "embed": h}  # embed: input=concat
     states, v_first = [], None
     for i in range(len(cfg.blocks)):
         h, st, v_first = _block(cfg, sub_owner(cfg, params, i), i, h, None if state is None else state["layers"][i],
@@ -260,7 +269,14 @@ def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=No
     return y, {"pos": pos + x.shape[1] + lead, "layers": states}
 
 
+def _site(cfg, i):
+    sites = getattr(cfg, "sites", None)
+    return None if sites is None else sites[i]
+
+
 def sub_owner(cfg, params, i):
+    if _site(cfg, i) is not None:
+        return site_params(cfg, params, i)
     return sub(params, f"layers.{cfg.owner[i]}")
 
 
@@ -268,10 +284,15 @@ def step(cfg: Config, params, x_t, state):
     """One step: x_t (B, F) or (B,) ids -> (y_t, new_state). With meta tokens, decoding starts with a prefill (`apply`)."""
     h = _embed(cfg, params, x_t)  # (B, D)
     pos = state["pos"]
-    ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": 0}
+    ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": 0, "embed": h}
     states, v_first = [], None
     for i in range(len(cfg.blocks)):
         h, st, v_first = _block(cfg, sub_owner(cfg, params, i), i, h, state["layers"][i], ctx, "step", [None, None],
                                 v_first)
         states.append(st)
     return _out(cfg, params, h, last_only=False), {"pos": pos + 1, "layers": states}
+
+
+# the model's pieces a shared block's call site uses (shared.py does not import this module)
+SITE_OPS = SimpleNamespace(kind_module=kind_module, ffn_module=ffn_module, run_mixer=run_mixer, _norm=_norm,
+                           _norm_init=_norm_init, _init_ffn_layer=_init_ffn_layer, _dropout=_dropout)

@@ -5,6 +5,7 @@ gives identical outputs with the same weights.
 """
 from __future__ import annotations
 
+from hybridc.sharing import no_sites
 from hybridc.summary import model_scales
 
 from .model import HybridBase  # noqa: F401  (the emitted code subclasses it)
@@ -61,6 +62,7 @@ def _block(layer, i: int, n: int, norm_hints: dict | None = None) -> str:
 
 
 def emit(model) -> str:
+    no_sites(model, "torch")
     base = dict(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=_norm(model),
                 dropout=model.dropout, meta_tokens=model.meta_tokens)
     if model.tie_embeddings:

@@ -26,9 +26,12 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
+from hybridc.sharing import share_key
+
 from .layers._hymba import HymbaMixer
 from .layers._norm import make_norm as norm_module
 from .layers.ffn import FFN
+from .shared import SharedSite, build_block, fed
 
 
 def make_norm(norm, dim: int) -> nn.Module:
@@ -153,8 +156,8 @@ class Block(nn.Module):
 
     def forward(self, x, state=None, ctx=None, v_first=None):
         """x (B, L, D) -> (x (B, L, D), new_state or None, v_first)."""
-        y, sm, v_first = run_mixer(self.mixer, _normed(self.norm, x), None if state is None else state["mixer"], ctx,
-                                   v_first)
+        y, sm, v_first = run_mixer(self.mixer, _normed(self.norm, fed(x, ctx)), None if state is None else state["mixer"],
+                                   ctx, v_first)  # fed: plus a preceding shared site's output (into=next, Zamba2)
         x = x + self.residual_scale * self.drop(_normed(self.post_norm, y))
         new = None if state is None else {"mixer": sm}
         if self.has_ffn:
@@ -166,7 +169,7 @@ class Block(nn.Module):
 
     def step(self, x_t, state, ctx=None, v_first=None):
         """x_t (B, D) -> (x_t (B, D), new_state, v_first)."""
-        y, sm, v_first = run_mixer(self.mixer, _normed(self.norm, x_t), state["mixer"], ctx, v_first, step=True)
+        y, sm, v_first = run_mixer(self.mixer, _normed(self.norm, fed(x_t, ctx)), state["mixer"], ctx, v_first, step=True)
         x_t = x_t + self.residual_scale * _normed(self.post_norm, y)
         new = {"mixer": sm}
         if self.has_ffn:
@@ -237,7 +240,7 @@ class HybridBase(nn.Module):
         if m and pos == 0:
             h = torch.cat([self.meta_tokens.to(h.dtype).expand(h.shape[0], -1, -1), h], dim=1)  # (B, M+L, D)
         h = self.drop(h)
-        ctx, v_first = {"pos": pos, "pos_offset": pos, "meta": m}, None
+        ctx, v_first = {"pos": pos, "pos_offset": pos, "meta": m, "embed": h}, None  # embed: shared input=concat
         states = []
         for i, blk in enumerate(self.layers):
             h, st, v_first = blk(h, None if state is None else state["layers"][i], ctx, v_first)
@@ -255,7 +258,7 @@ class HybridBase(nn.Module):
             y, state = self.forward(x_t[:, None], state)
             return (y[:, -1] if y.dim() == 3 else y), state
         h = self._embed(x_t)  # (B, D)
-        ctx, v_first = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens}, None
+        ctx, v_first = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens, "embed": h}, None
         states = []
         for i, blk in enumerate(self.layers):
             h, st, v_first = blk.step(h, state["layers"][i], ctx, v_first)
@@ -282,16 +285,24 @@ class HybridModel(HybridBase):
         blocks = []
         n = len(model.layers)
         for i, layer in enumerate(model.layers):
-            if layer.shared and layer.kind in shared:
-                blocks.append(shared[layer.kind])
+            key = share_key(layer)  # (kind, block): the weights a shared layer uses
+            if layer.shared and key in shared and layer.site is None:
+                blocks.append(shared[key])
                 continue
             hint = {"layer_idx": i, "n_layers": n}  # RWKV-7's init depends on depth
             mixers = [ir_spec(m, **model.norm_hints, **(hint if m.kind == "rwkv" else {})) for m in layer.mixers]
             ffn = None if layer.ffn is None else ir_spec(layer.ffn, **(hint if layer.ffn.token_shift else {}))
+            if layer.site is not None:  # a call site of a shared block with share options (shared.py)
+                if key not in shared:
+                    shared[key] = build_block(make_norm, make_mixer, make_ffn, mixers[0], ffn, layer.site,
+                                              dim=model.dim, norm=norm_spec(model), impl=impl)
+                blocks.append(SharedSite(shared[key], layer, dim=model.dim, dropout=model.dropout,
+                                         residual_scale=model.residual_scale))
+                continue
             blk = Block(mixers, ffn, dim=model.dim, norm=norm_spec(model), fusion=model.fusion, dropout=model.dropout,
                         impl=impl, residual_scale=model.residual_scale, norm_place=model.norm_place)
             if layer.shared:
-                shared[layer.kind] = blk
+                shared[key] = blk
             blocks.append(blk)
         self.layers = nn.ModuleList(blocks)
 
