@@ -244,9 +244,11 @@ def place_sites(layers: list, kind: str, opts: dict, norm_place: str = "pre") ->
             fail("lora_on", f"the '{kind}' layers have no FFN sub-block (lora_on=mlp adapts its gate/up)")
         if on == "both" and not attention and ffn is None:
             fail("lora", f"the '{kind}' layers have neither q/k/v projections nor an FFN to adapt")
-    if (values.get("input") == "concat" or values.get("into") == "next") and norm_place != "pre":
-        key = "input" if values.get("input") == "concat" else "into"
-        fail(key, f"needs the block norms before each sub-block (`norm ... place=pre`), got place={norm_place}")
+    own = {getattr(layers[i], "norm_place", None) for i in idx} - {None}  # `at N norm place=` on a site
+    norm_place = next(iter(own)) if own else norm_place
+    if norm_place != "pre":  # the call sites run pre-norm sub-blocks only
+        fail(next(iter(opts)), f"a shared block with options needs the block norms before each sub-block "
+                               f"(`norm ... place=pre`), got place={norm_place}")
     if values.get("into") == "next":
         for i in idx:
             if i + 1 >= len(layers):

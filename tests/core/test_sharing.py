@@ -77,6 +77,12 @@ def test_concat_as_a_kind_option():
     assert ei.value.column == 20
 
 
+def test_sites_need_pre_norms():
+    with pytest.raises(HybridcError) as ei:
+        hybridc.load(Z + "norm rms place=post\nshare attn blocks=2", "m.hyb")
+    assert "place=pre" in ei.value.message and (ei.value.line, ei.value.column) == (6, 12)
+
+
 def test_into_next_needs_a_next_layer():
     with pytest.raises(HybridcError) as ei:
         hybridc.load("layers mamba2 attn; share attn into=next", "m.hyb")
