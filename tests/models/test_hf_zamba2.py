@@ -29,7 +29,7 @@ from _hf_whole import check_whole, report  # noqa: E402
 
 D, V, HEADS, N, F, R = 64, 100, 4, 16, 96, 8
 TYPES = ["mamba", "hybrid", "mamba", "hybrid", "hybrid", "mamba"]
-EPS = 1e-6  # hybridc's RMSNorm eps today (Zamba2's mixer norm keeps its own 1e-5, as hybridc's mamba2)
+EPS = 1e-5  # Zamba2's rms_norm_eps (its mixer's gated norm is fixed at 1e-5 too): `norm rms eps=1e-5`
 
 
 def positions(types):
@@ -91,7 +91,7 @@ def shared(rest, t, s, sites) -> dict:
 
 def program(types) -> str:
     items = " ".join(("attn mamba2" if t == "hybrid" else "mamba2") for t in types)
-    return (f"dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms; dropout 0\n"
+    return (f"dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms eps={EPS}; dropout 0\n"
             f"mamba2 state={N} expand=2 head_dim={2 * D // HEADS} conv=4 groups=1 chunk=8\n"
             f"attn heads={HEADS} head_dim={2 * D // HEADS} window=none qk_norm=false rope=true "
             f"scale={(D // HEADS) ** -0.5}\n"  # Zamba2Attention: (head_dim / 2) ** -0.5
