@@ -36,7 +36,7 @@ FEATURES = {
                       "logit_scale 0.125; ffn act=swiglu after=all",
     "mup_falcon": "layers mamba2(in_scale=0.6, out_scale=1.4, z_scale=0.5, x_scale=1.5, b_scale=0.7, c_scale=1.3, "
                   "dt_scale=0.8)|attn(in_scale=0.75, out_scale=1.25, key_scale=1.6, rope=true) x2; vocab 40; "
-                  "output logits; embed_scale 5; logit_scale 0.3; logit_softcap 4; "
+                  "output logits; fusion sum; embed_scale 5; logit_scale 0.3; logit_softcap 4; "
                   "ffn act=swiglu gate_scale=0.4 down_scale=1.7 after=all",
     "gdn_options": "layers gated_delta_net(v_heads=4, v_head_dim=12) attn gated_delta_net(heads=1, v_heads=3, "
                    "neg_eigval=true)",
