@@ -13,7 +13,6 @@ from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
 from .kinds._ffn import default_bias, default_ffn, ffn_on_by_rule
 from .options import is_auto, render
-from .summary import model_scales
 from .sharing import share_statements
 from .summary import model_norm, model_scales
 

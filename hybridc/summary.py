@@ -79,16 +79,6 @@ def model_norm(model: Model) -> dict:
             if getattr(model, k) != fields[k].default}
 
 
-SCALES = ("embed_scale", "residual_scale", "logit_scale", "logit_softcap")  # model-wide multipliers (no parameters)
-
-
-def model_scales(model: Model) -> dict:
-    """The model-wide scalar multipliers that differ from their defaults (describe shows them; canonical text
-    writes them)."""
-    fields = type(model).model_fields
-    return {k: getattr(model, k) for k in SCALES if getattr(model, k) != fields[k].default}
-
-
 def _options_text(layer: Layer) -> str:
     """The key options of each mixer, plus any option that differs from the kind's default."""
     parts = []
@@ -150,7 +140,6 @@ def describe(model: Model, *, context: int = 4096, dtype: str = "fp32") -> dict:
         "context": context, "dtype": dtype, "state_bytes": sum(r["state_bytes"] for r in rows),
         "state_bytes_all_attention": _all_attention_state(model, context) * nbytes,
         "flops_per_token": sum(r["flops_per_token"] for r in rows) + head_flops + in_flops,
-        "scales": model_scales(model),
         "scales": model_scales(model), "norm": {"kind": model.norm, **model_norm(model)},
     }
 

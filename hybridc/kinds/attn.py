@@ -36,14 +36,6 @@ class AttnSpec(KindSpec):
     o_bias: bool = Field(False, description="bias on the output projection")
     gate: bool = Field(False, description="output gate: q_proj also makes g, y = o_proj(attn * sigmoid(g)) (Qwen3-Next)")
     softcap: Optional[float] = Field(None, gt=0, description="logit soft-cap c: scores -> c*tanh(scores/c), or none")
-    scale: Optional[float] = Field(None, gt=0, description="score scale: scores = scale * q.k (none: 1/sqrt(head_dim); "
-                                   "Granite's attention_multiplier)")
-    in_scale: float = Field(1.0, gt=0, description="the input is multiplied by this before the projections (Falcon-H1's "
-                            "attention_in_multiplier)")
-    key_scale: float = Field(1.0, gt=0, description="k_proj's output is multiplied by this, before QK-norm and RoPE "
-                             "(Falcon-H1's key_multiplier)")
-    out_scale: float = Field(1.0, gt=0, description="o_proj's output is multiplied by this (Falcon-H1's "
-                             "attention_out_multiplier)")
     kv_reuse: bool = Field(False, description="reuse the keys/values (projections and cache) of the previous attention "
                            "layer, which has its own: no k_proj, v_proj, k_norm or KV cache here (Hymba's cross-layer "
                            "KV sharing, its config's kv_reuse_group)")

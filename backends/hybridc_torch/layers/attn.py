@@ -17,10 +17,6 @@ QK-norm (`qk_norm`): `head` RMS-normalises each head's query and key (weights (E
 whole q and k projections before the split into heads (weights (H*E,), (G*E,): OLMo-2, transformers' Olmo2Attention);
 eps 1e-6, or the model's `norm eps=`, and (1 + w) weights with the model's `norm zero_centered=true` (Qwen3NextRMSNorm).
 
-Scalar multipliers (no parameters): `scale` replaces the score scale 1/sqrt(E) (Granite's attention_multiplier,
-transformers' GraniteMoeHybridAttention); Falcon-H1's muP (FalconH1DecoderLayer / FalconH1Attention): the input times
-`in_scale`, k_proj's output times `key_scale` (before QK-norm and RoPE), o_proj's output times `out_scale`.
-
 Glossary: B batch, L new steps, S cached + new keys, H query heads, G kv heads, E head_dim, D model dim, M meta tokens.
 """
 from __future__ import annotations
