@@ -140,4 +140,9 @@ def dumps(model: Model) -> str:
         diff = {k: getattr(layer.ffn, k) for k in keys if getattr(layer.ffn, k) != getattr(default, k)}
         if diff:
             lines.append(f"at {i + 1} ffn " + " ".join(f"{k}={render(v)}" for k, v in diff.items()))
+    places: dict = {}  # layers whose norms sit elsewhere than the model's (`at N norm place=...`)
+    for i, layer in enumerate(model.layers):
+        if layer.norm_place is not None:
+            places.setdefault(layer.norm_place, []).append(str(i + 1))
+    lines += [f"at {','.join(ix)} norm place={place}" for place, ix in places.items()]
     return "\n".join(lines) + "\n"

@@ -21,6 +21,9 @@ class Layer(Frozen):
 
     mixers: tuple[SerializeAsAny[KindSpec], ...] = Field(min_length=1, max_length=2)
     ffn: Optional[FFNSpec] = None
+    norm_place: Optional[Literal["pre", "post", "both"]] = Field(
+        None, description="this layer's norm placement where it is not the model's (`at N norm place=post`: "
+        "OLMo-hybrid's post-norm attention layers among pre-norm ones); none: the model's")
     shared: bool = Field(False, description="weights shared with every other layer of the same schedule entry")
     site: Optional[Site] = Field(None, description="a call site of a shared block with share options (Zamba2)")
 
@@ -112,6 +115,10 @@ class Model(Frozen):
     def schedule(self) -> list[str]:
         """One string per layer: the kind, or `backbone|attn` for a parallel block."""
         return [l.kind for l in self.layers]
+
+    def layer_place(self, layer: Layer) -> str:
+        """Where a layer's block norms sit: its own placement, else the model's."""
+        return layer.norm_place or self.norm_place
 
     @property
     def norm_hints(self) -> dict:

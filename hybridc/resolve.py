@@ -284,7 +284,19 @@ class Resolver:
                 self._kv_reuse_at[(index, len(mixers))] = where["kv_reuse"]
             mixers.append(_spec(m, opts, where, dim))
         ffn = self._ffn_for(mixers, ffn_flag, overrides.get("ffn", []), slot[0].pos)
-        return Layer(mixers=tuple(mixers), ffn=ffn)
+        place = self._layer_place(overrides.get("norm", []))
+        return Layer(mixers=tuple(mixers), ffn=ffn, **({"norm_place": place} if place else {}))
+
+    def _layer_place(self, kvs) -> str | None:
+        """`at N norm place=pre|post|both`: the layer's norm placement, kept where it differs from the model's."""
+        place = None
+        for kv in kvs:
+            if kv.key != "place":
+                raise HybridcError(f"'{kv.key}' is model-wide (`norm {kv.key}=...`); a layer sets only its norm place",
+                                   kv.pos, hint="valid: at N norm place=pre|post|both")
+            place = convert(kv.value, Model.model_fields["norm_place"], "norm place")
+        model = self.s.values.get("norm_place", (Model.model_fields["norm_place"].default, None))[0]
+        return None if place in (None, model) else place
 
     def _overrides(self, index: int, slot) -> dict:
         out: dict = {}
@@ -292,8 +304,8 @@ class Resolver:
         for at in self.s.at:
             if not any(_int(lo) - 1 <= index <= _int(hi) - 1 for lo, hi in at.ranges):
                 continue
-            if at.kind.raw not in kinds | {"ffn"}:
-                check_kind(at.kind.raw, at.kind.pos, list(NAMES) + ["ffn"])
+            if at.kind.raw not in kinds | {"ffn", "norm"}:
+                check_kind(at.kind.raw, at.kind.pos, list(NAMES) + ["ffn", "norm"])
                 raise HybridcError(f"layer {index + 1} is '{'|'.join(m.kind for m in slot)}', it has no {at.kind.raw}",
                                    at.kind.pos)
             out.setdefault(at.kind.raw, []).extend(at.options)

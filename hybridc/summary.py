@@ -18,7 +18,7 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 def layer_params(layer: Layer, model: Model) -> int:
     """Parameters of one block: its norm(s), mixers, parallel fusion, FFN (norm(s) + FFN)."""
     d = model.dim
-    norms = sub_block_norms(model.norm_place) * norm_params(model.norm, d)  # pre, post or both, per sub-block
+    norms = sub_block_norms(model.layer_place(layer)) * norm_params(model.norm, d)  # pre, post or both, per sub-block
     n = norms + (hymba.fused_params(*layer.mixers, d, model.norm) if fused(layer, model) else
                  sum(m.params(d) for m in layer.mixers))
     if layer.parallel:

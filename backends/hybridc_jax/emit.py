@@ -66,6 +66,8 @@ def emit(model) -> str:
 
     settings += "".join(f", {k}={v!r}" for k, v in model_scales(model).items())
     settings += "".join(f", norm_{k}={v!r}" for k, v in model_norm(model).items())  # eps, zero_centered, place
+    if any(layer.norm_place is not None for layer in model.layers):  # layers with their own (`at N norm place=`)
+        settings += f", places={cfg.places!r}"
     out = [HEADER.format(name=model.name, schedule=" ".join(model.schedule), settings=settings)]
     for i, (mixers, ffn) in enumerate(cfg.blocks):
         ms = ", ".join(_spec(m) for m in mixers)

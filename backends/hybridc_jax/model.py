@@ -42,8 +42,9 @@ class Config:
 
     def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner, tie=False,
                  embed_scale=1.0, residual_scale=1.0, logit_scale=1.0, logit_softcap=None, norm_eps=None,
-                 norm_zero_centered=False, norm_place="pre"):
+                 norm_zero_centered=False, norm_place="pre", places=None):
         self.norm_eps, self.norm_zero_centered, self.norm_place = norm_eps, norm_zero_centered, norm_place
+        self.places = [norm_place] * len(blocks) if places is None else list(places)  # each block's norm placement
         self.dim, self.input, self.vocab, self.output, self.tie = dim, input, vocab, output, tie
         self.embed_scale, self.residual_scale = embed_scale, residual_scale
         self.logit_scale, self.logit_softcap = logit_scale, logit_softcap
@@ -64,7 +65,8 @@ class Config:
                    dropout=model.dropout, meta=model.meta_tokens, fusion=model.fusion, blocks=blocks, owner=owner,
                    tie=model.tie_embeddings, embed_scale=model.embed_scale, residual_scale=model.residual_scale,
                    logit_scale=model.logit_scale, logit_softcap=model.logit_softcap, norm_eps=model.norm_eps,
-                   norm_zero_centered=model.norm_zero_centered, norm_place=model.norm_place)
+                   norm_zero_centered=model.norm_zero_centered, norm_place=model.norm_place,
+                   places=[model.layer_place(layer) for layer in model.layers])
         cfg.sites = [layer.site for layer in model.layers]  # call sites of shared blocks with options (shared.py)
         return cfg
 
@@ -89,9 +91,11 @@ def _norm(cfg, p, prefix: str, x):
     return norm_apply(p, prefix, x, cfg.norm, cfg.norm_eps, cfg.norm_zero_centered)
 
 
-def _init_block(cfg, mixers, ffn, key) -> dict:
+def _init_block(cfg, mixers, ffn, key, place=None) -> dict:
+    """A block's parameters; `place`: where its norms sit (default: the model's)."""
     k = jax.random.split(key, 5)
-    pre, post = cfg.norm_place in ("pre", "both"), cfg.norm_place in ("post", "both")
+    place = cfg.norm_place if place is None else place
+    pre, post = place in ("pre", "both"), place in ("post", "both")
     p = prefixed("norm", _norm_init(cfg)) if pre else {}
     if len(mixers) == 1:
         p |= prefixed("mixer", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
@@ -126,7 +130,7 @@ def init(cfg: Config, key) -> dict:
         if _site(cfg, i) is not None:
             p |= prefixed(f"layers.{i}", init_site(SITE_OPS, cfg, i, keys[4 + i]))
         elif cfg.owner[i] == i:
-            p |= prefixed(f"layers.{i}", _init_block(cfg, mixers, ffn, keys[4 + i]))
+            p |= prefixed(f"layers.{i}", _init_block(cfg, mixers, ffn, keys[4 + i], cfg.places[i]))
     p |= prefixed("norm_f", _norm_init(cfg))
     if cfg.output == "logits" and not cfg.tie:  # tied: the head is embed.weight
         p["lm_head.weight"] = linear_init(keys[3], cfg.vocab, cfg.dim)

@@ -58,6 +58,8 @@ def _block(layer, i: int, n: int, norm_hints: dict | None = None) -> str:
     hint = {"layer_idx": i, "n_layers": n}
     mixers = ", ".join(_spec(m, **(norm_hints or {}), **(hint if m.kind == "rwkv" else {})) for m in layer.mixers)
     ffn = "None" if layer.ffn is None else _spec(layer.ffn, **(hint if layer.ffn.token_shift else {}))
+    if layer.norm_place is not None:  # the layer's own norm placement (`at N norm place=`)
+        return f"Block([{mixers}], {ffn}, **(common | {{'norm_place': {layer.norm_place!r}}}))"
     return f"Block([{mixers}], {ffn}, **common)"
 
 

@@ -300,7 +300,7 @@ class HybridModel(HybridBase):
                                          residual_scale=model.residual_scale))
                 continue
             blk = Block(mixers, ffn, dim=model.dim, norm=norm_spec(model), fusion=model.fusion, dropout=model.dropout,
-                        impl=impl, residual_scale=model.residual_scale, norm_place=model.norm_place)
+                        impl=impl, residual_scale=model.residual_scale, norm_place=model.layer_place(layer))
             if layer.shared:
                 shared[key] = blk
             blocks.append(blk)

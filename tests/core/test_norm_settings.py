@@ -63,6 +63,9 @@ def test_fusion_sum_has_no_parameters():
     "attn qk_norm=true\nat 2 attn qk_norm=proj",
     "attn qk_norm=false",
     "fusion sum",
+    "norm rms\nat 2 norm place=post",
+    "norm place=both\nat 1,3 norm place=pre\nat 2 norm place=post",
+    "at 2 norm place=pre",
 ])
 def test_canonical_round_trip(text):
     m = load("layers mamba|attn attn mamba\n" + text)
@@ -78,6 +81,19 @@ def test_written_forms_and_describe():
     assert describe(m)["norm"] == {"kind": "rms", "eps": 1e-5, "zero_centered": True, "place": "both"}
     assert m.layers[1].mixers[0].qk_norm == "head"
     assert "qk_norm=proj" in describe(load("layers attn(qk_norm=proj)"))["layers"][0]["options"]
+
+
+def test_a_layer_sets_its_own_placement():
+    """`at N norm place=` (OLMo-hybrid: post-norm attention among pre-norm deltanet layers); kept only where it
+    differs from the model's; counts follow each layer's placement."""
+    m = load("layers mamba attn mamba attn\nat 2 norm place=post\nat 3..4 norm place=both\nat 1 norm place=pre")
+    assert [l.norm_place for l in m.layers] == [None, "post", "both", "both"]
+    assert [m.layer_place(l) for l in m.layers] == ["pre", "post", "both", "both"]
+    rows = [r["params"] for r in describe(m)["layers"]]
+    plain = [r["params"] for r in describe(load("layers mamba attn mamba attn"))["layers"]]
+    per = 2 * 32  # LayerNorm: weight and bias
+    assert rows == [plain[0], plain[1], plain[2] + per, plain[3] + 2 * per]
+    assert "at 3,4 norm place=both" in hybridc.dumps(m) and "at 2 norm place=post" in hybridc.dumps(m)
 
 
 def test_user_norm_replaces_the_presets():
@@ -98,6 +114,9 @@ CASES = [  # text, line, column, words in the message, words in the hint
     ("attn qk_norm=heads", 1, 14, "expected one of head, proj, none, true, false", "did you mean 'head'?"),
     ("fusion add", 1, 8, "expected one of gate, mean, sum", None),
     ("parallel fusion=add", 1, 17, "expected one of gate, mean, sum", None),
+    ("at 2 norm eps=1e-5", 1, 11, "'eps' is model-wide", "at N norm place=pre|post|both"),
+    ("at 2 norm place=mid", 1, 17, "expected one of pre, post, both", None),
+    ("at 2 norn place=post", 1, 6, "unknown layer kind 'norn'", "did you mean 'norm'?"),
 ]
 
 

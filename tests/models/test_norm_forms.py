@@ -201,3 +201,109 @@ def test_emitted_modules_compute_what_build_does():
     exec(compile(registry.get("jax").emit(m), "<emitted jax>", "exec"), ns)
     params = {k: jax.numpy.asarray(v.numpy()) for k, v in net.state_dict().items()}
     np.testing.assert_allclose(np.asarray(ns["apply"](params, x.numpy())), want.numpy(), atol=1e-5, rtol=1e-5)
+
+
+OLMO_HYBRID_TEXT = """dim 32
+input 32
+output sequence
+dropout 0
+norm rms eps=1e-6
+gated_delta_net heads=2 head_dim=8
+attn heads=4 kv_heads=2 head_dim=8 window=none rope=true qk_norm=proj
+layers gated_delta_net attn mamba2|attn gated_delta_net attn
+fusion sum
+ffn act=swiglu hidden=48 after=all
+at 2,5 norm place=post
+at 3 norm place=both
+"""
+
+
+def test_per_layer_placement_builds_emits_and_decodes():
+    """`at N norm place=` (OLMo-hybrid: post-norm attention layers among pre-norm gated deltanet layers): the layers'
+    own norms (names, count = describe), both backends and the emitted modules agree, decoding equals the forward."""
+    from hybridc import registry
+
+    m = hybridc.load(OLMO_HYBRID_TEXT)
+    assert [l.norm_place for l in m.layers] == [None, "post", "both", None, "post"]
+    torch.manual_seed(0)
+    net = _perturbed(hybridc.build(m).eval(), scale=0.1)
+    sd = net.state_dict()
+    assert sum(v.numel() for v in sd.values()) == hybridc.describe(m)["params"]
+    assert {"layers.1.post_norm.weight", "layers.1.ffn_post_norm.weight", "layers.2.norm.weight",
+            "layers.2.post_norm.weight", "layers.3.norm.weight"} <= set(sd)
+    assert not {"layers.1.norm.weight", "layers.1.ffn_norm.weight", "layers.0.post_norm.weight"} & set(sd)
+    x = torch.randn(2, L, D)
+    with torch.no_grad():
+        want = net(x)
+        state, steps = net.init_state(2), []
+        for t in range(L):
+            y, state = net.step(x[:, t], state)
+            steps.append(y)
+        torch.testing.assert_close(torch.stack(steps, 1), want, atol=1e-5, rtol=1e-5)
+        ns: dict = {}
+        exec(compile(registry.get("torch").emit(m), "<emitted torch>", "exec"), ns)
+        emitted = ns["Model"]().eval()
+        emitted.load_state_dict(sd)
+        torch.testing.assert_close(emitted(x), want, atol=1e-6, rtol=1e-6)
+    jax = pytest.importorskip("jax")
+    params = {k: jax.numpy.asarray(v.numpy()) for k, v in sd.items()}
+    jn = hybridc.build(m, backend="jax")
+    assert set(jax.eval_shape(jn.init, jax.random.PRNGKey(0))) == set(sd)
+    np.testing.assert_allclose(np.asarray(jn.apply(params, x.numpy())), want.numpy(), atol=1e-5, rtol=1e-5)
+    ns = {}
+    exec(compile(registry.get("jax").emit(m), "<emitted jax>", "exec"), ns)
+    np.testing.assert_allclose(np.asarray(ns["apply"](params, x.numpy())), want.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_olmo_hybrid_mixed_layout_whole_model(monkeypatch):
+    """OlmoHybridForCausalLM's published mixed layout: pre-norm Gated DeltaNet layers and post-norm attention layers
+    (`at 4 norm place=post`), logits to 1e-5 in torch (decoding too) and the same parameter count. rms_norm_eps 1e-5,
+    the eps OLMo-hybrid fixes for its deltanet output norm, so the model-wide `norm eps=1e-5` is every norm's eps there.
+    Names as tests/models/test_hf_olmo_hybrid.py, the norms by placement: pre-norm layers `input_layernorm -> norm`,
+    `post_attention_layernorm -> ffn_norm`; the post-norm layer `post_attention_layernorm -> post_norm`,
+    `post_feedforward_layernorm -> ffn_post_norm`."""
+    import re
+
+    oh = pytest.importorskip("transformers.models.olmo_hybrid.modeling_olmo_hybrid")
+    from _hf_whole import check_whole, rules
+
+    monkeypatch.setattr(oh, "torch_chunk_gated_delta_rule", oh.torch_chunk_gated_delta_rule.__wrapped__)
+    d, v, heads, k, vd = 64, 100, 2, 16, 32
+    cfg = oh.OlmoHybridConfig(vocab_size=v, pad_token_id=0, hidden_size=d, num_hidden_layers=4,
+                              layer_types=["linear_attention"] * 3 + ["full_attention"], num_attention_heads=4,
+                              num_key_value_heads=4, intermediate_size=96, linear_num_key_heads=heads,
+                              linear_num_value_heads=heads, linear_key_head_dim=k, linear_value_head_dim=vd,
+                              linear_conv_kernel_dim=4, linear_allow_neg_eigval=True, rms_norm_eps=1e-5,
+                              rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                              tie_word_embeddings=False, use_cache=False)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    hf = oh.OlmoHybridForCausalLM(cfg)
+    layer = r"model\.layers\.(\d+)\."
+
+    def convs(src) -> dict:  # one conv over [q, k, v] channels -> q_conv1d, k_conv1d, v_conv1d
+        out = {}
+        for name in list(src.keys()):
+            m = re.fullmatch(layer + r"linear_attn\.conv1d\.weight", name)
+            if m is not None:
+                for n, t in zip("qkv", src[name].split([heads * k, heads * k, heads * vd], dim=0)):
+                    out[f"layers.{m[1]}.mixer.{n}_conv1d.weight"] = t
+        return out
+
+    convert = rules(
+        (r"model\.embed_tokens\.weight", "embed.weight"), (r"model\.norm\.weight", "norm_f.weight"),
+        (r"lm_head\.weight", "lm_head.weight"),
+        (r"model\.layers\.(3)\.post_attention_layernorm\.weight", r"layers.\1.post_norm.weight"),
+        (r"model\.layers\.(3)\.post_feedforward_layernorm\.weight", r"layers.\1.ffn_post_norm.weight"),
+        (layer + r"input_layernorm\.weight", r"layers.\1.norm.weight"),
+        (layer + r"post_attention_layernorm\.weight", r"layers.\1.ffn_norm.weight"),
+        (layer + r"mlp\.(gate|up|down)_proj\.weight", r"layers.\1.ffn.\2.weight"),
+        (layer + r"(?:linear_attn|self_attn)\.(.+)", r"layers.\1.mixer.\2"),
+        extra=convs)
+    program = (f"dim {d}; vocab {v}; output logits; dropout 0; norm rms eps=1e-5\n"
+               f"ffn after=all act=silu gated=true bias=false hidden=96\n"
+               f"gated_delta_net heads={heads} head_dim={k} v_head_dim={vd} conv=4 neg_eigval=true\n"
+               f"attn heads=4 kv_heads=4 head_dim=16 rope=true qk_norm=proj window=none\n"
+               f"layers gated_delta_net x3 attn\nat 4 norm place=post\n")
+    out = check_whole(hf, program, convert, vocab=v)
+    assert out["params"] == sum(p.numel() for p in hf.parameters())
