@@ -94,6 +94,8 @@ def _options_text(layer: Layer) -> str:
     text = " | ".join(parts)
     if layer.ffn is not None:
         text += f"  +ffn {ffn_text(layer.ffn)}" + (" shift" if layer.ffn.token_shift else "")
+    if layer.norm_place is not None:  # its own norm placement (`at N norm place=`)
+        text += f"  norm {layer.norm_place}"
     return text
 
 

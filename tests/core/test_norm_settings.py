@@ -94,6 +94,7 @@ def test_a_layer_sets_its_own_placement():
     per = 2 * 32  # LayerNorm: weight and bias
     assert rows == [plain[0], plain[1], plain[2] + per, plain[3] + 2 * per]
     assert "at 3,4 norm place=both" in hybridc.dumps(m) and "at 2 norm place=post" in hybridc.dumps(m)
+    assert describe(m)["layers"][1]["options"].endswith("norm post") and "norm" not in describe(m)["layers"][0]["options"]
 
 
 def test_user_norm_replaces_the_presets():
