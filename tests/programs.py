@@ -11,7 +11,7 @@ FEATURES = {
     "fusion_mean": "layers gru|attn mamba|attn; fusion mean",
     "hymba_fusion": "layers mamba(inner_norm=weighted)|attn(window=none, rope=true, kv_heads=1) "
                     "mamba|attn(rope=true, kv_heads=1, qk_norm=false) mamba(proj_bias=true)|attn(rope=true, kv_heads=1, "
-                    "qk_norm=false, kv_reuse=true); fusion hymba; meta_tokens 2",
+                    "qk_norm=false, kv_reuse=true); fusion hymba; meta_tokens 2; norm rms eps=1e-5 zero_centered=true",
     "kv_share": "layers attn(rope=true) attn(rope=true, kv_reuse=true) mamba attn(rope=true, kv_reuse=true) "
                 "attn(window=none, kv_heads=1) mamba|attn(window=none, kv_heads=1, kv_reuse=true); meta_tokens 2",
     "shared": "layers mamba attn mamba attn; share attn",

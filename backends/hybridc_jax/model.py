@@ -100,7 +100,7 @@ def _init_block(cfg, mixers, ffn, key, place=None) -> dict:
     if len(mixers) == 1:
         p |= prefixed("mixer", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
     elif cfg.fusion == "hymba":  # one Hymba block: shared in_proj / out_proj (layers/_hymba.py)
-        norms = lambda width: norm_init(cfg.norm, width)  # noqa: E731
+        norms = lambda width: norm_init(cfg.norm, width, cfg.norm_zero_centered)  # noqa: E731
         p |= prefixed("mixer", hymba.init(cfg.dim, mixers, norms, key=k[0]))
     else:
         p |= prefixed("mixer.ssm", kind_module(mixers[0].kind).init(cfg.dim, mixers[0], key=k[0]))
@@ -192,7 +192,7 @@ def _mix(cfg, p, mixers, h, st, ctx, fn: str, v_first):
     if len(mixers) == 1:
         return run_mixer(mixers[0], fn, sub(p, "mixer"), h, st, ctx, v_first)
     if cfg.fusion == "hymba":
-        y, new = getattr(hymba, fn)(sub(p, "mixer"), h, mixers, lambda q, name, x: norm_apply(q, name, x, cfg.norm), st, ctx)
+        y, new = getattr(hymba, fn)(sub(p, "mixer"), h, mixers, lambda q, name, x: _norm(cfg, q, name, x), st, ctx)
         return y, new, v_first
     a, sa, v_first = run_mixer(mixers[0], fn, sub(p, "mixer.ssm"), h, None if st is None else st["ssm"], ctx, v_first)
     b, sb, v_first = run_mixer(mixers[1], fn, sub(p, "mixer.attn"), h, None if st is None else st["attn"], ctx,

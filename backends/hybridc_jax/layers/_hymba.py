@@ -16,7 +16,7 @@ from ..ops.selective_scan import selective_scan
 from . import attn as attn_layer
 from . import mamba as mamba_layer
 from ._conv import causal_conv1d
-from .common import bias_init, linear, linear_init, prefixed, rms_norm, sub
+from .common import bias_init, linear, linear_init, prefixed, sub
 
 __all__ = ["init", "init_state", "apply", "step"]
 
@@ -57,7 +57,7 @@ def _heads(params, q, k, v, at, pos, ev: int):
     if k is None:
         return q, None, None
     k = k.reshape(b, l, at.kv_heads, at.head_dim).transpose(0, 2, 1, 3)
-    k = rms_norm(k, params["k_norm.weight"], 1e-6) if "k_norm.weight" in params else k
+    k = attn_layer._qk_norm(params, "k_norm", k, at) if "k_norm.weight" in params else k  # per head, the model's norm
     if at.rope:
         k = attn_layer.partial_rope(k, pos, at.rope_base, int(at.head_dim * at.rope_fraction))
     return q, k, v.reshape(b, l, at.kv_heads, ev).transpose(0, 2, 1, 3)
