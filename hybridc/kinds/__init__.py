@@ -16,8 +16,12 @@ from ._base import KindSpec
 
 NAMES: tuple[str, ...] = ("mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru",
                           "short_conv", "attn", "mlp")
+# Megatron-LM's hybrid-pattern letters (`pattern "M*M-"`) -> kind. Written here, not read from the kind modules, so
+# that a pattern imports only the kinds it uses (describe's start-up).
+PATTERN_LETTERS: dict[str, str] = {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp"}
 
-__all__ = ["NAMES", "KindSpec", "spec_class", "all_specs", "kinds_with_role", "pattern_symbols", "linked_values"]
+__all__ = ["NAMES", "KindSpec", "spec_class", "all_specs", "kinds_with_role", "pattern_symbols", "linked_values",
+           "PATTERN_LETTERS"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,10 +47,9 @@ def kinds_with_role(role: str) -> tuple[str, ...]:
     return tuple(k for k, c in all_specs().items() if c.ROLE == role)
 
 
-@functools.lru_cache(maxsize=1)
 def pattern_symbols() -> dict[str, str]:
     """Megatron-LM pattern symbol -> kind, for the kinds that have one."""
-    return {c.PATTERN: k for k, c in all_specs().items() if c.PATTERN is not None}
+    return dict(PATTERN_LETTERS)
 
 
 def linked_values(layers) -> dict:

@@ -43,14 +43,12 @@ class KindSpec(Frozen):
 
     ROLE: "backbone" (a sequence mixer that can be the backbone of a ratio/every layout and pair with attention in
     a parallel block), "attention", or "mlp" (no sequence mixing).
-    PATTERN: the kind's symbol in Megatron-LM's hybrid pattern (`pattern "M*M-"`), or None.
     SHOWN: options `describe` always shows (every other option is shown when it differs from its default).
     OWN_FFN: FFNSpec options of the FFN sub-block this kind brings when it is alone in a layer (RWKV-7's channel
     mix), or None for the model's FFN rule. TAKES_FFN: False for a kind that never has an FFN sub-block.
     """
 
     ROLE: ClassVar[str] = "backbone"
-    PATTERN: ClassVar[Optional[str]] = None
     SHOWN: ClassVar[tuple[str, ...]] = ()
     OWN_FFN: ClassVar[Optional[dict]] = None
     TAKES_FFN: ClassVar[bool] = True

@@ -49,7 +49,6 @@ class AttnSpec(KindSpec):
                              "attention_out_multiplier)")
 
     ROLE = "attention"
-    PATTERN = "*"
     SHOWN = ("heads", "kv_heads", "head_dim", "window")
 
     @field_validator("qk_norm", mode="after")

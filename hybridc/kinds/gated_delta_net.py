@@ -33,7 +33,6 @@ class GatedDeltaNetSpec(KindSpec):
     neg_eigval: bool = Field(False, description="beta = 2 sigmoid(b) in (0, 2): the transition I - beta k k^T may have "
                              "negative eigenvalues (fla's allow_neg_eigval)")
 
-    PATTERN = "G"
     SHOWN = ("heads", "head_dim")
 
     @classmethod

@@ -47,7 +47,6 @@ class Mamba2Spec(KindSpec):
     c_scale: float = Field(1.0, gt=0, description="in_proj's C slice times this (ssm_multipliers[3])")
     dt_scale: float = Field(1.0, gt=0, description="in_proj's dt slice times this, before dt_bias (ssm_multipliers[4])")
 
-    PATTERN = "M"
     SHOWN = ("state", "heads", "head_dim")
 
     @classmethod

@@ -24,7 +24,6 @@ class MLPSpec(KindSpec):
     down_scale: float = Field(1.0, gt=0, description="the output down(h) is multiplied by this (muP)")
 
     ROLE = "mlp"
-    PATTERN = "-"
     SHOWN = ("mult", "act")
     TAKES_FFN = False
 

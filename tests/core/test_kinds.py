@@ -272,8 +272,7 @@ def test_registry_is_the_one_list():
         assert cls.model_fields["kind"].default == kind
         assert cls.ROLE in ("backbone", "attention", "mlp")
         assert set(cls.SHOWN) <= set(cls.model_fields), kind
-    letters = [c.PATTERN for c in specs.values() if c.PATTERN]
-    assert len(letters) == len(set(letters))
+    assert set(pattern_symbols().values()) <= set(NAMES)
     assert pattern_symbols() == {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp"}
     assert "attn" in kinds_with_role("attention") and "mlp" not in kinds_with_role("backbone")
     with pytest.raises(KeyError):
