@@ -9,17 +9,19 @@ def print_describe(info: dict) -> None:
     from rich.table import Table
 
     con = Console()
+    if not con.is_terminal:  # piped or captured: no terminal to fit, so rows are not wrapped to 80 columns
+        con = Console(width=120)
     sched = info["schedule"]
     con.print(f"[bold]{info['name']}[/bold]: {info['num_layers']} layers, dim {info['dim']}, mode {info['mode']}")
     con.print(f"schedule: {' '.join(sched)}")
     con.print(f"backbone {info['num_backbone']} ({info['backbone_pct']}%), attention {info['num_attention']}, "
               f"parallel {info['num_parallel']}, mlp {info['num_mlp']}")
     t = Table(show_lines=False)
-    for col in ("#", "kind", "options", "params", f"state @{info['context']}", "FLOPs/token"):
-        t.add_column(col, justify="right" if col not in ("kind", "options") else "left")
-    for r in info["layers"]:
+    for col in ("#", "n", "kind", "options", "params", f"state @{info['context']}", "FLOPs/token"):
+        t.add_column(col, justify="right" if col not in ("kind", "options") else "left", no_wrap=col in ("#", "n"))
+    for idx, r in _grouped(info["layers"]):
         params = human(r["params"]) + (" (shared)" if r["shared"] else "")
-        t.add_row(str(r["index"]), r["kind"], r["options"], params, human(r["state_bytes"], "B"), human(r["flops_per_token"]))
+        t.add_row(_short_spans(idx), str(len(idx)), r["kind"], r["options"], params, human(r["state_bytes"], "B"), human(r["flops_per_token"]))
     con.print(t)
     if info.get("scales"):
         con.print("scales: " + ", ".join(f"{k} {v:g}" for k, v in info["scales"].items()))
@@ -35,6 +37,22 @@ def print_describe(info: dict) -> None:
     con.print(f"forward FLOPs per token at context {info['context']}: {human(info['flops_per_token'])}")
     if "kernels" in info:
         print_kernels(con, info["kernels"])
+
+
+def _grouped(layers: list[dict]) -> list[tuple[list[int], dict]]:
+    """Layers whose row would read the same, as one row: (their indices, the row), in order of first appearance
+    (Nemotron-H-8B's 52 layers are 3 rows; `--json` keeps one entry per layer)."""
+    groups: dict = {}
+    for r in layers:
+        key = tuple(v for k, v in r.items() if k != "index")
+        groups.setdefault(key, ([], r))[0].append(r["index"])
+    return list(groups.values())
+
+
+def _short_spans(idx: list[int], width: int = 16) -> str:
+    """_spans, or its first two and last entries when longer than `width` ("1, 3, …, 51")."""
+    text = _spans(idx)
+    return text if len(text) <= width else f"{idx[0]}, {idx[1]}, …, {idx[-1]}"
 
 
 def _spans(idx: list[int]) -> str:

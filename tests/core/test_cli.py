@@ -30,6 +30,17 @@ def test_describe_table(capsys):
     assert "mamba|attn" in out and "parameters" in out and "all-attention" in out
 
 
+def test_describe_table_groups_layers_that_read_the_same(capsys):
+    """Nemotron-H-8B's 52 layers are three rows (layers, count, kind, ...); the JSON keeps one entry per layer."""
+    assert main(["describe", "examples/zoo/nemotron_h_8b.hyb"]) == 0
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("│") and l.split("│")[1].strip()]
+    cells = [[c.strip() for c in r.split("│")[1:4]] for r in rows]
+    assert cells == [["1, 3, …, 51", "24", "mamba2"], ["2, 4, …, 52", "24", "mlp"], ["8, 19, 30, 41", "4", "attn"]]
+    assert main(["describe", "examples/jamba.hyb"]) == 0
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("│") and l.split("│")[1].strip()]
+    assert [[c.strip() for c in r.split("│")[1:4]] for r in rows] == [["1-2, 4-5", "4", "mamba"], ["3, 6", "2", "attn"]]
+
+
 def test_state_scales_with_context_and_window():
     m = hybridc.load("layers mamba attn(window=none) attn(window=8); meta_tokens 2")
     a, b = (hybridc.describe(m, context=c)["layers"] for c in (10, 20))
