@@ -11,7 +11,7 @@ from collections import Counter
 from .ir import FFNSpec, Layer, Model
 from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
-from .kinds._ffn import default_bias, default_ffn, ffn_on_by_rule
+from .kinds._ffn import MOE_KEYS, default_bias, default_ffn, ffn_on_by_rule
 from .options import is_auto, render
 from .sharing import share_statements
 from .summary import model_norm, model_scales
@@ -63,7 +63,7 @@ def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
     plain = [l.ffn for l in model.layers if l.ffn is not None and not l.ffn.token_shift]
     spec = Counter(plain).most_common(1)[0][0] if plain else FFNSpec()
     written = {k: getattr(spec, k) for k in _FFN_WRITTEN if getattr(spec, k) != FFNSpec.model_fields[k].default}
-    if spec.bias != default_bias(spec.act, spec.gated):
+    if spec.bias != default_bias(spec.act, spec.gated, spec.experts):
         written["bias"] = spec.bias
     spec = FFNSpec(**written)
     parts = [f"{k}={render(v)}" for k, v in written.items()]
@@ -72,7 +72,8 @@ def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
     return ("ffn " + " ".join(parts) if parts else None), after, spec
 
 
-_FFN_WRITTEN = ("mult", "act", "gated", "hidden", "gate_scale", "down_scale")  # plus bias where not the form's default
+_FFN_WRITTEN = ("mult", "act", "gated", "hidden", "gate_scale", "down_scale", *MOE_KEYS)  # plus bias where not the
+# form's default
 
 
 def _item(layer: Layer, base: dict, after: str, linked: list, dim: int) -> str:
@@ -136,7 +137,7 @@ def dumps(model: Model) -> str:
         if layer.ffn is None:
             continue
         default = default_ffn(layer.mixers, ffn_spec)
-        keys = ("mult", "act", "gated", "bias", "hidden", "token_shift", "gate_scale", "down_scale")
+        keys = ("mult", "act", "gated", "bias", "hidden", "token_shift", "gate_scale", "down_scale", *MOE_KEYS)
         diff = {k: getattr(layer.ffn, k) for k in keys if getattr(layer.ffn, k) != getattr(default, k)}
         if diff:
             lines.append(f"at {i + 1} ffn " + " ".join(f"{k}={render(v)}" for k, v in diff.items()))

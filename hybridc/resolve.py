@@ -13,7 +13,7 @@ from .errors import ErrorList, HybridcError, Pos, suggest
 from .ir import FFNSpec, Layer, Model
 from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
-from .kinds._ffn import default_ffn, ffn_on_by_rule, ffn_options
+from .kinds._ffn import MOE_KEYS, default_ffn, ffn_on_by_rule, ffn_options
 from .layout import Layout, Member, build_layout, check_kind
 from .options import convert, is_auto, read_int
 from .parse import KV, AtStmt, GenericStmt, LayersStmt, Pair, PatternStmt, PresetStmt, Program, ShareStmt, Value, parse
@@ -30,7 +30,8 @@ SETTINGS = {  # statement -> (IR field, how it is written)
     "logit_softcap": "logit_softcap",
 }
 NORM_KEYS = {"eps": "norm_eps", "zero_centered": "norm_zero_centered", "place": "norm_place"}  # `norm ... key=value`
-FFN_KEYS = {k: FFNSpec.model_fields[k] for k in ("mult", "act", "gated", "bias", "hidden", "gate_scale", "down_scale")}
+FFN_KEYS = {k: FFNSpec.model_fields[k] for k in ("mult", "act", "gated", "bias", "hidden", "gate_scale", "down_scale",
+                                                  *MOE_KEYS)}
 STATEMENTS = sorted(set(SETTINGS) | {"parallel", "ffn", "layers", "pattern", "preset", "share", "at"} | set(NAMES))
 
 

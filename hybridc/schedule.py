@@ -49,6 +49,6 @@ def every_positions(n: int, every: int, offset: int) -> list[int]:
 
 
 MEGATRON_UNSUPPORTED = {
-    "E": "mixture-of-experts layers", "D": "DeepSeek sparse attention", "+": "multi-head latent attention",
+    "D": "DeepSeek sparse attention", "+": "multi-head latent attention",
     "|": "pipeline-stage separators", "/": "multi-token-prediction patterns",
 }

@@ -15,10 +15,10 @@ import importlib
 from ._base import KindSpec
 
 NAMES: tuple[str, ...] = ("mamba", "mamba2", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru",
-                          "short_conv", "attn", "mlp")
+                          "short_conv", "attn", "mlp", "moe")
 # Megatron-LM's hybrid-pattern letters (`pattern "M*M-"`) -> kind. Written here, not read from the kind modules, so
 # that a pattern imports only the kinds it uses (describe's start-up).
-PATTERN_LETTERS: dict[str, str] = {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp"}
+PATTERN_LETTERS: dict[str, str] = {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp", "E": "moe"}
 
 __all__ = ["NAMES", "KindSpec", "spec_class", "all_specs", "kinds_with_role", "pattern_symbols", "linked_values",
            "PATTERN_LETTERS"]

@@ -16,7 +16,7 @@ CASES = [  # text, line, column, words in the message, hint
     ("6 layers\nat 7 attn window=none", 2, 4, "out of range", None),
     ("at 1 attn window=none", 1, 6, "has no attn", None),
     ('5 layers; pattern "MM"', 1, 1, "pattern has 2", None),
-    ('pattern "MME*"', 1, 12, "'E'", None),
+    ('pattern "MMD*"', 1, 12, "'D'", None),
     ('pattern "MM+"', 1, 12, "'+'", None),
     ('pattern "M|M"', 1, 11, "'|'", None),
     ("layers mamba x20000", 1, 14, "10,000", None),

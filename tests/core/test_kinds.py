@@ -273,7 +273,7 @@ def test_registry_is_the_one_list():
         assert cls.ROLE in ("backbone", "attention", "mlp")
         assert set(cls.SHOWN) <= set(cls.model_fields), kind
     assert set(pattern_symbols().values()) <= set(NAMES)
-    assert pattern_symbols() == {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp"}
+    assert pattern_symbols() == {"M": "mamba2", "G": "gated_delta_net", "*": "attn", "-": "mlp", "E": "moe"}
     assert "attn" in kinds_with_role("attention") and "mlp" not in kinds_with_role("backbone")
     with pytest.raises(KeyError):
         spec_class("mamab")
