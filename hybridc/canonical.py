@@ -11,7 +11,7 @@ from collections import Counter
 from .ir import FFNSpec, Layer, Model
 from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
-from .kinds._ffn import MOE_KEYS, default_bias, default_ffn, ffn_on_by_rule
+from .kinds._ffn import MOE_KEYS, default_bias, default_ffn, ffn_on_by_rule, placed, placed_options
 from .options import is_auto, render
 from .sharing import share_statements
 from .summary import model_norm, model_scales
@@ -61,6 +61,7 @@ def _ffn_on_by_rule(layer: Layer, after: str) -> bool:
 def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
     after = min(FFN_AFTER, key=lambda a: sum(_ffn_on_by_rule(l, a) != (l.ffn is not None) for l in model.layers))
     plain = [l.ffn for l in model.layers if l.ffn is not None and not l.ffn.token_shift]
+    plain = [f for f in plain if not f.experts] or plain  # dense FFNs first: `moe every=...` writes the MoEs
     spec = Counter(plain).most_common(1)[0][0] if plain else FFNSpec()
     written = {k: getattr(spec, k) for k in _FFN_WRITTEN if getattr(spec, k) != FFNSpec.model_fields[k].default}
     if spec.bias != default_bias(spec.act, spec.gated, spec.experts):
@@ -69,7 +70,40 @@ def _ffn_line(model: Model) -> tuple[str | None, str, FFNSpec]:
     parts = [f"{k}={render(v)}" for k, v in written.items()]
     if after != "attn":
         parts.append(f"after={after}")
-    return ("ffn " + " ".join(parts) if parts else None), after, spec
+    return ("ffn " + " ".join(parts) if parts else None), after, spec, written
+
+
+def _moe_line(model: Model, ffn_spec: FFNSpec, ffn_written: dict):
+    """`moe every=K offset=O ...` (hybridc.resolve's placement shortcut) when it writes the model's MoE FFNs in fewer
+    `at` lines than none, and no `moe` layer's kind statement would take the same name. Returns (line, placement),
+    placement = (every, offset, the placed spec), or (None, None)."""
+    if any(m.kind == "moe" for l in model.layers for m in l.mixers):
+        return None, None
+    rows = [(i, l.ffn) for i, l in enumerate(model.layers) if l.ffn is not None and not _own_ffn(l)]
+    moes = [f for _, f in rows if f.experts and f != ffn_spec]
+    if not moes:
+        return None, None
+    spec = Counter(moes).most_common(1)[0][0]
+    opts = {k: getattr(spec, k) for k in ("act", "gated", *MOE_KEYS) if getattr(spec, k) != getattr(ffn_spec, k)}
+    if (spec.mult, spec.hidden) != (ffn_spec.mult, ffn_spec.hidden):
+        opts |= {"hidden": spec.hidden} if spec.hidden is not None else {"mult": spec.mult}
+    opts = {"experts": spec.experts} | opts
+    if FFNSpec(**placed_options(ffn_written, opts)) != spec:
+        return None, None
+    best = (sum(f != ffn_spec for _, f in rows), 0, 0)  # (at lines needed, every, offset); without the shortcut
+    for every in range(1, min(len(model.layers), 64) + 1):
+        for offset in range(every):
+            cost = sum(f != (spec if placed(i, every, offset) else ffn_spec) for i, f in rows)
+            best = min(best, (cost, every, offset)) if cost < best[0] else best
+    if not best[1]:
+        return None, None
+    text = " ".join(f"{k}={render(v)}" for k, v in opts.items())
+    return f"moe every={best[1]} offset={best[2]} {text}", (best[1], best[2], spec)
+
+
+def _own_ffn(layer: Layer) -> bool:
+    """A layer whose FFN is its kind's own (RWKV-7's channel mix), which `moe every=...` leaves as it is."""
+    return len(layer.mixers) == 1 and layer.mixers[0].OWN_FFN is not None
 
 
 _FFN_WRITTEN = ("mult", "act", "gated", "hidden", "gate_scale", "down_scale", *MOE_KEYS)  # plus bias where not the
@@ -123,9 +157,12 @@ def dumps(model: Model) -> str:
     if model.fusion != "gate":
         lines.append(f"fusion {model.fusion}")
     lines += [f"{k} {render(v)}" for k, v in model_scales(model).items()]
-    ffn_line, after, ffn_spec = _ffn_line(model)
+    ffn_line, after, ffn_spec, ffn_written = _ffn_line(model)
     if ffn_line:
         lines.append(ffn_line)
+    moe_line, placement = _moe_line(model, ffn_spec, ffn_written)
+    if moe_line:
+        lines.append(moe_line)
     kind_lines, base = _kind_lines(model)
     lines += kind_lines
     linked = linked_values(model.layers)  # what `auto` gives: the text need not say it
@@ -137,6 +174,8 @@ def dumps(model: Model) -> str:
         if layer.ffn is None:
             continue
         default = default_ffn(layer.mixers, ffn_spec)
+        if placement and not _own_ffn(layer) and placed(i, placement[0], placement[1]):
+            default = placement[2]
         keys = ("mult", "act", "gated", "bias", "hidden", "token_shift", "gate_scale", "down_scale", *MOE_KEYS)
         diff = {k: getattr(layer.ffn, k) for k in keys if getattr(layer.ffn, k) != getattr(default, k)}
         if diff:

@@ -13,8 +13,9 @@ from .errors import ErrorList, HybridcError, Pos, suggest
 from .ir import FFNSpec, Layer, Model
 from .kinds import NAMES, linked_values, spec_class
 from .kinds._ffn import AFTER as FFN_AFTER
-from .kinds._ffn import MOE_KEYS, default_ffn, ffn_on_by_rule, ffn_options
-from .layout import Layout, Member, build_layout, check_kind
+from .kinds._ffn import MOE_KEYS, default_ffn, ffn_on_by_rule, ffn_options, placed, placed_options
+from .kinds._ffn import PLACE_KEYS as FFN_PLACE
+from .layout import MAX_LAYERS, Layout, Member, build_layout, check_kind
 from .options import convert, is_auto, read_int
 from .parse import KV, AtStmt, GenericStmt, LayersStmt, Pair, PatternStmt, PresetStmt, Program, ShareStmt, Value, parse
 from .presets import PRESETS
@@ -48,6 +49,7 @@ class _Settings:
     share: list = field(default_factory=list)         # [Value]
     share_opts: dict = field(default_factory=dict)    # kind -> {option: (value, KV)} (hybridc/sharing.py)
     at: list = field(default_factory=list)            # [AtStmt]
+    moe_place: dict = field(default_factory=dict)     # `moe every=K offset=O`: every/offset -> (int, Pos)
 
 
 def _set(table: dict, key, item, pos: Pos, what: str, user_keys: set):
@@ -67,6 +69,7 @@ class Resolver:
         self._user: set = set()
         self._model_auto: dict = {}  # (layer, mixer) -> the MODEL_AUTO options left `auto` there (settled by `link`)
         self._kv_reuse_at: dict = {}  # (layer, mixer) -> where its attn kv_reuse option was written
+        self._placed_any = False  # whether `moe every=K offset=O` made any layer's FFN an MoE
 
     # --- statements ----------------------------------------------------------------------------------------------
     def run(self) -> Model:
@@ -142,6 +145,8 @@ class Resolver:
             self._parallel(st, values, kvs)
         elif st.name == "ffn":
             self._ffn(st, values, kvs)
+        elif st.name == "moe" and any(kv.key in FFN_PLACE for kv in kvs):
+            self._moe_place(st, values, kvs)
         elif st.name in NAMES:
             if values:
                 raise HybridcError(f"options for {st.name} are written key=value", values[0].pos)
@@ -205,6 +210,24 @@ class Resolver:
                                    where or (kvs[0] if kvs else st).pos) from None
             raise HybridcError(f"ffn: {e}", (kvs[0] if kvs else st).pos) from None
 
+    def _moe_place(self, st, values, kvs):
+        """`moe every=K offset=O key=value...`: the FFNs of layers i (0-based) with i % K == O become MoEs with these
+        options (the model's `ffn` options, then these); the options also set the `moe` kind's defaults."""
+        if values:
+            raise HybridcError("options for moe are written key=value", values[0].pos)
+        for kv in kvs:
+            if kv.key in FFN_PLACE:
+                n = read_int(kv.value, f"moe {kv.key}", 1 if kv.key == "every" else 0, MAX_LAYERS)
+                _set(self.s.moe_place, kv.key, (n, kv.value.pos), kv.pos, f"moe {kv.key}", self._user)
+            else:
+                self._guard(self._kind_opt, "moe", kv)
+        every, at = self.s.moe_place.get("every", (1, st.pos))
+        offset, where = self.s.moe_place.get("offset", (0, st.pos))
+        if offset >= every:
+            raise HybridcError(f"moe offset={offset} must be below every={every}", where,
+                               hint="valid: moe every=K offset=O with 0 <= O < K (layer i, 0-based, gets the MoE when "
+                               "i % K == O)")
+
     def _model_ffn(self) -> dict:
         """The options the `ffn` statements wrote (the model's FFN before defaults)."""
         return {k: val for k, (val, _) in self.s.ffn.items() if k in FFN_KEYS}
@@ -229,6 +252,10 @@ class Resolver:
         layers = []
         for i, slot in enumerate(slots):
             layers.append(self._guard(self._layer, i, slot, dim))
+        if self.s.moe_place and not self._placed_any and not self.errors:
+            every, offset = (self.s.moe_place.get(k, (d, None))[0] for k, d in (("every", 1), ("offset", 0)))
+            self._guard(_raise, f"moe every={every} offset={offset}: no layer with an FFN sub-block is at such an "
+                        "index", self._place_pos())
         if self.errors:
             raise ErrorList(self.errors) if len(self.errors) > 1 else self.errors[0]
         layers = _link(layers, self._model_auto)
@@ -284,7 +311,7 @@ class Resolver:
             if "kv_reuse" in where:
                 self._kv_reuse_at[(index, len(mixers))] = where["kv_reuse"]
             mixers.append(_spec(m, opts, where, dim))
-        ffn = self._ffn_for(mixers, ffn_flag, overrides.get("ffn", []), slot[0].pos)
+        ffn = self._ffn_for(mixers, ffn_flag, overrides.get("ffn", []), slot[0].pos, index)
         place = self._layer_place(overrides.get("norm", []))
         return Layer(mixers=tuple(mixers), ffn=ffn, **({"norm_place": place} if place else {}))
 
@@ -312,7 +339,7 @@ class Resolver:
             out.setdefault(at.kind.raw, []).extend(at.options)
         return out
 
-    def _ffn_for(self, mixers, flag, ffn_kvs, pos: Pos):
+    def _ffn_for(self, mixers, flag, ffn_kvs, pos: Pos, index: int = 0):
         after = self.s.ffn.get("after", ("attn", None))[0]
         if len(mixers) == 1 and not mixers[0].TAKES_FFN:
             if flag or ffn_kvs:
@@ -324,19 +351,44 @@ class Resolver:
             if ffn_kvs:
                 raise HybridcError("this layer has no FFN to override", ffn_kvs[0].pos, hint="add ffn=true")
             return None
-        if not ffn_kvs:
+        moe = self._placed(mixers, index)
+        if not ffn_kvs and moe is None:
             return default
         opts = ffn_options(mixers, self._model_ffn())
+        where = {}
+        if moe is not None:  # `moe every=K offset=O`: this layer's FFN is an MoE
+            self._placed_any = True
+            opts = placed_options(opts, {k: v for k, (v, _) in moe.items()})
+            where = {k: p for k, (_, p) in moe.items()}
         for kv in ffn_kvs:
             if kv.key not in FFNSpec.model_fields:
                 raise HybridcError(f"unknown option '{kv.key}' for ffn", kv.pos, hint=suggest(kv.key, FFNSpec.model_fields))
             opts[kv.key] = convert(kv.value, FFNSpec.model_fields[kv.key], kv.key)
+            where[kv.key] = kv.value.pos
+        first = ffn_kvs[0] if ffn_kvs else None
+        label = "ffn" if moe is None else f"ffn of layer {index + 1} (moe every=...)"
         try:
             return FFNSpec(**opts)
         except ValidationError as e:
-            raise HybridcError(f"ffn: {_first_msg(e)}", ffn_kvs[0].value.pos) from None
+            loc = e.errors()[0].get("loc") or ()
+            at = where.get(loc[0]) if loc else None
+            raise HybridcError(f"{label}: {_first_msg(e)}", at or (first.value.pos if first else self._place_pos())) \
+                from None
         except ValueError as e:
-            raise HybridcError(f"ffn: {e}", ffn_kvs[0].pos) from None
+            raise HybridcError(f"{label}: {e}", first.pos if first else self._place_pos()) from None
+
+    def _placed(self, mixers, index: int) -> dict | None:
+        """The `moe` statement's options {key: (value, Pos)} when `moe every=K offset=O` places an MoE in layer
+        `index`'s FFN (the model's FFN; a kind's own FFN, RWKV-7's channel mix, stays), else None."""
+        if not self.s.moe_place or (len(mixers) == 1 and mixers[0].OWN_FFN is not None):
+            return None
+        every, offset = (self.s.moe_place.get(k, (d, None))[0] for k, d in (("every", 1), ("offset", 0)))
+        if not placed(index, every, offset):
+            return None
+        return {k: v for k, v in self.s.kind_opts.get("moe", {}).items() if k in FFNSpec.model_fields}
+
+    def _place_pos(self) -> Pos:
+        return next(iter(self.s.moe_place.values()))[1]
 
     def _share(self, layers):
         kinds = []

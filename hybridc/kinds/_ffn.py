@@ -223,6 +223,26 @@ def default_ffn(specs, model_ffn: "FFNSpec") -> "FFNSpec":
     return FFNSpec(**own) if own is not None else model_ffn
 
 
+PLACE_KEYS = ("every", "offset")  # `moe every=K offset=O ...`: the placement shortcut's own keys
+
+
+def placed(index: int, every: int, offset: int) -> bool:
+    """Whether layer `index` (0-based) gets the `moe every=K offset=O` options (Jamba's expert_layer_period/offset)."""
+    return index % every == offset
+
+
+def placed_options(ffn_opts: dict, moe_opts: dict) -> dict:
+    """The FFN options of a layer the placement shortcut turns into an MoE: the model's `ffn` options, then the
+    `moe` statement's (experts 8 unless written, the `moe` kind's default); a width written on `moe` (mult or
+    hidden) replaces the `ffn` statement's."""
+    from .moe import MoESpec
+
+    base = dict(ffn_opts)
+    if "mult" in moe_opts or "hidden" in moe_opts:
+        base.pop("hidden", None), base.pop("mult", None)
+    return base | {"experts": MoESpec.default("experts")} | moe_opts
+
+
 def ffn_options(specs, model_opts: dict) -> dict:
     """The options written for a layer's default FFN (the kind's own, or the model's `ffn` statement), to which an
     `at N ffn ...` override adds its own before the spec settles its defaults (bias follows the final form)."""
