@@ -17,11 +17,14 @@ def print_describe(info: dict) -> None:
     con.print(f"backbone {info['num_backbone']} ({info['backbone_pct']}%), attention {info['num_attention']}, "
               f"parallel {info['num_parallel']}, mlp {info['num_mlp']}")
     t = Table(show_lines=False)
-    for col in ("#", "n", "kind", "options", "params", f"state @{info['context']}", "FLOPs/token"):
+    moe = info.get("router_params", 0) > 0  # a mixture of experts: active parameters per layer too
+    for col in ("#", "n", "kind", "options", "params", *(("active",) if moe else ()), f"state @{info['context']}",
+                "FLOPs/token"):
         t.add_column(col, justify="right" if col not in ("kind", "options") else "left", no_wrap=col in ("#", "n"))
     for idx, r in _grouped(info["layers"]):
         params = human(r["params"]) + (" (shared)" if r["shared"] else "")
-        t.add_row(_short_spans(idx), str(len(idx)), r["kind"], r["options"], params, human(r["state_bytes"], "B"), human(r["flops_per_token"]))
+        active = (human(r["active_params"]),) if moe else ()
+        t.add_row(_short_spans(idx), str(len(idx)), r["kind"], r["options"], params, *active, human(r["state_bytes"], "B"), human(r["flops_per_token"]))
     con.print(t)
     if info.get("scales"):
         con.print("scales: " + ", ".join(f"{k} {v:g}" for k, v in info["scales"].items()))
@@ -30,6 +33,9 @@ def print_describe(info: dict) -> None:
         con.print(f"norm: {info['norm']['kind']} " + ", ".join(k if v is True else f"{k} {v}" for k, v in norm.items()))
     io = ", ".join(f"{k} {human(v)}" for k, v in info["params_io"].items() if v)
     con.print(f"parameters: [bold]{info['params']:,}[/bold] ({human(info['params'])})" + (f"; of which {io}" if io else ""))
+    if moe:  # total vs what one token uses (router + top_k experts + shared experts)
+        con.print(f"active parameters per token: [bold]{info['active_params']:,}[/bold] ({human(info['active_params'])}); "
+                  f"routers {human(info['router_params'])}; FLOPs count the active experts")
     ratio = info["state_bytes_all_attention"] / max(info["state_bytes"], 1)
     con.print(f"inference state per sequence at context {info['context']} ({info['dtype']}): "
               f"[bold]{human(info['state_bytes'], 'B')}[/bold]; all-attention model of the same depth: "

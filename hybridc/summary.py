@@ -9,23 +9,30 @@ from . import hymba
 from . import sharing
 from .ir import Layer, Model
 from .kinds import spec_class
-from .kinds._ffn import ffn_text
+from .kinds._ffn import ffn_text, router_params
 from .kinds._norm import norm_params, sub_block_norms
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
-def layer_params(layer: Layer, model: Model) -> int:
-    """Parameters of one block: its norm(s), mixers, parallel fusion, FFN (norm(s) + FFN)."""
+def layer_params(layer: Layer, model: Model, active: bool = False) -> int:
+    """Parameters of one block: its norm(s), mixers, parallel fusion, FFN (norm(s) + FFN). `active`: those one token
+    uses (a mixture of experts counts its router, top_k experts and shared part)."""
     d = model.dim
+    count = (lambda s: s.active_params(d)) if active else (lambda s: s.params(d))
     norms = sub_block_norms(model.layer_place(layer)) * norm_params(model.norm, d)  # pre, post or both, per sub-block
     n = norms + (hymba.fused_params(*layer.mixers, d, model.norm) if fused(layer, model) else
-                 sum(m.params(d) for m in layer.mixers))
+                 sum(count(m) for m in layer.mixers))
     if layer.parallel:
         n += {"gate": d * d + d, "mean": 2 * norm_params(model.norm, d)}.get(model.fusion, 0)  # sum: none; hymba: its own
     if layer.ffn is not None:
-        n += norms + layer.ffn.params(d)
+        n += norms + count(layer.ffn)
     return n + sharing.block_extra_params(layer, model.norm, d)  # a shared block reading concat(x, embeddings)
+
+
+def layer_router_params(layer: Layer, model: Model) -> int:
+    """The routers' parameters in a block (its `moe` mixer and/or MoE FFN)."""
+    return sum(router_params(s, model.dim) for s in (*layer.mixers, layer.ffn) if s is not None)
 
 
 def fused(layer: Layer, model: Model) -> bool:
@@ -129,8 +136,11 @@ def describe(model: Model, *, context: int = 4096, dtype: str = "fp32") -> dict:
         p = layer_params(layer, model)
         reused = layer.shared and sharing.share_key(layer) in first_shared   # shared weights counted once per block
         first_shared.add(sharing.share_key(layer)) if layer.shared else None
-        p = (0 if reused else p) + sharing.site_params(layer, model.dim)  # adapters and linear: every call site
+        extra = sharing.site_params(layer, model.dim)  # adapters and linear: every call site
+        active = (0 if reused else layer_params(layer, model, active=True)) + extra
+        p = (0 if reused else p) + extra
         rows.append({"index": i + 1, "kind": layer.kind, "options": _options_text(layer) + sharing.site_text(layer), "params": p,
+                     "active_params": active, "router_params": 0 if reused else layer_router_params(layer, model),
                      "shared": layer.shared, "state_bytes": layer_state_numel(layer, model, context) * nbytes,
                      "flops_per_token": layer_flops(layer, model, context)})
     io = io_params(model)
@@ -139,6 +149,8 @@ def describe(model: Model, *, context: int = 4096, dtype: str = "fp32") -> dict:
     return {
         "name": model.name, **schedule_summary(model), "num_layers": len(model.layers), "dim": model.dim,
         "layers": rows, "params": sum(r["params"] for r in rows) + sum(io.values()), "params_io": io,
+        "active_params": sum(r["active_params"] for r in rows) + sum(io.values()),
+        "router_params": sum(r["router_params"] for r in rows),
         "context": context, "dtype": dtype, "state_bytes": sum(r["state_bytes"] for r in rows),
         "state_bytes_all_attention": _all_attention_state(model, context) * nbytes,
         "flops_per_token": sum(r["flops_per_token"] for r in rows) + head_flops + in_flops,

@@ -80,6 +80,10 @@ class KindSpec(Frozen):
         """Exact parameter count of the layer (both backends build exactly these tensors)."""
         raise NotImplementedError
 
+    def active_params(self, dim: int) -> int:
+        """Parameters one token uses (differs from `params` for a mixture of experts: router + top_k experts)."""
+        return self.params(dim)
+
     def state_numel(self, dim: int, context: int = 0, meta: int = 0) -> int:
         """Elements of the decode state per sequence after `context` steps (`meta` meta tokens in front)."""
         return 0

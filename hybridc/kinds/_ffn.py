@@ -177,7 +177,21 @@ def ffn_text(spec) -> str:
     for name in ("gate_scale", "down_scale"):
         if getattr(spec, name, 1.0) != 1.0:
             text += f" {name}={getattr(spec, name):g}"
-    return text
+    return text + (moe_text(spec) if spec.experts else "")
+
+
+def moe_text(spec) -> str:
+    """describe's short form of the routing: ` experts 16 top 2`, ` ... shared 1 h512 gate sigmoid norenorm`."""
+    text = f" experts {spec.experts} top {spec.top_k}"
+    if spec.shared_experts:
+        text += f" shared {spec.shared_experts}" + (f" h{spec.shared_hidden}" if spec.shared_hidden is not None else "")
+        text += " gate" if spec.shared_gate else ""
+    return text + (" sigmoid" if spec.router == "sigmoid" else "") + ("" if spec.renorm else " norenorm")
+
+
+def router_params(spec, dim: int) -> int:
+    """The router's parameters (E*D; 0 for a dense FFN)."""
+    return spec.experts * dim if getattr(spec, "experts", 0) else 0
 
 
 def moe_widths(spec, dim: int) -> tuple[int, int]:
