@@ -47,6 +47,14 @@ FEATURES = {
     "qk_norm_proj": "layers attn(qk_norm=proj, rope=true) mamba attn(qk_norm=proj, kv_heads=1, window=none, gate=true); "
                     "norm rms zero_centered=true",
     "fusion_sum": "layers mamba2|attn gru|attn(qk_norm=proj); fusion sum",
+    "moe_gated": "layers mamba attn mamba attn; moe every=2 offset=1 experts=4 top_k=2 hidden=24; "
+                 "ffn act=swiglu after=all",
+    "moe_shared": "layers mamba2 attn mamba|attn attn; ffn act=gelu gated=true hidden=16 after=all experts=4 "
+                  "shared_experts=2 shared_gate=true renorm=true; at 2 ffn shared_hidden=20 shared_gate=false top_k=3; "
+                  "at 4 ffn experts=0 shared_experts=0 shared_gate=false",
+    "moe_sigmoid": "layers mamba attn mlp(experts=4, top_k=3, hidden=12, router=sigmoid, renorm=false); "
+                   "ffn after=all experts=3 top_k=1 hidden=20 router=sigmoid renorm=false act=gelu",
+    "moe_pattern": 'pattern "M*E-"; moe experts=4 top_k=2 hidden=16 act=swiglu; at 3 moe top_k=1 renorm=false',
 }
 
 
