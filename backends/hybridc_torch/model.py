@@ -79,6 +79,10 @@ def make_ffn(spec, dim: int, impl: str) -> nn.Module:
 
         return RWKV7ChannelMix(dim, spec.mult, layer_idx=getattr(spec, "layer_idx", 0) or 0,
                                n_layers=getattr(spec, "n_layers", 1) or 1)
+    if getattr(spec, "experts", 0):  # a mixture of experts (layers/moe.py)
+        from .layers.moe import MoE
+
+        return MoE(dim, spec, impl=impl)
     return FFN(dim, spec, impl=impl)
 
 
@@ -265,6 +269,14 @@ class HybridBase(nn.Module):
             states.append(st)
         y = self._out(h, last_only=False)
         return y, {"pos": state["pos"] + 1, "layers": states}
+
+    def aux_losses(self) -> dict | None:
+        """The MoE layers' aux losses of the last forward in training mode (or with a layer's `aux` flag set):
+        {"load_balance", "z_loss"} scalar tensors summed over the layers; None when no layer computed any."""
+        found = [m.last_aux for m in self.modules() if getattr(m, "last_aux", None) is not None]
+        if not found:
+            return None
+        return {k: sum(a[k] for a in found) for k in found[0]}
 
 
 def ir_spec(m, **extra) -> SimpleNamespace:
