@@ -111,7 +111,8 @@ class Memorization(Task):
     def _setup(self) -> None:
         o = self.options
         self.need(o["vocab"] >= 3, f"vocab must be at least 3 (key, value, insert token), got {o['vocab']}")
-        self.need(o["seq_len"] >= 2 and o["seq_len"] % 2 == 0, f"seq_len must be even and at least 2, got {o['seq_len']}")
+        L = o["seq_len"]
+        self.need(L >= 2 and L % 2 == 0, f"seq_len must be even and at least 2, got {L}")
         self.vocab, self.seq_len = o["vocab"], o["seq_len"]
         self._table = None
 

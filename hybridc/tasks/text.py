@@ -22,7 +22,8 @@ class Text(Task):
         path = Path(o["path"]).expanduser()
         self.need(path.is_file(), f"no such file: {o['path']}")
         self.size = path.stat().st_size
-        self.need(self.size > o["seq_len"], f"{o['path']} has {self.size} bytes, fewer than seq_len + 1 = {o['seq_len'] + 1}",
+        self.need(self.size > o["seq_len"],
+                  f"{o['path']} has {self.size} bytes, fewer than seq_len + 1 = {o['seq_len'] + 1}",
                   "use a longer file or a smaller seq_len")
         self.path, self._data = path, None
         self.vocab, self.seq_len = 256, o["seq_len"]

@@ -57,10 +57,12 @@ def test_shapes_ranges_and_determinism(name, text_file):
 
 def test_defaults_are_the_published_ones():
     d = {n: TASKS[n][1] for n in TASKS}
-    assert (d["mqar"]["vocab"], d["mqar"]["seq_len"], d["mqar"]["num_kv_pairs"], d["mqar"]["power_a"]) == (8192, 256, 16, 0.01)
+    mqar = d["mqar"]
+    assert (mqar["vocab"], mqar["seq_len"], mqar["num_kv_pairs"], mqar["power_a"]) == (8192, 256, 16, 0.01)
     assert (d["in_context_recall"]["vocab"], d["in_context_recall"]["seq_len"]) == (16, 128)
     assert (d["fuzzy_recall"]["k_motif_size"], d["fuzzy_recall"]["v_motif_size"]) == (3, 3)
-    assert (d["noisy_recall"]["vocab"], d["noisy_recall"]["noise_vocab_size"], d["noisy_recall"]["frac_noise"]) == (32, 16, 0.2)
+    noisy = d["noisy_recall"]
+    assert (noisy["vocab"], noisy["noise_vocab_size"], noisy["frac_noise"]) == (32, 16, 0.2)
     assert (d["selective_copying"]["seq_len"], d["selective_copying"]["num_tokens_to_copy"]) == (256, 16)
     assert (d["compression"]["vocab"], d["compression"]["seq_len"]) == (16, 32)
     assert (d["memorization"]["vocab"], d["memorization"]["seq_len"]) == (256, 32)
@@ -100,8 +102,8 @@ def test_none_keeps_the_default_and_strings_are_parsed():
 def test_numpy_is_imported_lazily():
     code = "import sys, hybridc.tasks; assert 'numpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "hybridc.cli", "describe", "examples/nemotron_h.hyb"],
-                         capture_output=True, text=True, cwd=ROOT)
+    describe = [sys.executable, "-X", "importtime", "-m", "hybridc.cli", "describe", "examples/nemotron_h.hyb"]
+    out = subprocess.run(describe, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "numpy" not in out.stderr
 
 
@@ -261,7 +263,8 @@ def test_memorization_uses_one_fixed_map():
     x2, y2 = make_task("memorization").batch(np.random.default_rng(99), 100)
     assert (x[:, 1::2] == 255).all() and (y[:, 0::2] == IGNORE).all()
     table = {}
-    for k, v in zip(np.concatenate([x[:, 0::2], x2[:, 0::2]]).ravel(), np.concatenate([y[:, 1::2], y2[:, 1::2]]).ravel()):
+    keys, values = np.concatenate([x[:, 0::2], x2[:, 0::2]]), np.concatenate([y[:, 1::2], y2[:, 1::2]])
+    for k, v in zip(keys.ravel(), values.ravel()):
         assert table.setdefault(k, v) == v
     assert all(0 <= k < 127 and 127 <= v < 255 for k, v in table.items())
     assert len(set(table.values())) == len(table)  # one to one
