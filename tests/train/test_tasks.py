@@ -283,3 +283,16 @@ def test_text_windows_are_consecutive_bytes(text_file):
         assert bytes(np.concatenate([x[b], y[b, -1:]]).astype(np.uint8)) in data
     with pytest.raises(HybridcError, match="fewer than seq_len"):
         make_task("text", path=str(text_file), seq_len=len(data))
+
+
+@pytest.mark.parametrize("name", ["in_context_recall", "noisy_recall", "fuzzy_recall"])
+def test_single_query_recall_scores_only_the_probe(name):
+    task = make_task(name, multi_query=False)
+    x, y = task.batch(np.random.default_rng(9), 50)
+    assert x.shape == (50, task.seq_len) == (50, 128) and x.max() < task.vocab
+    scored = y != IGNORE
+    last = scored.shape[1] - 1
+    first = scored.argmax(axis=1)
+    assert scored[:, last].all() and all(scored[b, first[b]:].all() for b in range(50))  # one run, at the end
+    if name != "fuzzy_recall":
+        assert (scored.sum(axis=1) == 1).all() and (x[:, -2] == task.vocab - 1).all()  # copy prefix, key
