@@ -355,11 +355,11 @@ class Resolver:
         if not ffn_kvs and moe is None:
             return default
         opts = ffn_options(mixers, self._model_ffn())
-        where = {}
+        where = {k: p for k, (_, p) in self.s.ffn.items()}  # where each option was written: ffn, moe, at N ffn
         if moe is not None:  # `moe every=K offset=O`: this layer's FFN is an MoE
             self._placed_any = True
             opts = placed_options(opts, {k: v for k, (v, _) in moe.items()})
-            where = {k: p for k, (_, p) in moe.items()}
+            where |= {k: p for k, (_, p) in moe.items()}
         for kv in ffn_kvs:
             if kv.key not in FFNSpec.model_fields:
                 raise HybridcError(f"unknown option '{kv.key}' for ffn", kv.pos, hint=suggest(kv.key, FFNSpec.model_fields))

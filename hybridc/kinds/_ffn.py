@@ -30,9 +30,8 @@ FORMS = ("plain: act=gelu|gelu_tanh|silu|relu|relu2 (up, down); gated: act=gelu|
 
 
 MOE_KEYS = ("experts", "top_k", "shared_experts", "shared_hidden", "shared_gate", "router", "renorm")
-MOE_FORMS = ("experts=E top_k=K (1 <= K <= E) [shared_experts=S [shared_hidden=N] [shared_gate=true]] "
-             "[router=softmax|sigmoid] [renorm=true|false]; experts take no biases, token_shift, gate_scale or "
-             "down_scale")
+MOE_FORMS = ("experts=E top_k=K (K <= E) [shared_experts=S [shared_hidden=N] [shared_gate=true]] "
+             "[router=softmax|sigmoid] [renorm=true|false], no bias/token_shift/gate_scale/down_scale")
 
 
 def is_gated(act: str, gated: bool) -> bool:
@@ -112,7 +111,8 @@ class FFNOptions(Frozen):
     @classmethod
     def _shared(cls, value, info):
         if value not in (None, False) and not info.data.get("shared_experts", 0):
-            raise ValueError(f"{info.field_name}={value} needs shared experts (shared_experts=S); "
+            shown = str(value).lower() if isinstance(value, bool) else value
+            raise ValueError(f"{info.field_name}={shown} needs shared experts (shared_experts=S); "
                              f"valid: {MOE_FORMS}")
         return value
 
