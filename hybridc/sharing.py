@@ -244,6 +244,9 @@ def place_sites(layers: list, kind: str, opts: dict, norm_place: str = "pre") ->
             fail("lora_on", f"the '{kind}' layers have no FFN sub-block (lora_on=mlp adapts its gate/up)")
         if on == "both" and not attention and ffn is None:
             fail("lora", f"the '{kind}' layers have neither q/k/v projections nor an FFN to adapt")
+        if on in ("mlp", "both") and ffn is not None and ffn.experts:
+            fail("lora_on" if "lora_on" in opts else "lora", f"the '{kind}' layers' FFN is a mixture of experts "
+                 "(no single gate/up to adapt); write lora_on=attn")
     own = {getattr(layers[i], "norm_place", None) for i in idx} - {None}  # `at N norm place=` on a site
     norm_place = next(iter(own)) if own else norm_place
     if norm_place != "pre":  # the call sites run pre-norm sub-blocks only

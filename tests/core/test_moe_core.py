@@ -202,6 +202,8 @@ ERRORS = [  # text, line, column, words in the message, hint
     ("layers mamba attn; moe every=2 expert=4", 1, 32, "unknown option 'expert' for moe", "did you mean 'experts'?"),
     ("layers mamba attn; moe every=2 router=softplus", 1, 39, "softplus", "softmax"),
     ('pattern "M*E"; moe act=swiglu gated=true', 1, 12, "already gated", None),
+    ("layers mamba attn mamba attn; ffn experts=4; share attn blocks=1 lora=2", 1, 66, "mixture of experts",
+     "lora_on"),
 ]
 
 
