@@ -106,6 +106,8 @@ def test_placed_ffn_takes_the_ffn_options_then_the_moe_statement():
     assert (dense.experts, dense.act, dense.hidden) == (0, "swiglu", 64)
     assert (moe.experts, moe.top_k, moe.act, moe.hidden, moe.mult) == (4, 1, "swiglu", None, 2.0)  # moe's width wins
     assert (moe.shared_experts, moe.shared_gate, moe.bias) == (1, True, False)
+    m = hybridc.load("dim 32\nlayers mamba attn; ffn experts=4 after=all; moe every=2 offset=1 top_k=1")
+    assert [(l.ffn.experts, l.ffn.top_k) for l in m.layers] == [(4, 2), (4, 1)]  # the ffn's experts, not 8
 
 
 def test_pattern_letter_e():
