@@ -29,7 +29,9 @@ def kind_module(kind: str):
 
 
 def ffn_module(spec):
-    return importlib.import_module(f"{__package__}.layers.{'rwkv' if spec.token_shift else 'ffn'}")
+    """The FFN's layer: RWKV-7's channel mix, the mixture of experts (`experts` > 0) or the dense FFN."""
+    name = "rwkv" if spec.token_shift else "moe" if getattr(spec, "experts", 0) else "ffn"
+    return importlib.import_module(f"{__package__}.layers.{name}")
 
 
 def spec(kind=None, **options) -> SimpleNamespace:
@@ -242,8 +244,11 @@ def _concrete_zero(pos) -> bool:
         return False
 
 
-def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=None):
+def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=None, return_aux=False):
     """x (B, L, F) or (B, L) ids -> y, or (y, new_state) when a state is given (see the torch backend).
+
+    `return_aux`: also the MoE layers' aux losses, summed over the layers ({"load_balance", "z_loss"} scalars, None
+    when the model has no MoE): `(y, aux)` or `((y, new_state), aux)`.
 
     With meta tokens they are prepended when this chunk starts the stream: `start=True/False`, or (default) when
     `state["pos"]` is a concrete 0. Under `jit`, pass `start` (a static Python bool) for a prefill.
@@ -261,6 +266,8 @@ def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=No
     keys = list(jax.random.split(key, 2 * len(cfg.blocks) + 1)) if key is not None else [None] * (2 * len(cfg.blocks) + 1)
     h = _dropout(h, cfg.dropout, keys[-1])
     ctx = {"pos": pos, "pos_offset": pos, "meta": cfg.meta, "meta_in_chunk": lead, "embed": h}  # embed: input=concat
+    if return_aux:
+        ctx["aux"] = []  # the MoE layers append theirs (layers/moe.py)
     states, v_first = [], None
     for i in range(len(cfg.blocks)):
         h, st, v_first = _block(cfg, sub_owner(cfg, params, i), i, h, None if state is None else state["layers"][i],
@@ -268,9 +275,12 @@ def apply(cfg: Config, params, x, state=None, *, key=None, train=False, start=No
         states.append(st)
     h = h[:, lead:]
     y = _out(cfg, params, h, last_only=True)
-    if state is None:
-        return y
-    return y, {"pos": pos + x.shape[1] + lead, "layers": states}
+    out = y if state is None else (y, {"pos": pos + x.shape[1] + lead, "layers": states})
+    return (out, _sum_aux(ctx["aux"])) if return_aux else out
+
+
+def _sum_aux(found: list) -> dict | None:
+    return {k: sum(a[k] for a in found) for k in found[0]} if found else None
 
 
 def _site(cfg, i):

@@ -1,0 +1,43 @@
+"""Grouped matmul: the expert projections of a mixture of experts, rows grouped by expert, in JAX.
+
+Rows of x are sorted by group (expert): rows [o_g, o_g + n_g) belong to group g, n = ``group_sizes``. Each group's
+rows are multiplied once by that group's weight, stored as torch's Linear stores it (out, in):
+
+    y[m] = w[g(m)] @ x[m]          x (M, K), w (G, N, K), group_sizes (G,) -> y (M, N)
+
+(rows past sum(group_sizes) give zeros), i.e. ``jax.lax.ragged_dot(x, w.transpose(0, 2, 1), group_sizes)``.
+Sources: ``jax.lax.ragged_dot`` (the XLA op); Gale et al., "MegaBlocks: Efficient Sparse Training with Mixture-of-
+Experts" (MLSys 2023) and its JAX port megablox (`gmm`/`tgmm`, tiles of rows of one expert). Mirrors
+hybridc_torch's grouped experts (``torch.nn.functional.grouped_mm``).
+
+Implementations: ``naive.py`` (``impl="reference"``: a loop over groups with row masks, every group on every row:
+the oracle, never a fast path); ``ragged.py`` (``impl="ragged_dot"``: ``jax.lax.ragged_dot_general``, what ``auto``
+picks on GPU/TPU, where XLA has a grouped kernel; on CPU XLA lowers it to the dense masked form, G times the work);
+``tiled.py`` (``impl="tiled"``, ``auto`` on CPU: rows padded per group to tiles of one group, a loop over the tiles
+in use; its backward is the same loop, so gradients cost what the forward does).
+
+Glossary: M rows (token-slots), K in features, N out features, G groups (experts), T rows per tile.
+"""
+from __future__ import annotations
+
+import jax
+
+from hybridc_native.choice import Op
+
+from .naive import reference
+
+__all__ = ["grouped_matmul", "reference", "OP"]
+
+
+def _auto(device: str) -> str:
+    return "tiled" if device == "cpu" else "ragged_dot"
+
+
+OP = Op("grouped_matmul", __name__, {"reference": "naive:reference", "ragged_dot": "ragged:ragged_matmul",
+                                     "tiled": "tiled:tiled_matmul"}, auto=_auto)
+
+
+def grouped_matmul(x, w, group_sizes, *, impl="auto"):
+    """y (M, N) = w[g(m)] @ x[m] for x (M, K) sorted by group, w (G, N, K), group_sizes (G,) int.
+    impl: "auto" (CPU "tiled", else "ragged_dot"), "tiled", "ragged_dot" or "reference"."""
+    return OP.pick(impl, jax.default_backend())(x, w, group_sizes)

@@ -1,0 +1,225 @@
+"""The JAX mixture of experts (`hybridc_jax/layers/moe.py`, `hybridc_jax/ops/grouped_matmul/`): the grouped matmul's
+implementations against the masked reference (values and gradients, empty groups, rows past the groups), the layer's
+fast form against its reference (experts that get no token included), against the torch layer with the same weights
+(values 1e-5, gradients, aux losses, decoding), tie-breaking, `jit`/`grad`, and that the fast path never runs every
+expert on every token.
+
+Glossary: T tokens, D model dim, E experts, K top_k, M rows, G groups.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
+
+from hybridc_jax.layers import moe  # noqa: E402
+from hybridc_jax.ops.grouped_matmul import OP, grouped_matmul  # noqa: E402
+from hybridc_jax.ops.grouped_matmul.tiled import _layout, _tile  # noqa: E402
+
+DIM = 16
+DEFAULTS = dict(mult=4.0, act="gelu", gated=False, bias=False, hidden=None, gate_scale=1.0, down_scale=1.0,
+                token_shift=False, experts=0, top_k=2, shared_experts=0, shared_hidden=None, shared_gate=False,
+                router="softmax", renorm=True)
+
+
+def moe_spec(**options) -> NS:
+    """An FFN spec with experts, the resolved IR's field names (docs/layers.md, "Mixture of experts")."""
+    return NS(**(DEFAULTS | options))
+
+
+SPECS = {
+    "E4-K2-swiglu": moe_spec(experts=4, top_k=2, act="swiglu", hidden=8),
+    "E8-K3-gelu-plain-norenorm": moe_spec(experts=8, top_k=3, act="gelu", hidden=12, renorm=False),
+    "E6-K2-sigmoid-shared-gated": moe_spec(experts=6, top_k=2, act="silu", gated=True, hidden=8, router="sigmoid",
+                                           shared_experts=2, shared_gate=True),
+    "E5-K1-relu2-shared": moe_spec(experts=5, top_k=1, act="relu2", hidden=7, shared_experts=1, shared_hidden=5),
+}
+
+
+def rand(*shape, seed=1):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+def close(a, b, tol=1e-5):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(np.abs(b).max(initial=0.0), 0.1))  # 0.1: exact zeros
+
+
+# --- the grouped matmul --------------------------------------------------------------------------------------------
+GROUPS = {"empty-groups": [10, 0, 20, 0, 7], "rows-past-groups": [10, 0, 20, 0, 5], "one-row-groups": [0, 1, 0, 2],
+          "one-group": [0, 300, 0, 0], "all-empty": [0, 0, 0]}
+
+
+@pytest.mark.parametrize("impl", ["tiled", "ragged_dot"])
+@pytest.mark.parametrize("case", list(GROUPS))
+def test_grouped_matmul_equals_reference(case, impl):
+    sizes = jnp.asarray(GROUPS[case], jnp.int32)
+    m, g, k, n = max(int(sizes.sum()), 3), len(GROUPS[case]), 6, 5
+    x, w, dy = rand(m, k, seed=1), rand(g, n, k, seed=2), rand(m, n, seed=3)
+    outs = {}
+    for name in ("reference", impl):
+        f = jax.jit(lambda x, w, name=name: grouped_matmul(x, w, sizes, impl=name))
+        loss = jax.jit(jax.grad(lambda x, w, name=name: jnp.sum(grouped_matmul(x, w, sizes, impl=name) * dy), (0, 1)))
+        outs[name] = (f(x, w), *loss(x, w))
+    for got, want in zip(outs[impl], outs["reference"]):
+        close(got, want)
+
+
+def test_tiled_layout_bounds_work_by_rows_not_groups():
+    """Tiles in use <= ceil(M/T) + non-empty groups; buffers too: no size proportional to G beyond the group table."""
+    sizes = jnp.zeros(512, jnp.int32).at[jnp.array([3, 100, 511])].set(jnp.array([4, 5, 1]))
+    t = _tile(10, 512)
+    nt, src, dest, tile_group, used = _layout(sizes, 10, t)
+    assert nt * t <= (10 // t + 1 + 10) * t and int(used) == 3
+    assert list(np.asarray(tile_group[:3])) == [3, 100, 511]
+    assert OP.resolve("auto", "cpu")[0] == "tiled" and OP.resolve("auto", "gpu")[0] == "ragged_dot"
+
+
+# --- the layer: fast form, reference, jit/grad ---------------------------------------------------------------------
+def _init(spec, seed=0, dim=DIM):
+    return moe.init(dim, spec, key=jax.random.PRNGKey(seed))
+
+
+def _loss(fn, spec, r):
+    return jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(fn(p, x, spec)[0] * r), (0, 1)))
+
+
+@pytest.mark.parametrize("spec_id", list(SPECS))
+def test_fast_equals_reference_values_and_grads(spec_id):
+    spec = SPECS[spec_id]
+    p, x = _init(spec), rand(2, 7, DIM)
+    r = rand(2, 7, DIM, seed=5)
+    y, y_ref = jax.jit(lambda p, x: moe.apply(p, x, spec)[0])(p, x), moe.reference(p, x, spec)[0]
+    close(y, y_ref)
+    (_, (gp, gx)), (_, (gp_ref, gx_ref)) = _loss(moe.apply, spec, r)(p, x), _loss(moe.reference, spec, r)(p, x)
+    close(gx, gx_ref)
+    assert gp.keys() == gp_ref.keys() == p.keys()
+    for name in gp_ref:
+        close(gp[name], gp_ref[name])
+
+
+def test_experts_with_no_token_get_zero_gradient():
+    """3 tokens, top-1 of 8 experts: at least 5 experts receive nothing; their gradients are exactly zero."""
+    spec = moe_spec(experts=8, top_k=1, act="swiglu", hidden=8)
+    p, x = _init(spec), rand(1, 3, DIM)
+    _, idx = moe.route(moe._router_logits(p, x.reshape(3, DIM)), 1)
+    unused = sorted(set(range(8)) - set(np.asarray(idx).ravel().tolist()))
+    assert len(unused) >= 5
+    _, (gp, _) = _loss(moe.apply, spec, rand(1, 3, DIM, seed=5))(p, x)
+    _, (gp_ref, _) = _loss(moe.reference, spec, rand(1, 3, DIM, seed=5))(p, x)
+    for name in ("experts.gate_up_proj", "experts.down_proj"):
+        close(gp[name], gp_ref[name])
+        assert not np.any(np.asarray(gp[name])[unused])
+
+
+def test_ties_go_to_the_lower_expert_index():
+    w, idx = moe.route(jnp.zeros((2, 6)), 3)
+    assert np.asarray(idx).tolist() == [[0, 1, 2]] * 2
+    _, idx = moe.route(jnp.array([[0.0, 1.0, 1.0, 0.0, 1.0]]), 2, router="sigmoid")
+    assert np.asarray(idx).tolist() == [[1, 2]]
+
+
+def _dots(jaxpr) -> list:
+    """Every dot_general / ragged_dot_general of a jaxpr, the sub-jaxprs of loops and custom_vjp included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if "dot_general" in eqn.primitive.name:
+            found.append(eqn)
+        for v in eqn.params.values():
+            for j in v if isinstance(v, (tuple, list)) else (v,):
+                inner = getattr(j, "jaxpr", j)
+                if hasattr(inner, "eqns"):
+                    found += _dots(inner)
+    return found
+
+
+@pytest.mark.parametrize("fn", ["apply", "grad"])
+def test_fast_path_never_runs_every_expert(fn):
+    """On CPU the fast path is the tiled loop: no ragged_dot (XLA CPU lowers it densely), as many products for 33
+    experts as for 5 (no per-expert loop), none batched over experts (no dense (E, rows, D) operand)."""
+    counts = []
+    for e in (5, 33):
+        spec = moe_spec(experts=e, top_k=2, act="swiglu", hidden=8)
+        p, x = _init(spec), rand(2, 16, DIM)
+        f = (lambda p, x: moe.apply(p, x, spec)[0]) if fn == "apply" else \
+            jax.grad(lambda p, x: jnp.sum(moe.apply(p, x, spec)[0]))
+        dots = _dots(jax.make_jaxpr(f)(p, x).jaxpr)
+        assert not any(d.primitive.name.startswith("ragged") for d in dots)
+        assert not any(len(v.aval.shape) == 3 and e in v.aval.shape for d in dots for v in d.invars)
+        counts.append(len(dots))
+    assert counts[0] == counts[1]
+
+
+def test_jit_grad_and_step():
+    spec = SPECS["E6-K2-sigmoid-shared-gated"]
+    p, x = _init(spec), rand(3, 5, DIM)
+    y_full = moe.apply(p, x, spec)[0]
+    step = jax.jit(lambda p, xt: moe.step(p, xt, spec, {})[0])
+    for t in range(5):  # B*K = 6 >= E = 6: grouped; a single row: gathered
+        close(step(p, x[:, t]), y_full[:, t])
+        close(step(p, x[:1, t]), y_full[:1, t])
+    g = jax.jit(jax.grad(lambda p: jnp.sum(moe.apply(p, x, spec)[0] ** 2)))(p)
+    assert all(np.isfinite(np.asarray(v)).all() for v in g.values())
+
+
+def test_aux_losses_collected_only_when_asked():
+    spec = SPECS["E4-K2-swiglu"]
+    p, x = _init(spec), rand(2, 7, DIM)
+    ctx = {"aux": []}
+    moe.apply(p, x, spec, None, ctx)
+    (aux,) = ctx["aux"]
+    logits = moe._router_logits(p, x.reshape(-1, DIM))
+    _, idx = moe.route(logits, 2)
+    counts = np.bincount(np.asarray(idx).ravel(), minlength=4) / 14
+    probs = np.asarray(jax.nn.softmax(logits)).mean(0)
+    close(aux["load_balance"], 4 * np.sum(counts * probs))
+    close(aux["z_loss"], np.mean(np.asarray(jax.nn.logsumexp(logits, axis=-1)) ** 2))
+    plain = {}
+    moe.apply(p, x, spec, None, plain)
+    assert plain == {}
+
+
+# --- against the torch layer, same weights -------------------------------------------------------------------------
+def _torch_pair(spec, seed=0):
+    torch = pytest.importorskip("torch")
+    tmoe = pytest.importorskip("hybridc_torch.layers.moe")
+    torch.manual_seed(seed)
+    layer = tmoe.MoE(DIM, spec)
+    params = {k: jnp.asarray(v.detach().numpy()) for k, v in layer.state_dict().items()}
+    return torch, layer, params
+
+
+@pytest.mark.parametrize("spec_id", list(SPECS))
+def test_init_has_the_torch_names_and_shapes(spec_id):
+    _, layer, params = _torch_pair(SPECS[spec_id])
+    mine = _init(SPECS[spec_id])
+    assert {k: v.shape for k, v in mine.items()} == {k: v.shape for k, v in params.items()}
+
+
+@pytest.mark.parametrize("spec_id", list(SPECS))
+def test_equals_torch_values_grads_aux_and_step(spec_id):
+    spec = SPECS[spec_id]
+    torch, layer, params = _torch_pair(spec)
+    x, r = rand(2, 7, DIM), rand(2, 7, DIM, seed=5)
+    xt = torch.tensor(np.asarray(x), requires_grad=True)
+    layer.aux = True
+    y_t, _ = layer(xt)
+    (y_t * torch.tensor(np.asarray(r))).sum().backward()
+    ctx = {"aux": []}
+    y = moe.apply(params, x, spec, None, ctx)[0]
+    close(y, y_t.detach().numpy())
+    for k in ("load_balance", "z_loss"):
+        close(ctx["aux"][0][k], layer.last_aux[k].detach().numpy())
+    _, (gp, gx) = _loss(moe.apply, spec, r)(params, x)
+    close(gx, xt.grad.numpy())
+    for name, prm in layer.named_parameters():
+        close(gp[name], prm.grad.numpy())
+    with torch.no_grad():
+        for t in (0, 6):
+            close(moe.step(params, x[:1, t], spec, {})[0], layer.step(xt[:1, t], {})[0].numpy())
+            close(moe.step(params, x[:, t], spec, {})[0], layer.step(xt[:, t], {})[0].numpy())
