@@ -1,4 +1,4 @@
-"""`hybridc describe | check | fmt | schema | compile`. Exit codes: 0 ok, 1 invalid model, 2 usage."""
+"""`hybridc describe | check | fmt | schema | compile | train`. Exit codes: 0 ok, 1 invalid model, 2 usage."""
 from __future__ import annotations
 
 import argparse
@@ -134,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("-o", "--output", help="write the module here (default: stdout)")
     k.add_argument("--check", action="store_true", help="build, run one forward, print shape, parameters, time")
     k.set_defaults(fn=cmd_compile)
+    from .train.command import add_parser as add_train
+
+    add_train(sub)
     return p
 
 

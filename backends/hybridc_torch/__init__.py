@@ -34,6 +34,12 @@ class _Backend:
     def build(self, model, **options):
         return build(model, **options)
 
+    def trainer(self, model, **options):
+        """A trainer for `hybridc train` (protocol: hybridc/train/loop.py): AdamW, step/evaluate/save/load."""
+        from .train import trainer
+
+        return trainer(model, **options)
+
     def emit(self, model) -> str:
         from .emit import emit
 

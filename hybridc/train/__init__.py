@@ -3,14 +3,26 @@
     from hybridc.train import TrainConfig, train
     train(model, task, TrainConfig(steps=300, batch=32, lr=1e-3), out="runs/a")
 
-`loop.py` owns seeds, batches, the learning-rate schedule, evaluation, metrics, checkpoints and resume;
-a backend supplies the framework part through `backend.trainer(...)` (see `loop.Trainer`). Nothing here imports
-torch or jax (numpy is imported inside the functions that need it).
+`loop.py` owns seeds, batches, the learning-rate schedule, evaluation, metrics, checkpoints and resume (and
+documents the `backend.trainer(...)` protocol, `Trainer`); `progress.py` the progress bar; `command.py` the
+`hybridc train` flags. Nothing here imports torch or jax; numpy only inside the functions that need it. Names are
+imported on first use, so registering the `train` subcommand costs `hybridc describe` nothing.
 """
 from __future__ import annotations
 
-from .loop import (CHECKPOINT, METRICS, RUN, TrainConfig, Trainer, atomic, check_model, latest_checkpoint, lr_at,
-                   read_metrics, train)
+import importlib
 
-__all__ = ["CHECKPOINT", "METRICS", "RUN", "TrainConfig", "Trainer", "atomic", "check_model", "latest_checkpoint",
-           "lr_at", "read_metrics", "train"]
+_EXPORTS = {name: "hybridc.train.loop" for name in (
+    "CHECKPOINT", "METRICS", "RUN", "TrainConfig", "Trainer", "atomic", "check_model", "latest_checkpoint", "lr_at",
+    "read_metrics", "train")} | {"Progress": "hybridc.train.progress"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hybridc.train' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

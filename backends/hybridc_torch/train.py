@@ -1,0 +1,107 @@
+"""The torch trainer of `hybridc train` (protocol in hybridc/train/loop.py): AdamW (torch.optim), gradient clipping,
+mean cross-entropy over labels != -100 plus the model's MoE auxiliary losses.
+
+Checkpoint files (written by `save` into the loop's folder, each atomically):
+    model.safetensors   the weights, `hybridc.save_weights` format
+    optimizer.pt        `optimizer.state_dict()`
+    rng.pt              torch's CPU RNG state (dropout), and CUDA's when on a GPU
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hybridc.train.loop import atomic
+from hybridc.weights import load_weights, save_weights
+
+from .model import HybridModel
+
+IGNORE = -100
+
+
+def _aux_loss(net) -> torch.Tensor | None:
+    """The sum of the model's auxiliary losses (MoE load balancing) from its last forward, or None."""
+    fn = getattr(net, "aux_losses", None)
+    values = fn() if callable(fn) else None
+    if not values:
+        return None
+    values = values.values() if isinstance(values, dict) else values
+    return sum(v for v in values)
+
+
+class TorchTrainer:
+    """One model, its AdamW optimizer and its RNG, stepped by the loop with numpy batches (B, L) of token ids."""
+
+    def __init__(self, model, *, lr: float, warmup: int, steps: int, weight_decay: float, seed: int,
+                 betas=(0.9, 0.95), grad_clip: float = 1.0, device=None, impl: str = "auto"):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch.manual_seed(seed)
+        self.net = HybridModel(model, impl=impl).to(self.device)
+        decay = [p for p in self.net.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.net.parameters() if p.ndim < 2]  # norms, biases, scalars: no weight decay
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=tuple(betas))
+        self.grad_clip = grad_clip
+
+    def _tensors(self, inputs, labels):
+        return (torch.from_numpy(inputs).to(self.device, torch.long),
+                torch.from_numpy(labels).to(self.device, torch.long))
+
+    def _loss(self, logits, y):
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE)
+
+    def step(self, inputs, labels, lr: float) -> dict:
+        x, y = self._tensors(inputs, labels)
+        self.net.train()
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        loss = self._loss(self.net(x), y)
+        aux = _aux_loss(self.net)
+        total = loss if aux is None else loss + aux
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+        self.opt.step()
+        out = {"loss": float(loss.detach())}
+        if aux is not None:
+            out["aux_loss"] = float(aux.detach())
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, inputs, labels) -> dict:
+        x, y = self._tensors(inputs, labels)
+        self.net.eval()
+        logits = self.net(x)
+        scored = y != IGNORE
+        correct = (logits.argmax(-1) == y) & scored
+        return {"eval_loss": float(self._loss(logits, y)),
+                "accuracy": float(correct.sum()) / max(int(scored.sum()), 1)}
+
+    def save(self, dir) -> None:
+        dir = Path(dir)
+        with atomic(dir / "model.safetensors") as tmp:
+            save_weights(self.net, tmp)
+        with atomic(dir / "optimizer.pt") as tmp:
+            torch.save(self.opt.state_dict(), tmp)
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        with atomic(dir / "rng.pt") as tmp:
+            torch.save(rng, tmp)
+
+    def load(self, dir) -> None:
+        dir = Path(dir)
+        load_weights(self.net, dir / "model.safetensors")
+        self.opt.load_state_dict(torch.load(dir / "optimizer.pt", map_location=self.device))
+        rng = torch.load(dir / "rng.pt")
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def trainer(model, **options) -> TorchTrainer:
+    """`backend.trainer(model, *, lr, warmup, steps, weight_decay, seed, betas, grad_clip)`."""
+    return TorchTrainer(model, **options)
