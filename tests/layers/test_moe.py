@@ -242,3 +242,13 @@ def test_against_granite_moe_hybrid_moe():
     ours = MoE(DIM, moe_spec(experts=5, top_k=2, act="swiglu", hidden=8, renorm=True))
     _copy(ours, hf, {"router.weight": "router.weight", **EXPERTS})
     _check(ours, hf)
+
+
+def test_a_token_does_not_depend_on_the_others_bit_for_bit():
+    """Groups padded to a multiple of ROWS rows: a token's output is the same alone or among others (causality)."""
+    layer = make(SPECS["E4-K2-swiglu"])
+    x = rand_x(batch=1, length=13)
+    with torch.no_grad():
+        y, _ = layer(x)
+        for n in (1, 5, 6, 10):
+            assert torch.equal(layer(x[:, :n])[0], y[:, :n])

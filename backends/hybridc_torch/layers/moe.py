@@ -38,6 +38,7 @@ from .ffn import ACTS, FFN, hidden
 __all__ = ["MoE", "LAYER", "KERNEL", "route", "aux_losses"]
 
 IMPLS = ("auto", "grouped_mm", "loop", "reference")
+ROWS = 4  # rows per group are padded to a multiple of this (Experts.grouped)
 
 
 def route(logits, top_k: int, router: str = "softmax", renorm: bool = True):
@@ -125,9 +126,18 @@ class Experts(nn.Module):
         return self.hidden(x @ self.in_proj[e].T) @ self.down_proj[e].T
 
     def grouped(self, xs, counts: list, impl: str):
-        """Rows xs (S, D) sorted by expert (counts[e] each) -> (S, D)."""
-        h = self.hidden(grouped_linear(xs, self.in_proj, counts, impl))  # (S, F)
-        return grouped_linear(h, self.down_proj, counts, impl)  # (S, D)
+        """Rows xs (S, D) sorted by expert (counts[e] each) -> (S, D). Each group is padded with zero rows to a
+        multiple of ROWS: the CPU GEMM's short-M kernels round differently, so without it a token's output would
+        depend (in the last bits) on how many other tokens chose its experts; padded, it does not (causality and
+        batch invariance hold bit for bit)."""
+        padded = [-(-n // ROWS) * ROWS for n in counts]
+        if padded != counts:
+            shift = torch.tensor([0] + [p - n for p, n in zip(padded, counts)][:-1]).cumsum(0)  # (E,) pad before e
+            dest = torch.arange(xs.shape[0]) + shift.repeat_interleave(torch.tensor(counts))  # (S,) padded row
+            xs = xs.new_zeros(sum(padded), xs.shape[1]).index_copy(0, dest, xs)  # (S', D)
+        h = self.hidden(grouped_linear(xs, self.in_proj, padded, impl))  # (S', F)
+        y = grouped_linear(h, self.down_proj, padded, impl)  # (S', D)
+        return y[dest] if padded != counts else y
 
     def gathered(self, x, idx):
         """Per-token experts by gathering their weights: x (T, D), idx (T, K) -> (T, K, D); touches T*K experts."""
