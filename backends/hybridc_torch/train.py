@@ -1,5 +1,6 @@
 """The torch trainer of `hybridc train` (protocol in hybridc/train/loop.py): AdamW (torch.optim), gradient clipping,
-mean cross-entropy over labels != -100 plus the model's MoE auxiliary losses.
+mean cross-entropy over labels != -100 plus the model's MoE auxiliary losses (weighted by
+hybridc.train.loop.AUX_WEIGHTS).
 
 Checkpoint files (written by `save` into the loop's folder, each atomically):
     model.safetensors   the weights, `hybridc.save_weights` format
@@ -13,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hybridc.train.loop import atomic
+from hybridc.train.loop import AUX_WEIGHTS, atomic
 from hybridc.weights import load_weights, save_weights
 
 from .model import HybridModel
@@ -22,13 +23,12 @@ IGNORE = -100
 
 
 def _aux_loss(net) -> torch.Tensor | None:
-    """The sum of the model's auxiliary losses (MoE load balancing) from its last forward, or None."""
+    """The model's MoE auxiliary losses from its last forward, weighted by AUX_WEIGHTS and summed, or None."""
     fn = getattr(net, "aux_losses", None)
     values = fn() if callable(fn) else None
     if not values:
         return None
-    values = values.values() if isinstance(values, dict) else values
-    return sum(v for v in values)
+    return sum(AUX_WEIGHTS.get(k, 0.01) * v for k, v in values.items())
 
 
 class TorchTrainer:

@@ -9,8 +9,9 @@ builds the model with its weights initialised from `seed` (torch: `torch.manual_
 `PRNGKey(seed)`), an AdamW optimizer (`betas`, `weight_decay`, gradients clipped to global norm `grad_clip`), and:
 
     step(inputs, labels, lr) -> {"loss": float}   one optimizer step at learning rate `lr` (the loop's schedule);
-                                                   loss = mean cross-entropy over labels != -100, plus the MoE
-                                                   auxiliary losses where the model returns them
+                                                   loss = mean cross-entropy over labels != -100 (reported);
+                                                   the gradient's loss adds the MoE auxiliary losses weighted by
+                                                   AUX_WEIGHTS where the model returns them (reported: aux_loss)
     evaluate(inputs, labels) -> {"eval_loss": float, "accuracy": float}
                                                    no dropout, no update; accuracy = argmax == label over the
                                                    positions with label != -100
@@ -53,6 +54,9 @@ from typing import Callable, Optional, Protocol
 from ..errors import HybridcError
 
 RUN, METRICS, CHECKPOINT, STATE = "run.json", "metrics.jsonl", "checkpoint", "state.json"
+AUX_WEIGHTS = {"load_balance": 0.01, "z_loss": 0.001}
+"""Weights of the MoE auxiliary losses in the training loss (Switch's load-balancing alpha 0.01, ST-MoE's router
+z-loss 0.001); the model returns them unweighted (docs/layers.md, mixture of experts). Both trainers read this."""
 
 
 class Trainer(Protocol):
@@ -347,5 +351,5 @@ def _run(trainer, task, config, out, state, train_rng, eval_set, rows, progress)
     return rows
 
 
-__all__ = ["TrainConfig", "Trainer", "train", "lr_at", "atomic", "check_model", "latest_checkpoint", "read_metrics",
-           "write_json", "run_record", "check_resume", "RUN", "METRICS", "CHECKPOINT", "STATE"]
+__all__ = ["AUX_WEIGHTS", "TrainConfig", "Trainer", "train", "lr_at", "atomic", "check_model", "latest_checkpoint",
+           "read_metrics", "write_json", "run_record", "check_resume", "RUN", "METRICS", "CHECKPOINT", "STATE"]
