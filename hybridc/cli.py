@@ -6,13 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import BackendError, HybridcError
+from .errors import BackendError, HybridcError, UsageError as _Usage
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
-
-
-class _Usage(Exception):
-    pass
 
 
 def _read(path: str) -> tuple[str, str]:

@@ -59,6 +59,10 @@ class HybridcError(ValueError):
         return "\n".join(out)
 
 
+class UsageError(Exception):
+    """A command-line mistake (a bad flag or value, a missing file): `hybridc: error: ...`, exit 2."""
+
+
 class BackendError(HybridcError):
     """A backend is missing or cannot lower a construct of the model."""
 

@@ -44,9 +44,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _usage(message: str):
-    from ..cli import _Usage
+    from ..errors import UsageError
 
-    return _Usage(message)
+    return UsageError(message)
+
+
+def _read(path: str) -> tuple[str, str]:
+    p = Path(path)
+    if not p.is_file():
+        raise _usage(f"no such file: {path}")
+    return p.read_text(), str(p)
 
 
 def _task_options(a) -> dict:
@@ -111,7 +118,6 @@ def _make_task(name: str, options: dict):
 def cmd_train(a) -> int:
     from .. import registry
     from ..canonical import dumps
-    from ..cli import _read
     from ..errors import BackendError
     from ..resolve import load
     from .loop import check_model, train
