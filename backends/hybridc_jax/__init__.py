@@ -26,8 +26,9 @@ class JaxModel:
     def init(self, key) -> dict:
         return _m.init(self.cfg, key)
 
-    def apply(self, params, x, state=None, *, key=None, train=False, start=None):
-        return _m.apply(self.cfg, params, x, state, key=key, train=train, start=start)
+    def apply(self, params, x, state=None, *, key=None, train=False, start=None, return_aux=False):
+        """`return_aux`: also the MoE layers' aux losses summed over layers (`(out, aux)`; aux None without MoE)."""
+        return _m.apply(self.cfg, params, x, state, key=key, train=train, start=start, return_aux=return_aux)
 
     def init_state(self, batch_size: int, *, max_len: int | None = None, dtype=None):
         import jax.numpy as jnp
@@ -66,6 +67,13 @@ class _Backend:
         from .weights import load_arrays
 
         return load_arrays(net, arrays)
+
+    def trainer(self, model, *, lr, warmup, steps, weight_decay, seed, betas=(0.9, 0.95), grad_clip=1.0):
+        """optax AdamW on the model's params: `step`, `evaluate`, `save`, `load` (train.py; `hybridc train`)."""
+        from .train import JaxTrainer
+
+        return JaxTrainer(model, lr=lr, warmup=warmup, steps=steps, weight_decay=weight_decay, seed=seed,
+                          betas=betas, grad_clip=grad_clip)
 
     def check(self, model) -> dict:
         import jax
