@@ -177,3 +177,15 @@ def test_resume_refuses_another_model_or_options(tmp_path, capsys):
     assert code == 1 and "model differs" in err
     code, err = cli(tmp_path, capsys, TINY, *task, "--resume", "--lr", "0.5")
     assert code == 2 and "--lr 0.5 (saved 0.001)" in err
+
+
+def test_moe_aux_losses_join_the_training_loss():
+    model = hybridc.load("layers attn mamba; moe every=1 experts=4 top_k=2 hidden=16; dim 16; vocab 16; output logits")
+    tr = torch_trainer(model, lr=1e-2, warmup=0, steps=4, weight_decay=0.1, seed=0)
+    x, y = tiny_task().batch(np.random.default_rng(0), 4)
+    out = tr.step(x, y, 1e-2)
+    aux = tr.net.aux_losses()
+    assert aux is not None and set(aux) == set(loop.AUX_WEIGHTS)
+    assert out["aux_loss"] == pytest.approx(sum(loop.AUX_WEIGHTS[k] * float(v.detach()) for k, v in aux.items()), rel=1e-6)
+    dense = torch_trainer(hybridc.load(TINY), lr=1e-2, warmup=0, steps=4, weight_decay=0.1, seed=0)
+    assert "aux_loss" not in dense.step(x, y, 1e-2)
