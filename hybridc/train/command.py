@@ -127,6 +127,12 @@ def cmd_train(a) -> int:
     text, source_name = _read(a.file)
     model = load(text, source_name)
     task = _make_task(name, task_opts)
+    if a.resume:
+        saved = _saved(Path(a.out))["task_options"]
+        clash = {k: (saved.get(k), v) for k, v in task.options.items() if saved.get(k) != v}
+        if clash:
+            raise _usage("--resume: task options differ from the saved run's: " + ", ".join(
+                f"{k}={v} (saved {s})" for k, (s, v) in clash.items()))
     check_model(model, task, source=text, source_name=source_name)
     backend = registry.get(config.backend)
     if not hasattr(backend, "trainer"):

@@ -177,6 +177,8 @@ def test_resume_refuses_another_model_or_options(tmp_path, capsys):
     assert code == 1 and "model differs" in err
     code, err = cli(tmp_path, capsys, TINY, *task, "--resume", "--lr", "0.5")
     assert code == 2 and "--lr 0.5 (saved 0.001)" in err
+    code, err = cli(tmp_path, capsys, TINY, *task, "--resume", "--seq-len", "32")
+    assert code == 2 and "seq_len=32 (saved 16)" in err
 
 
 def test_moe_aux_losses_join_the_training_loss():
