@@ -42,11 +42,15 @@ def masked_loss(logits, labels):
 
 
 def _split_aux(out):
-    """`apply`'s output -> (logits, aux loss): a model with MoE layers returns (logits, {name: loss}) in training."""
+    """`apply(..., return_aux=True)` -> (logits, weighted aux loss, the raw aux dict): MoE layers give unweighted
+    {"load_balance", "z_loss"} (None without MoE); the training loss adds them with `loop.AUX_WEIGHTS`, as torch."""
+    from hybridc.train.loop import AUX_WEIGHTS
+
     if isinstance(out, tuple):
         y, aux = out
-        leaves = jax.tree_util.tree_leaves(aux)
-        return y, (sum(leaves) if leaves else jnp.zeros(())), aux
+        if aux:
+            return y, sum(AUX_WEIGHTS.get(k, 0.01) * v for k, v in aux.items()), aux
+        return y, jnp.zeros(()), None
     return out, jnp.zeros(()), None
 
 
@@ -67,7 +71,7 @@ class _Compiled:
         self.eval = jax.jit(self._eval_step)
 
     def _loss(self, params, x, labels, key):
-        y, aux, parts = _split_aux(self.net.apply(params, x, key=key, train=True))
+        y, aux, parts = _split_aux(self.net.apply(params, x, key=key, train=True, return_aux=True))
         ce, _, _ = masked_loss(y, labels)
         return ce + aux, (ce, aux, parts)
 

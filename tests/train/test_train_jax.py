@@ -116,3 +116,21 @@ def test_optimizer_state_mismatch_is_a_clear_error(tmp_path, run):
                             steps=1, weight_decay=0.0, seed=0)
     with pytest.raises(hybridc.HybridcError, match="weight|match"):
         other.load(out / "checkpoint")
+
+
+def test_moe_aux_losses_join_the_loss_as_in_torch(tmp_path):
+    """A model with MoE layers: the JAX step reports the same cross-entropy and aux loss as the torch step."""
+    from hybridc_jax import backend as jax_backend
+    from hybridc_torch import backend as torch_backend
+
+    m = hybridc.load("dim 32\nlayers attn(heads=2, head_dim=16) x2\nmoe every=2 offset=1 experts=4 top_k=2 hidden=24\n"
+                     "vocab 32\noutput logits\ndropout 0")
+    opts = dict(lr=1e-3, warmup=0, steps=1, weight_decay=0.1, seed=0)
+    tt, tj = torch_backend.trainer(m, **opts), jax_backend.trainer(m, **opts)
+    hybridc.save_weights(tt.net, tmp_path / "w.safetensors")
+    tj.params = hybridc.load_weights(tj.net, tmp_path / "w.safetensors")
+    x, y = _task().batch(np.random.default_rng(3), 4)
+    rt, rj = tt.step(x, y, 1e-3), tj.step(x, y, 1e-3)
+    assert rj["aux_loss"] > 0
+    assert rj["loss"] == pytest.approx(rt["loss"], rel=1e-5)
+    assert rj["aux_loss"] == pytest.approx(rt["aux_loss"], rel=1e-4)
