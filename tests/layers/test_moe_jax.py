@@ -210,16 +210,85 @@ def test_equals_torch_values_grads_aux_and_step(spec_id):
     layer.aux = True
     y_t, _ = layer(xt)
     (y_t * torch.tensor(np.asarray(r))).sum().backward()
-    ctx = {"aux": []}
-    y = moe.apply(params, x, spec, None, ctx)[0]
+    def fwd(p, x):
+        ctx = {"aux": []}
+        return moe.apply(p, x, spec, None, ctx)[0], ctx["aux"][0]
+
+    y, aux = jax.jit(fwd)(params, x)
     close(y, y_t.detach().numpy())
     for k in ("load_balance", "z_loss"):
-        close(ctx["aux"][0][k], layer.last_aux[k].detach().numpy())
+        close(aux[k], layer.last_aux[k].detach().numpy())
     _, (gp, gx) = _loss(moe.apply, spec, r)(params, x)
     close(gx, xt.grad.numpy())
     for name, prm in layer.named_parameters():
         close(gp[name], prm.grad.numpy())
+    step = jax.jit(lambda p, x_t: moe.step(p, x_t, spec, {})[0])
     with torch.no_grad():
         for t in (0, 6):
-            close(moe.step(params, x[:1, t], spec, {})[0], layer.step(xt[:1, t], {})[0].numpy())
-            close(moe.step(params, x[:, t], spec, {})[0], layer.step(xt[:, t], {})[0].numpy())
+            close(step(params, x[:1, t]), layer.step(xt[:1, t], {})[0].numpy())
+            close(step(params, x[:, t]), layer.step(xt[:, t], {})[0].numpy())
+
+
+def test_model_aux_losses_equal_torch():
+    """`apply(..., return_aux=True)` sums the layers' aux losses as torch's `aux_losses()` does; without MoE: None."""
+    torch = pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    import hybridc
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from programs import source
+
+    m = hybridc.load(source("feat-moe_shared"))
+    torch.manual_seed(0)
+    tn = hybridc.build(m).train()
+    params = {k: jnp.asarray(v.detach().numpy()) for k, v in tn.state_dict().items()}
+    x = np.random.default_rng(0).integers(0, m.vocab, (2, 6)) if m.vocab else rand(2, 6, m.input).__array__()
+    y_t = tn(torch.tensor(x))
+    net = hybridc.build(m, backend="jax")
+    y, aux = jax.jit(lambda p, x: net.apply(p, x, return_aux=True))(params, jnp.asarray(x))
+    close(y, y_t.detach().numpy())
+    for k, v in tn.aux_losses().items():
+        close(aux[k], v.detach().numpy())
+    dense = hybridc.build(hybridc.load("layers attn; ffn after=all"), backend="jax")
+    assert dense.apply(dense.init(jax.random.PRNGKey(0)), rand(1, 3, dense.ir.input), return_aux=True)[1] is None
+
+
+# --- against transformers' own MoE blocks, the same weights, fp32 (eager experts loop) -----------------------------
+EXPERTS = {"experts.gate_up_proj": "experts.gate_up_proj", "experts.down_proj": "experts.down_proj"}
+QWEN3_SHARED = {"shared.gate.weight": "shared_expert.gate_proj.weight", "shared.up.weight": "shared_expert.up_proj.weight",
+                "shared.down.weight": "shared_expert.down_proj.weight", "shared_gate.weight": "shared_expert_gate.weight"}
+HF_BLOCKS = {  # id: (module, config class, config, block class, our spec, {our name: theirs})
+    "jamba": ("jamba", "JambaConfig", dict(intermediate_size=8, num_experts=6, num_experts_per_tok=2),
+              "JambaSparseMoeBlock", moe_spec(experts=6, top_k=2, act="swiglu", hidden=8, renorm=False),
+              {"router.weight": "router.weight", **EXPERTS}),
+    "qwen3_next": ("qwen3_next", "Qwen3NextConfig", dict(moe_intermediate_size=8, num_experts=8, num_experts_per_tok=3,
+                                                         norm_topk_prob=True, shared_expert_intermediate_size=12),
+                   "Qwen3NextSparseMoeBlock", moe_spec(experts=8, top_k=3, act="swiglu", hidden=8, shared_experts=1,
+                                                       shared_hidden=12, shared_gate=True),
+                   {"router.weight": "gate.weight", **EXPERTS, **QWEN3_SHARED}),
+}
+
+
+@pytest.mark.parametrize("name", list(HF_BLOCKS))
+def test_against_transformers_moe_block(name):
+    torch = pytest.importorskip("torch")
+    module, config_cls, options, block_cls, spec, names = HF_BLOCKS[name]
+    mod = pytest.importorskip(f"transformers.models.{module}.modeling_{module}")
+    cfg = getattr(mod, config_cls)(hidden_size=DIM, hidden_act="silu", **options)
+    cfg._experts_implementation = "eager"
+    torch.manual_seed(0)
+    hf = getattr(mod, block_cls)(cfg)
+    for prm in hf.parameters():
+        torch.nn.init.normal_(prm, std=0.3)
+    theirs = {k: v.detach().numpy() for k, v in hf.named_parameters()}
+    assert set(names.values()) == set(theirs)
+    params = {ours: jnp.asarray(theirs[hf_name]) for ours, hf_name in names.items()}
+    assert {k: v.shape for k, v in params.items()} == {k: v.shape for k, v in _init(spec).items()}
+    x = rand(2, 9, DIM, seed=3)
+    with torch.no_grad():
+        want = hf(torch.tensor(np.asarray(x)))
+    want = (want[0] if isinstance(want, tuple) else want).numpy()
+    close(jax.jit(lambda p, x: moe.apply(p, x, spec)[0])(params, x), want)
+    close(moe.reference(params, x, spec)[0], want)
