@@ -1,4 +1,6 @@
-"""`hybridc describe | check | fmt | schema | compile | train`. Exit codes: 0 ok, 1 invalid model, 2 usage."""
+"""`hybridc describe | check | fmt | schema | compile | train | plot | sweep`.
+
+Exit codes: 0 ok, 1 invalid model, 2 usage."""
 from __future__ import annotations
 
 import argparse
@@ -131,8 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--check", action="store_true", help="build, run one forward, print shape, parameters, time")
     k.set_defaults(fn=cmd_compile)
     from .train.command import add_parser as add_train
+    from .train.plot import add_parser as add_plot
+    from .train.sweep import add_parser as add_sweep
 
     add_train(sub)
+    add_plot(sub)
+    add_sweep(sub)
     return p
 
 
