@@ -15,8 +15,9 @@ width `shared_hidden` (default shared_experts * F), as transformers' Qwen3NextSp
 Fast form (`impl="auto"`): the T*K token-slots sorted by expert (stable), each expert's rows multiplied once:
 `torch.nn.functional.grouped_mm` over the sorted rows where it runs (torch >= 2.10 on CPU: 16-byte row strides),
 else a loop over the non-empty experts on contiguous slices (`impl="loop"`). `impl="reference"`: a readable loop over
-every expert with masks (the oracle of the tests). Decoding is per token: `step` gathers only the top_k experts'
-weights of each token (no time proportional to E beyond the router).
+every expert with masks (the oracle of the tests). Groups are padded to a multiple of ROWS rows (`layout`) so that a
+token's output is bit-independent of the other tokens. Decoding is per token: `step` runs each token's top_k experts
+on views of their weights (no time proportional to E beyond the router; more than STEP_SLOTS slots: grouped).
 
 Aux losses (training only: computed when `self.training` or `self.aux`, kept in `self.last_aux`, summed over layers by
 `HybridModel.aux_losses()`): load balancing (Switch eq. 4-6, transformers' `load_balancing_loss_func`)
@@ -38,7 +39,8 @@ from .ffn import ACTS, FFN, hidden
 __all__ = ["MoE", "LAYER", "KERNEL", "route", "aux_losses"]
 
 IMPLS = ("auto", "grouped_mm", "loop", "reference")
-ROWS = 4  # rows per group are padded to a multiple of this (Experts.grouped)
+ROWS = 4  # rows per group are padded to a multiple of this (`layout`)
+STEP_SLOTS = 64  # `step` runs per token up to this many token-slots (B * top_k)
 
 
 def route(logits, top_k: int, router: str = "softmax", renorm: bool = True):
@@ -94,6 +96,23 @@ def grouped_linear(xs, weight, counts: list, impl: str):
     return torch.cat(parts) if parts else xs.new_zeros(0, weight.shape[1])
 
 
+def layout(idx, n_experts: int):
+    """The token-slots of idx (T, K) grouped by expert, each group padded with rows to a multiple of ROWS: the CPU
+    GEMM's short-M kernels round differently, so unpadded a token's output would depend (in the last bits) on how
+    many other tokens chose its experts; padded it does not (causality and batch invariance hold bit for bit).
+    -> (src (S',): the token of each grouped row (pad rows: token 0, their results unused), at (S,): the grouped row
+    of slot t*K + k, counts: rows per expert (a list, multiples of ROWS))."""
+    flat = idx.reshape(-1)  # (S,) slot t*K + k -> its expert
+    order = torch.argsort(flat, stable=True)  # (S,) slots by expert, by token within one
+    n = torch.bincount(flat, minlength=n_experts)  # (E,)
+    padded = (n + ROWS - 1) // ROWS * ROWS  # (E,)
+    shift = (padded - n).cumsum(0) - (padded - n)  # (E,) pad rows before group e
+    row = torch.arange(flat.shape[0]) + shift[flat[order]]  # (S,) grouped row of the j-th sorted slot
+    at = torch.empty_like(row).index_copy_(0, order, row)  # (S,)
+    src = torch.zeros(int(padded.sum()), dtype=torch.long).index_copy_(0, row, order // idx.shape[1])  # (S',)
+    return src, at, padded.tolist()
+
+
 class Experts(nn.Module):
     """E stacked experts without biases: gated `gate_up_proj` (E, 2F, D) + `down_proj` (E, D, F), or plain
     `up_proj` (E, F, D) + `down_proj`."""
@@ -126,23 +145,18 @@ class Experts(nn.Module):
         return self.hidden(x @ self.in_proj[e].T) @ self.down_proj[e].T
 
     def grouped(self, xs, counts: list, impl: str):
-        """Rows xs (S, D) sorted by expert (counts[e] each) -> (S, D). Each group is padded with zero rows to a
-        multiple of ROWS: the CPU GEMM's short-M kernels round differently, so without it a token's output would
-        depend (in the last bits) on how many other tokens chose its experts; padded, it does not (causality and
-        batch invariance hold bit for bit)."""
-        padded = [-(-n // ROWS) * ROWS for n in counts]
-        if padded != counts:
-            shift = torch.tensor([0] + [p - n for p, n in zip(padded, counts)][:-1]).cumsum(0)  # (E,) pad before e
-            dest = torch.arange(xs.shape[0]) + shift.repeat_interleave(torch.tensor(counts))  # (S,) padded row
-            xs = xs.new_zeros(sum(padded), xs.shape[1]).index_copy(0, dest, xs)  # (S', D)
-        h = self.hidden(grouped_linear(xs, self.in_proj, padded, impl))  # (S', F)
-        y = grouped_linear(h, self.down_proj, padded, impl)  # (S', D)
-        return y[dest] if padded != counts else y
+        """Rows xs (S', D) sorted by expert (counts[e] each) -> (S', D)."""
+        h = self.hidden(grouped_linear(xs, self.in_proj, counts, impl))  # (S', F)
+        return grouped_linear(h, self.down_proj, counts, impl)  # (S', D)
 
-    def gathered(self, x, idx):
-        """Per-token experts by gathering their weights: x (T, D), idx (T, K) -> (T, K, D); touches T*K experts."""
-        h = self.hidden(torch.einsum("td,tkfd->tkf", x, self.in_proj[idx]))  # (T, K, F)
-        return torch.einsum("tkf,tkdf->tkd", h, self.down_proj[idx])  # (T, K, D)
+    def per_token(self, x, w, idx):
+        """Each token's own experts on views of their weights (nothing copied, nothing else touched):
+        x (T, D), w, idx (T, K) -> (T, D)."""
+        out = []
+        for x_t, w_t, chosen in zip(x, w, idx.tolist()):
+            ys = torch.stack([self.down_proj[e] @ self.hidden(self.in_proj[e] @ x_t) for e in chosen])  # (K, D)
+            out.append(w_t @ ys)
+        return torch.stack(out)
 
 
 class MoE(nn.Module):
@@ -189,13 +203,9 @@ class MoE(nn.Module):
         w = w.to(x.dtype)
         if impl == "reference":
             return self._reference(x, w, idx)
-        flat = idx.reshape(-1)  # (S,) slot t*K + k
-        order = torch.argsort(flat, stable=True)  # slots sorted by expert, by token within one
-        counts = torch.bincount(flat, minlength=self.experts.n).tolist()
-        ys = self.experts.grouped(x[order // self.top_k], counts, impl)  # (S, D)
-        ys = ys * w.reshape(-1)[order, None]
-        slots = ys.new_empty(ys.shape).index_copy(0, order, ys)  # back to slot order
-        return slots.view(x.shape[0], self.top_k, -1).sum(dim=1)  # (T, D)
+        src, at, counts = layout(idx, self.experts.n)
+        ys = self.experts.grouped(x.index_select(0, src), counts, impl)  # (S', D) by expert
+        return torch.bmm(w[:, None], ys.index_select(0, at).view(*idx.shape, -1))[:, 0]  # (T, D): sum_k w_k y_k
 
     def _reference(self, x, w, idx):
         """The oracle: every expert in turn, on the tokens that chose it (a mask), weighted and added."""
@@ -217,13 +227,13 @@ class MoE(nn.Module):
         return y.view(shape), (None if state is None else {})
 
     def step(self, x_t, state, ctx=None):
-        """One position x_t (B, D): each token's top_k experts by gathering their weights (B*K of E)."""
+        """One position x_t (B, D). Few token-slots (B * K <= STEP_SLOTS): each token's top_k experts on views of
+        their weights, so the time does not grow with E beyond the router; more: the grouped forward."""
         logits = self.router_logits(x_t)  # (B, E)
-        if x_t.shape[0] * self.top_k >= self.experts.n or self.impl == "reference":
+        if x_t.shape[0] * self.top_k > STEP_SLOTS or self.impl == "reference":
             return self._shared(x_t, self.routed(x_t, logits)), {}
         w, idx = route(logits, self.top_k, self.router_kind, self.renorm)  # (B, K)
-        y = (self.experts.gathered(x_t, idx) * w.to(x_t.dtype)[..., None]).sum(dim=1)  # (B, D)
-        return self._shared(x_t, y), {}
+        return self._shared(x_t, self.experts.per_token(x_t, w.to(x_t.dtype), idx)), {}
 
 
 LAYER = MoE
