@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 TASK_FLAGS = {"vocab": "vocab", "seq_len": "seq_len", "kv_pairs": "num_kv_pairs"}  # flag dest -> task option
@@ -137,6 +138,14 @@ def cmd_train(a) -> int:
     backend = registry.get(config.backend)
     if not hasattr(backend, "trainer"):
         raise BackendError(f"the {config.backend} backend has no trainer")
-    train(model, task, config, a.out, model_text=dumps(model), resume=a.resume, trainer_factory=backend.trainer,
-          progress=Progress(quiet=a.quiet, title=Path(a.out).name or "train"))
+    try:
+        train(model, task, config, a.out, model_text=dumps(model), resume=a.resume, trainer_factory=backend.trainer,
+              progress=Progress(quiet=a.quiet, title=Path(a.out).name or "train"))
+    except KeyboardInterrupt:
+        from .loop import latest_checkpoint
+
+        ckpt = latest_checkpoint(a.out)
+        where = f"the last checkpoint is {ckpt}; continue with --resume" if ckpt else "no checkpoint was written yet"
+        print(f"hybridc: interrupted: {where}", file=sys.stderr)
+        return 130
     return 0

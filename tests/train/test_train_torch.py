@@ -191,3 +191,21 @@ def test_moe_aux_losses_join_the_training_loss():
     assert out["aux_loss"] == pytest.approx(sum(loop.AUX_WEIGHTS[k] * float(v.detach()) for k, v in aux.items()), rel=1e-6)
     dense = torch_trainer(hybridc.load(TINY), lr=1e-2, warmup=0, steps=4, weight_decay=0.1, seed=0)
     assert "aux_loss" not in dense.step(x, y, 1e-2)
+
+
+def test_ctrl_c_points_at_the_checkpoint(tmp_path, capsys, monkeypatch):
+    from hybridc_torch.train import TorchTrainer
+
+    real, count = TorchTrainer.step, [0]
+
+    def step(self, *args):
+        count[0] += 1
+        if count[0] == 4:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(TorchTrainer, "step", step)
+    task = ["--task", "mqar", "--vocab", "16", "--seq-len", "16", "--kv-pairs", "2", "--out", str(tmp_path / "run")]
+    code, err = cli(tmp_path, capsys, TINY, *task, "--steps", "6", "--checkpoint-every", "2")
+    assert code == 130 and "interrupted: the last checkpoint is" in err and "--resume" in err
+    assert json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["step"] == 2
