@@ -88,11 +88,8 @@ def grouped_linear(xs, weight, counts: list, impl: str):
     if impl == "grouped_mm":
         raise ValueError("impl='grouped_mm' needs torch.nn.functional.grouped_mm with 16-byte row strides here; "
                          f"valid impl: {', '.join(IMPLS)}")
-    parts, start = [], 0
-    for e, n in enumerate(counts):
-        if n:
-            parts.append(xs[start:start + n] @ wt[e])  # (n, Out)
-            start += n
+    # split/unbind, not slices: their backward writes each group's gradient once (a slice's fills a full-size zero)
+    parts = [x_e @ w_e for x_e, w_e, n in zip(xs.split(counts), wt.unbind(0), counts) if n]  # (n, Out) each
     return torch.cat(parts) if parts else xs.new_zeros(0, weight.shape[1])
 
 
