@@ -1,0 +1,173 @@
+"""The mixture-of-experts layer on CPU, against transformers' experts implementations and the dense FFN of its width.
+
+    python -m benchmarks.moe [--reps 3] [--threads 2] [--jax] [--skip-eager]
+
+Layer: batch 4, sequence 512, dim 512, 64 experts, top-8, expert hidden 256 (SwiGLU experts, softmax router, top-k
+renormalised: Mixtral's block), fp32. Forward (no grad) and forward+backward (a sum of the output; gradients of the
+input and every parameter), min over --reps, the candidates run in turn within each rep (so a load change on a
+shared machine hits them alike). Rows:
+    ours            `hybridc_torch.layers.moe.MoE`, impl=auto (grouped_mm on sorted slots), and impl=loop
+    hf grouped_mm   transformers' MixtralSparseMoeBlock, `experts_implementation="grouped_mm"` (what a model loaded
+                    with from_pretrained gets by default where grouped_mm runs, as on CPU with torch >= 2.10)
+    hf eager        the same block, `experts_implementation="eager"` (its per-expert loop with one_hot masks)
+    dense FFN       our dense SwiGLU FFN of hidden top_k * 256 = 2048: the compute the MoE cannot avoid
+(transformers' `batched_mm` gathers every slot's expert weights: 16384 x 3 x 256 x 512 floats = 24 GiB here; left out.)
+Ratios: other time / our (impl=auto) time; > 1 means ours is faster; for the dense FFN, our time / dense time (the
+issue's target: <= 2).
+
+Decoding: one token, batch 1, dim 256, top-10, expert hidden 128, `step` at 512 experts vs 64 experts (Qwen3-Next's
+routing at dim 256): the time should not grow with the experts beyond the router (its E x D product, also shown).
+
+`--jax`: the JAX rows from `benchmarks._moe_jax.rows(weights, x, reps)` (the JAX backend's owner adds that module:
+it takes the torch layer's state dict as numpy arrays and the input, and returns [(label, fwd_s, fwdbwd_s)]).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from types import SimpleNamespace
+
+import torch
+
+from hybridc_torch.layers.ffn import FFN
+from hybridc_torch.layers.moe import MoE
+
+B, L, DIM, E, K, FH = 4, 512, 512, 64, 8, 256
+DEC_DIM, DEC_K, DEC_F = 256, 10, 128
+
+
+def moe_spec(experts: int, top_k: int, hidden: int) -> SimpleNamespace:
+    return SimpleNamespace(experts=experts, top_k=top_k, hidden=hidden, mult=4.0, act="swiglu", gated=False,
+                           bias=False, shared_experts=0, shared_hidden=None, shared_gate=False, router="softmax",
+                           renorm=True, gate_scale=1.0, down_scale=1.0)
+
+
+def hf_block(ours: MoE, impl: str):
+    """transformers' MixtralSparseMoeBlock with our weights and experts implementation `impl`, or None."""
+    try:
+        from transformers import MixtralConfig
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    except ImportError:
+        return None
+    cfg = MixtralConfig(hidden_size=DIM, intermediate_size=FH, num_local_experts=E, num_experts_per_tok=K,
+                        hidden_act="silu", router_jitter_noise=0.0)
+    cfg._experts_implementation = impl
+    block = MixtralSparseMoeBlock(cfg)
+    with torch.no_grad():
+        block.gate.weight.copy_(ours.router.weight)
+        block.experts.gate_up_proj.copy_(ours.experts.gate_up_proj)
+        block.experts.down_proj.copy_(ours.experts.down_proj)
+    return block
+
+
+def _out(y):
+    return y[0] if isinstance(y, tuple) else y
+
+
+def _call(fn, x, backward: bool):
+    if not backward:
+        with torch.no_grad():
+            fn(x)
+        return
+    x.grad = None
+    _out(fn(x)).sum().backward()
+
+
+def timed_round_robin(fns: dict, x, reps: int, backward: bool) -> dict:
+    """{label: min seconds}: one warm-up call each, then reps rounds calling every candidate once per round."""
+    for fn in fns.values():
+        _call(fn, x, backward)
+    best = {k: float("inf") for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            _call(fn, x, backward)
+            best[k] = min(best[k], time.perf_counter() - t)
+    return best
+
+
+def layer_rows(reps: int, skip_eager: bool, jax: bool) -> None:
+    torch.manual_seed(0)
+    ours = MoE(DIM, moe_spec(E, K, FH))
+    loop = MoE(DIM, moe_spec(E, K, FH), impl="loop")
+    loop.load_state_dict(ours.state_dict())
+    dense = FFN(DIM, moe_spec(0, 0, K * FH))
+    fns = {"ours (grouped_mm)": ours, "ours (loop)": loop}
+    for impl in ("grouped_mm",) + (() if skip_eager else ("eager",)):
+        block = hf_block(ours, impl)
+        if block is not None:
+            fns[f"hf {impl}"] = block
+    fns["dense FFN h=2048"] = dense
+    x = torch.randn(B, L, DIM, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    with torch.no_grad():  # the same math: transformers' block gives our output
+        for k, fn in fns.items():
+            if k.startswith("hf"):
+                err = (_out(fn(x)) - ours(x)[0]).abs().max().item()
+                assert err < 1e-4, (k, err)
+    fwd = timed_round_robin(fns, x, reps, backward=False)
+    fb = timed_round_robin(fns, x, reps, backward=True)
+    rows = [(k, fwd[k], fb[k]) for k in fns]
+    if jax:
+        from ._moe_jax import rows as jax_rows
+
+        weights = {k: v.detach().numpy() for k, v in ours.state_dict().items()}
+        rows += list(jax_rows(weights, x.detach().numpy(), reps))
+    ref_f, ref_b = fwd["ours (grouped_mm)"], fb["ours (grouped_mm)"]
+    print(f"MoE layer B{B} L{L} D{DIM} E{E} top-{K} F{FH}, fp32, {torch.get_num_threads()} threads "
+          f"(load average {os.getloadavg()[0]:.1f}); ratio = other / ours (grouped_mm), >1: ours faster")
+    print(f"{'':24s} {'fwd ms':>9s} {'ratio':>7s} {'f+b ms':>9s} {'ratio':>7s}")
+    for k, f, b in rows:
+        print(f"{k:24s} {f * 1e3:9.1f} {f / ref_f:7.2f} {b * 1e3:9.1f} {b / ref_b:7.2f}")
+    print(f"ours / dense FFN of the active width: fwd {ref_f / fwd['dense FFN h=2048']:.2f}x, "
+          f"f+b {ref_b / fb['dense FFN h=2048']:.2f}x (target <= 2)")
+
+
+def decode_rows(reps: int) -> None:
+    """One decoding step, batch 1, at 512 and at 64 experts; the router's product alone beside it."""
+    res = {}
+    x = torch.randn(1, DEC_DIM, generator=torch.Generator().manual_seed(2))
+    n = 200
+    for experts in (64, 512):
+        torch.manual_seed(0)
+        layer = MoE(DEC_DIM, moe_spec(experts, DEC_K, DEC_F)).eval()
+        with torch.no_grad():
+            for _ in range(20):
+                layer.step(x, {})
+            best = best_r = float("inf")
+            for _ in range(reps):
+                t = time.perf_counter()
+                for _ in range(n):
+                    layer.step(x, {})
+                best = min(best, (time.perf_counter() - t) / n)
+                t = time.perf_counter()
+                for _ in range(n):
+                    layer.router_logits(x)
+                best_r = min(best_r, (time.perf_counter() - t) / n)
+        res[experts] = (best, best_r)
+    print(f"\ndecoding one token, batch 1, D{DEC_DIM} top-{DEC_K} F{DEC_F} (step, us; router = its E x D product)")
+    print(f"{'experts':>8s} {'step us':>9s} {'router us':>10s} {'step - router':>14s}")
+    for experts, (s, r) in res.items():
+        print(f"{experts:8d} {s * 1e6:9.1f} {r * 1e6:10.1f} {(s - r) * 1e6:14.1f}")
+    print(f"512 vs 64 experts: step {res[512][0] / res[64][0]:.2f}x, step minus router "
+          f"{(res[512][0] - res[512][1]) / (res[64][0] - res[64][1]):.2f}x (expert weights touched: top-{DEC_K} "
+          f"of E in both)")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jax", action="store_true", help="add the JAX rows (benchmarks/_moe_jax.py)")
+    ap.add_argument("--skip-eager", action="store_true", help="leave out transformers' eager loop (slow)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    layer_rows(args.reps, args.skip_eager, args.jax)
+    decode_rows(args.reps)
+
+
+if __name__ == "__main__":
+    main()
