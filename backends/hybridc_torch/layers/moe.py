@@ -63,8 +63,10 @@ def aux_losses(logits, idx, n_experts: int) -> dict:
 
 
 def _grouped_mm_runs(x, w) -> bool:
-    """Whether `F.grouped_mm` takes x (S, In) @ w (E, In, Out) here (CPU: torch >= 2.10, 16-byte strides)."""
-    if not hasattr(F, "grouped_mm") or x.dtype not in (torch.float32, torch.bfloat16) or w.dtype != x.dtype:
+    """Whether `F.grouped_mm` takes x (S, In) @ w (E, In, Out) here (CPU: torch >= 2.10, 16-byte strides; other
+    devices take the loop)."""
+    if not hasattr(F, "grouped_mm") or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) \
+            or w.dtype != x.dtype:
         return False
     size = x.element_size()
     return all(n * size % 16 == 0 for n in (x.shape[1], w.shape[1], w.shape[2])) and \
@@ -104,9 +106,9 @@ def layout(idx, n_experts: int):
     n = torch.bincount(flat, minlength=n_experts)  # (E,)
     padded = (n + ROWS - 1) // ROWS * ROWS  # (E,)
     shift = (padded - n).cumsum(0) - (padded - n)  # (E,) pad rows before group e
-    row = torch.arange(flat.shape[0]) + shift[flat[order]]  # (S,) grouped row of the j-th sorted slot
+    row = torch.arange(flat.shape[0], device=flat.device) + shift[flat[order]]  # (S,) grouped row of the j-th sorted slot
     at = torch.empty_like(row).index_copy_(0, order, row)  # (S,)
-    src = torch.zeros(int(padded.sum()), dtype=torch.long).index_copy_(0, row, order // idx.shape[1])  # (S',)
+    src = flat.new_zeros(int(padded.sum())).index_copy_(0, row, order // idx.shape[1])  # (S',)
     return src, at, padded.tolist()
 
 
