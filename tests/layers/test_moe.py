@@ -255,3 +255,28 @@ def test_a_token_does_not_depend_on_the_others_bit_for_bit():
             x2 = x.clone()
             x2[:, n:] = torch.randn(x2[:, n:].shape, generator=torch.Generator().manual_seed(n))
             assert torch.equal(layer(x2)[0][:, :n], y[:, :n])
+
+
+def test_model_aux_losses_summed_over_layers():
+    """`HybridModel.aux_losses()`: None without MoE layers or in eval mode; in training the layers' losses summed."""
+    import hybridc
+
+    dense = hybridc.build(hybridc.load("dim 16\nlayers gru attn\n"), backend="torch")
+    dense.train()
+    dense(rand_x())
+    assert dense.aux_losses() is None
+    net = hybridc.build(hybridc.load("dim 16\nlayers gru attn moe\nffn experts=4 top_k=2 act=swiglu hidden=8\n"),
+                        backend="torch")
+    moes = [m for m in net.modules() if isinstance(m, MoE)]
+    assert len(moes) == 2  # the FFN after attn and the standalone layer
+    net.eval()
+    net(rand_x())
+    assert net.aux_losses() is None
+    net.train()
+    net(rand_x())
+    aux = net.aux_losses()
+    assert set(aux) == {"load_balance", "z_loss"}
+    for key in aux:
+        torch.testing.assert_close(aux[key], sum(m.last_aux[key] for m in moes))
+    (aux["load_balance"] + 1e-3 * aux["z_loss"]).backward()
+    assert all(m.router.weight.grad is not None for m in moes)
