@@ -160,7 +160,7 @@ def test_jit_grad_and_step():
     p, x = _init(spec), rand(3, 5, DIM)
     y_full = moe.apply(p, x, spec)[0]
     step = jax.jit(lambda p, xt: moe.step(p, xt, spec, {})[0])
-    for t in range(5):  # B*K = 6 >= E = 6: grouped; a single row: gathered
+    for t in range(5):  # a batch, and a single row (2 slots of 6 experts)
         close(step(p, x[:, t]), y_full[:, t])
         close(step(p, x[:1, t]), y_full[:1, t])
     g = jax.jit(jax.grad(lambda p: jnp.sum(moe.apply(p, x, spec)[0] ** 2)))(p)

@@ -16,8 +16,8 @@ An expert is the FFN of ``ffn.py`` without biases: gated `down(act(gate(x)) * up
 Fast form: the S = T*K token-slots sorted by expert (stable), group sizes = bincount(expert, length=E) (static shapes
 under `jit`), each expert's rows multiplied once (`hybridc_jax.ops.grouped_matmul`: `jax.lax.ragged_dot` on GPU/TPU,
 a tiled loop on CPU), unsorted, weighted and summed. `reference`: a loop over every expert with masks (the oracle).
-Decoding (`step`, when B*K < E): each token's top_k experts' weights gathered (no time proportional to E beyond the
-router).
+Decoding (`step`): the same grouped form on the B*K slots: only the chosen experts' weights are read (no time
+proportional to E beyond the router and the (E,) group table).
 
 Aux losses (training only): `apply` appends them to `ctx["aux"]` when the caller put a list there (the model's
 `apply(..., return_aux=True)`): load balancing E * sum_e f_e * P_e, f_e = (token-slots routed to e) / T,
@@ -124,13 +124,6 @@ def _grouped(params, spec, x, w, idx):
     return slots.reshape(x.shape[0], k, -1).sum(axis=1)  # (T, D)
 
 
-def _gathered(params, spec, x, w, idx):
-    """Decoding: each token's top_k experts by gathering their weights: x (T, D), idx (T, K) -> (T, D)."""
-    h = _hidden(spec, jnp.einsum("td,tkfd->tkf", x, params[_in_name(spec)][idx].astype(x.dtype)))  # (T, K, F)
-    y = jnp.einsum("tkf,tkdf->tkd", h, params["experts.down_proj"][idx].astype(x.dtype))  # (T, K, D)
-    return (y * w[..., None]).sum(axis=1)  # (T, D)
-
-
 def _expert(params, spec, e: int, x):
     """Expert e on rows x (n, D) -> (n, D)."""
     return _hidden(spec, x @ params[_in_name(spec)][e].T) @ params["experts.down_proj"][e].T
@@ -175,6 +168,6 @@ def reference(params, x, spec, state=None, ctx=None):
 
 
 def step(params, x_t, spec, state, ctx=None):
-    """One position x_t (B, D): each token's top_k experts' weights gathered when B*K < E, else the grouped form."""
-    fewer = x_t.shape[0] * spec.top_k < spec.experts
-    return _run(params, x_t, spec, ctx, _gathered if fewer else _grouped), {}
+    """One position x_t (B, D): the grouped form on its B*K slots (tiles in use <= 2 B*K: only the chosen experts'
+    weights are read; gathering them per token, as torch's step does, is 2-3x slower under XLA on CPU)."""
+    return _run(params, x_t, spec, ctx, _grouped), {}
