@@ -1,9 +1,9 @@
 """The JAX backend's layout: one op folder per recurrence behind `hybridc_jax.ops`, one layer module per IR kind.
 
-`hybridc_jax.ops` exposes the six entry callables and `OPS` (name -> `Op`); each op folder declares its
-implementations once (an `Op` whose "module:function" entries resolve) with the sequential reference first. Every
-IR kind has `hybridc_jax.layers.<kind>` with init / init_state / apply / step and declares what it runs for
-``describe --kernels``: `OP` (an op name) or `KERNEL` (a fixed (name, why)).
+`hybridc_jax.ops` exposes the entry callables (six recurrences and the MoE's grouped matmul) and `OPS` (name ->
+`Op`); each op folder declares its implementations once (an `Op` whose "module:function" entries resolve) with the
+sequential reference first. Every IR kind has `hybridc_jax.layers.<kind>` with init / init_state / apply / step and
+declares what it runs for ``describe --kernels``: `OP` (an op name) or `KERNEL` (a fixed (name, why)).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ pytest.importorskip("jax")
 
 from hybridc_jax import ops  # noqa: E402
 
-OP_NAMES = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence"]
+OP_NAMES = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence",
+            "grouped_matmul"]
 
 
 def test_ops_exposes_the_six_callables_and_their_ops():
@@ -37,7 +38,7 @@ def test_every_declared_impl_resolves(name):
     assert op.get("reference") is importlib.import_module(f"hybridc_jax.ops.{name}.naive").reference
     for impl, target in op.impls.items():
         module, _, attr = target.partition(":")
-        assert module in ("naive", "chunk", "cpp", "pallas"), (impl, target)
+        assert module in ("naive", "chunk", "cpp", "pallas", "ragged", "tiled"), (impl, target)  # last two: MoE
         assert callable(op.get(impl)), (impl, target)
     assert op.auto("cpu") in op.impls and op.auto("gpu") in op.impls
 
