@@ -72,8 +72,8 @@ class _Backend:
         """optax AdamW on the model's params: `step`, `evaluate`, `save`, `load` (train.py; `hybridc train`)."""
         from .train import JaxTrainer
 
-        return JaxTrainer(model, lr=lr, warmup=warmup, steps=steps, weight_decay=weight_decay, seed=seed,
-                          betas=betas, grad_clip=grad_clip)
+        return JaxTrainer(model, build=build, lr=lr, warmup=warmup, steps=steps, weight_decay=weight_decay,
+                          seed=seed, betas=betas, grad_clip=grad_clip)
 
     def check(self, model) -> dict:
         import jax

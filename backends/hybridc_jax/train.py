@@ -58,10 +58,8 @@ class _Compiled:
     """The model's pure functions, the optimizer and the jitted step/eval for one (model, optimizer settings):
     shared by every trainer of that pair in a process (a sweep's seeds and learning rates compile once)."""
 
-    def __init__(self, model_ir, betas, weight_decay, grad_clip):
-        from . import build
-
-        self.net = build(model_ir)
+    def __init__(self, net, betas, weight_decay, grad_clip):
+        self.net = net
         shapes = jax.eval_shape(self.net.init, jax.random.PRNGKey(0))
         adamw = optax.inject_hyperparams(optax.adamw)(learning_rate=0.0, b1=betas[0], b2=betas[1], eps=EPS,
                                                       weight_decay=weight_decay, mask=_decays(shapes))
@@ -92,22 +90,23 @@ class _Compiled:
 _CACHE: dict = {}
 
 
-def _compiled(model_ir, betas, weight_decay, grad_clip) -> _Compiled:
+def _compiled(model_ir, build, betas, weight_decay, grad_clip) -> _Compiled:
     from hybridc.canonical import dumps
 
     key = (dumps(model_ir), tuple(betas), float(weight_decay), float(grad_clip or 0))
     if key not in _CACHE:
         if len(_CACHE) >= 4:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _Compiled(model_ir, betas, weight_decay, grad_clip)
+        _CACHE[key] = _Compiled(build(model_ir), betas, weight_decay, grad_clip)
     return _CACHE[key]
 
 
 class JaxTrainer:
     """Params, optimizer state and PRNG key of one run; the step and evaluation are compiled once per model."""
 
-    def __init__(self, model_ir, *, lr, warmup, steps, weight_decay, seed, betas=(0.9, 0.95), grad_clip=1.0):
-        self.fns = _compiled(model_ir, betas, weight_decay, grad_clip)
+    def __init__(self, model_ir, *, build, lr, warmup, steps, weight_decay, seed, betas=(0.9, 0.95), grad_clip=1.0):
+        """`build`: the backend's `build` (IR -> JaxModel), passed in so this module does not import the package."""
+        self.fns = _compiled(model_ir, build, betas, weight_decay, grad_clip)
         self.net = self.fns.net
         self.lr, self.warmup, self.steps = lr, warmup, steps  # the loop computes each step's rate
         init_key, self.key = jax.random.split(jax.random.PRNGKey(seed))

@@ -109,8 +109,10 @@ def plot_curves(runs: list[Run], out, *, title: str | None = None) -> None:
         ax_loss.plot(steps, [r["loss"] for r in run.rows], color=color, label=label)
         ax_loss.plot(steps, [r["eval_loss"] for r in run.rows], color=color, linestyle="--", linewidth=1)
         ax_acc.plot(steps, [r["accuracy"] for r in run.rows], color=color, label=label)
-    ax_loss.set(xlabel="step", ylabel="loss (train solid, eval dashed)")
-    ax_acc.set(xlabel="step", ylabel="eval accuracy", ylim=(0, 1.02))
+    ax_loss.set(ylabel="loss (train solid, eval dashed)")
+    ax_acc.set(ylabel="eval accuracy", ylim=(0, 1.02))
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_label_text("step")
     tasks = sorted({str(r.record.get("task")) for r in runs})
     fig.suptitle(title or f"task {', '.join(tasks)}")
     ax_acc.legend(fontsize=7, loc="best")
@@ -174,10 +176,10 @@ def plot_summary(rows: list[dict], out, *, x: str = "dim", title: str | None = N
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: str(int(v)) if x == "dim" else _bytes(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
     if x == "dim":
-        ax.set_xlabel("model dimension")
+        ax.xaxis.set_label_text("model dimension")
     else:
         ctx = sorted({r["context"] for r in rows})
-        ax.set_xlabel(f"inference state per sequence (fp32, context {', '.join(map(str, ctx))})")
+        ax.xaxis.set_label_text(f"inference state per sequence (fp32, context {', '.join(map(str, ctx))})")
         ax.tick_params(axis="x", labelrotation=30)
     ax.set(ylabel="best eval accuracy", ylim=(0, 1.02))
     ax.margins(x=0.08)
