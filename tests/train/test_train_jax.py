@@ -134,3 +134,14 @@ def test_moe_aux_losses_join_the_loss_as_in_torch(tmp_path):
     assert rj["aux_loss"] > 0
     assert rj["loss"] == pytest.approx(rt["loss"], rel=1e-5)
     assert rj["aux_loss"] == pytest.approx(rt["aux_loss"], rel=1e-4)
+
+
+def test_runs_of_one_model_share_the_compiled_step():
+    """A sweep's learning rates and seeds (the rate is an input of the step) reuse one compilation."""
+    from hybridc_jax import backend
+
+    m = hybridc.load(MODEL)
+    a = backend.trainer(m, lr=1e-3, warmup=0, steps=10, weight_decay=0.1, seed=0)
+    b = backend.trainer(m, lr=3e-3, warmup=5, steps=20, weight_decay=0.1, seed=1)
+    assert a.fns is b.fns
+    assert backend.trainer(m, lr=1e-3, warmup=0, steps=10, weight_decay=0.0, seed=0).fns is not a.fns
