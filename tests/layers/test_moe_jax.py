@@ -292,3 +292,16 @@ def test_against_transformers_moe_block(name):
     want = (want[0] if isinstance(want, tuple) else want).numpy()
     close(jax.jit(lambda p, x: moe.apply(p, x, spec)[0])(params, x), want)
     close(moe.reference(params, x, spec)[0], want)
+
+
+def test_ties_break_as_torch():
+    """Equal scores (exact ties, and ties across the k-th place) choose the same experts in both backends."""
+    torch = pytest.importorskip("torch")
+    troute = pytest.importorskip("hybridc_torch.layers.moe").route
+    logits = np.array([[0.0] * 6, [1.0, 2.0, 2.0, 0.5, 2.0, 2.0], [3.0, 1.0, 3.0, 1.0, 1.0, 3.0]], np.float32)
+    for router in ("softmax", "sigmoid"):
+        for k in (1, 2, 3):
+            w, idx = moe.route(jnp.asarray(logits), k, router)
+            tw, tidx = troute(torch.tensor(logits), k, router)
+            assert np.asarray(idx).tolist() == tidx.tolist()
+            close(w, tw.numpy())
