@@ -249,12 +249,12 @@ def placed_options(ffn_opts: dict, moe_opts: dict) -> dict:
     """The FFN options of a layer the placement shortcut turns into an MoE: the model's `ffn` options, then the
     `moe` statement's (experts: written on `moe`, else on `ffn`, else 8, the `moe` kind's default); a width written on
     `moe` (mult or hidden) replaces the `ffn` statement's."""
-    from .moe import MoESpec
+    from . import spec_class  # the registry imports the `moe` kind (its default experts) without an import cycle
 
     base = dict(ffn_opts)
     if "mult" in moe_opts or "hidden" in moe_opts:
         base.pop("hidden", None), base.pop("mult", None)
-    return base | {"experts": base.get("experts") or MoESpec.default("experts")} | moe_opts
+    return base | {"experts": base.get("experts") or spec_class("moe").default("experts")} | moe_opts
 
 
 def ffn_options(specs, model_opts: dict) -> dict:
