@@ -148,6 +148,24 @@ class Experts(nn.Module):
         h = self.hidden(grouped_linear(xs, self.in_proj, counts, impl))  # (S', F)
         return grouped_linear(h, self.down_proj, counts, impl)  # (S', D)
 
+    def streamed(self, x, w, idx):
+        """No autograd: x (T, D), w, idx (T, K) -> (T, D), one expert after the other on its tokens (a stable sort by
+        expert), their rows padded to a multiple of ROWS as in `layout`, the weighted outputs added in expert order."""
+        flat = idx.reshape(-1)
+        order = torch.argsort(flat, stable=True)  # (S,)
+        tok, ws = order // idx.shape[1], w.reshape(-1)[order, None]  # (S,), (S, 1)
+        y = torch.zeros_like(x)
+        start = 0
+        for e, n in enumerate(torch.bincount(flat, minlength=self.n).tolist()):
+            if n:
+                rows = tok[start:start + n]
+                pad = -n % ROWS
+                xe = x.index_select(0, torch.cat([rows, rows[:1].expand(pad)]) if pad else rows)  # (n + pad, D)
+                ye = self.hidden(xe @ self.in_proj[e].T) @ self.down_proj[e].T  # (n + pad, D)
+                y.index_add_(0, rows, ye[:n] * ws[start:start + n])
+                start += n
+        return y
+
     def per_token(self, x, w, idx):
         """Each token's own experts on views of their weights (nothing copied, nothing else touched):
         x (T, D), w, idx (T, K) -> (T, D)."""
@@ -202,6 +220,8 @@ class MoE(nn.Module):
         w = w.to(x.dtype)
         if impl == "reference":
             return self._reference(x, w, idx)
+        if not torch.is_grad_enabled() or not (x.requires_grad or self.router.weight.requires_grad):
+            return self.experts.streamed(x, w, idx)  # inference: expert by expert, its rows still in cache
         src, at, counts = layout(idx, self.experts.n)
         ys = self.experts.grouped(x.index_select(0, src), counts, impl)  # (S', D) by expert
         return torch.bmm(w[:, None], ys.index_select(0, at).view(*idx.shape, -1))[:, 0]  # (T, D): sum_k w_k y_k
