@@ -59,6 +59,8 @@ def test_fast_equals_reference_values_and_grads(spec_id, impl):
     torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6)
     for name in g_ref:
         torch.testing.assert_close(g[name], g_ref[name], rtol=1e-5, atol=1e-6, msg=name)
+    with torch.no_grad():  # the inference form (expert by expert, no autograd)
+        torch.testing.assert_close(layer(x)[0], y_ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("impl", ["auto", "loop"])
@@ -79,6 +81,8 @@ def test_experts_without_tokens(impl):
         torch.testing.assert_close(g[name], g_ref[name], rtol=1e-5, atol=1e-6, msg=name)
     for name in ("experts.gate_up_proj", "experts.down_proj"):
         assert not g[name][[1, 3]].any(), name
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], y_ref, rtol=1e-5, atol=1e-6)
 
 
 def test_all_tokens_to_one_expert():
