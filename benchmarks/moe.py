@@ -6,7 +6,8 @@ Layer: batch 4, sequence 512, dim 512, 64 experts, top-8, expert hidden 256 (Swi
 renormalised: Mixtral's block), fp32. Forward (no grad) and forward+backward (a sum of the output; gradients of the
 input and every parameter), min over --reps, the candidates run in turn within each rep (so a load change on a
 shared machine hits them alike). Rows:
-    ours            `hybridc_torch.layers.moe.MoE`, impl=auto (grouped_mm on sorted slots), and impl=loop
+    ours            `hybridc_torch.layers.moe.MoE`, impl=auto (forward without autograd: expert by expert on its
+                    gathered rows; with autograd: grouped_mm on the sorted rows), and impl=loop (a loop of products)
     hf grouped_mm   transformers' MixtralSparseMoeBlock, `experts_implementation="grouped_mm"` (what a model loaded
                     with from_pretrained gets by default where grouped_mm runs, as on CPU with torch >= 2.10)
     hf eager        the same block, `experts_implementation="eager"` (its per-expert loop with one_hot masks)
@@ -94,7 +95,7 @@ def layer_rows(reps: int, skip_eager: bool, jax: bool) -> None:
     loop = MoE(DIM, moe_spec(E, K, FH), impl="loop")
     loop.load_state_dict(ours.state_dict())
     dense = FFN(DIM, moe_spec(0, 0, K * FH))
-    fns = {"ours (grouped_mm)": ours, "ours (loop)": loop}
+    fns = {"ours (auto)": ours, "ours (loop)": loop}
     for impl in ("grouped_mm",) + (() if skip_eager else ("eager",)):
         block = hf_block(ours, impl)
         if block is not None:
@@ -114,9 +115,9 @@ def layer_rows(reps: int, skip_eager: bool, jax: bool) -> None:
 
         weights = {k: v.detach().numpy() for k, v in ours.state_dict().items()}
         rows += list(jax_rows(weights, x.detach().numpy(), reps))
-    ref_f, ref_b = fwd["ours (grouped_mm)"], fb["ours (grouped_mm)"]
+    ref_f, ref_b = fwd["ours (auto)"], fb["ours (auto)"]
     print(f"MoE layer B{B} L{L} D{DIM} E{E} top-{K} F{FH}, fp32, {torch.get_num_threads()} threads "
-          f"(load average {os.getloadavg()[0]:.1f}); ratio = other / ours (grouped_mm), >1: ours faster")
+          f"(load average {os.getloadavg()[0]:.1f}); ratio = other / ours (auto), >1: ours faster")
     print(f"{'':24s} {'fwd ms':>9s} {'ratio':>7s} {'f+b ms':>9s} {'ratio':>7s}")
     for k, f, b in rows:
         print(f"{k:24s} {f * 1e3:9.1f} {f / ref_f:7.2f} {b * 1e3:9.1f} {b / ref_b:7.2f}")

@@ -150,7 +150,7 @@ def test_moe_kind_layer_and_costs():
 
 
 def test_aux_losses_only_when_asked_and_match_transformers():
-    load_balancing_loss_func = pytest.importorskip("transformers.models.mixtral.modeling_mixtral").load_balancing_loss_func
+    mixtral = pytest.importorskip("transformers.models.mixtral.modeling_mixtral")
     layer = make(moe_spec(experts=8, top_k=2, act="swiglu", hidden=8))
     x = rand_x(batch=3, length=11)
     layer.eval()
@@ -159,7 +159,7 @@ def test_aux_losses_only_when_asked_and_match_transformers():
     layer.train()
     layer(x)
     logits = layer.router_logits(x.reshape(-1, DIM))
-    want = load_balancing_loss_func((logits,), 8, 2)
+    want = mixtral.load_balancing_loss_func((logits,), 8, 2)
     torch.testing.assert_close(layer.last_aux["load_balance"], want, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(layer.last_aux["z_loss"], (torch.logsumexp(logits, -1) ** 2).mean())
     layer.last_aux["load_balance"].backward()  # differentiable through the router probabilities

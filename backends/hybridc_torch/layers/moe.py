@@ -12,12 +12,15 @@ An expert is the FFN of ``ffn.py`` without biases: gated `down(act(gate(x)) * up
 `down(act(up(x)))` with `experts.up_proj` (E, F, D). The shared expert is a dense `FFN` (`shared.gate/up/down`) of
 width `shared_hidden` (default shared_experts * F), as transformers' Qwen3NextSparseMoeBlock / GraniteMoeHybrid.
 
-Fast form (`impl="auto"`): the T*K token-slots sorted by expert (stable), each expert's rows multiplied once:
-`torch.nn.functional.grouped_mm` over the sorted rows where it runs (torch >= 2.10 on CPU: 16-byte row strides),
-else a loop over the non-empty experts on contiguous slices (`impl="loop"`). `impl="reference"`: a readable loop over
-every expert with masks (the oracle of the tests). Groups are padded to a multiple of ROWS rows (`layout`) so that a
-token's output is bit-independent of the other tokens. Decoding is per token: `step` runs each token's top_k experts
-on views of their weights (no time proportional to E beyond the router; more than STEP_SLOTS slots: grouped).
+Fast forms, the T*K token-slots sorted by expert (stable), each expert's rows multiplied once. With autograd
+(`impl="auto"`): one gather of the sorted rows, `torch.nn.functional.grouped_mm` over them where it runs (torch >=
+2.10 on CPU: 16-byte row strides), else a loop over the non-empty experts on contiguous slices (`impl="loop"`), one
+gather back and a (1, K) x (K, D) product per token. Without autograd (inference), expert by expert: its rows
+gathered, multiplied while they are in cache, weighted and index-added (`Experts.streamed`). `impl="reference"`: a
+readable loop over every expert with masks (the oracle of the tests). Groups are padded to a multiple of ROWS rows
+(`layout`) so that a token's output is bit-independent of the other tokens. Decoding is per token: `step` runs each
+token's top_k experts on views of their weights (no time proportional to E beyond the router; more than STEP_SLOTS
+slots: grouped).
 
 Aux losses (training only: computed when `self.training` or `self.aux`, kept in `self.last_aux`, summed over layers by
 `HybridModel.aux_losses()`): load balancing (Switch eq. 4-6, transformers' `load_balancing_loss_func`)
@@ -106,7 +109,7 @@ def layout(idx, n_experts: int):
     n = torch.bincount(flat, minlength=n_experts)  # (E,)
     padded = (n + ROWS - 1) // ROWS * ROWS  # (E,)
     shift = (padded - n).cumsum(0) - (padded - n)  # (E,) pad rows before group e
-    row = torch.arange(flat.shape[0], device=flat.device) + shift[flat[order]]  # (S,) grouped row of the j-th sorted slot
+    row = torch.arange(flat.shape[0], device=flat.device) + shift[flat[order]]  # (S,) row of the j-th sorted slot
     at = torch.empty_like(row).index_copy_(0, order, row)  # (S,)
     src = flat.new_zeros(int(padded.sum())).index_copy_(0, row, order // idx.shape[1])  # (S',)
     return src, at, padded.tolist()
@@ -220,7 +223,7 @@ class MoE(nn.Module):
         w = w.to(x.dtype)
         if impl == "reference":
             return self._reference(x, w, idx)
-        if not torch.is_grad_enabled() or not (x.requires_grad or self.router.weight.requires_grad):
+        if not torch.is_grad_enabled() or not any(t.requires_grad for t in (x, *self.parameters())):
             return self.experts.streamed(x, w, idx)  # inference: expert by expert, its rows still in cache
         src, at, counts = layout(idx, self.experts.n)
         ys = self.experts.grouped(x.index_select(0, src), counts, impl)  # (S', D) by expert
