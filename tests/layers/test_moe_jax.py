@@ -18,7 +18,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from hybridc_jax.layers import moe  # noqa: E402
 from hybridc_jax.ops.grouped_matmul import OP, grouped_matmul  # noqa: E402
-from hybridc_jax.ops.grouped_matmul.tiled import _layout, _tile  # noqa: E402
+from hybridc_jax.ops.grouped_matmul.tiled import _tile, _visits  # noqa: E402
 
 DIM = 16
 DEFAULTS = dict(mult=4.0, act="gelu", gated=False, bias=False, hidden=None, gate_scale=1.0, down_scale=1.0,
@@ -70,13 +70,15 @@ def test_grouped_matmul_equals_reference(case, impl):
         close(got, want)
 
 
-def test_tiled_layout_bounds_work_by_rows_not_groups():
-    """Tiles in use <= ceil(M/T) + non-empty groups; buffers too: no size proportional to G beyond the group table."""
+def test_tiled_visits_bounded_by_rows_not_groups():
+    """Visits in use = sum ceil(n_g / T) (one per non-empty group here); the table's size ceil(M/T) + min(G, M): no
+    size proportional to G beyond the group sizes themselves."""
     sizes = jnp.zeros(512, jnp.int32).at[jnp.array([3, 100, 511])].set(jnp.array([4, 5, 1]))
     t = _tile(10, 512)
-    nt, src, dest, tile_group, used = _layout(sizes, 10, t)
-    assert nt * t <= (10 // t + 1 + 10) * t and int(used) == 3
-    assert list(np.asarray(tile_group[:3])) == [3, 100, 511]
+    group, start, rows, used = _visits(sizes, 10, t)
+    assert group.shape[0] == -(-10 // t) + 10 and int(used) == 3
+    assert np.asarray(group[:3]).tolist() == [3, 100, 511] and np.asarray(start[:3]).tolist() == [0, 4, 9]
+    assert np.asarray(rows[:3]).tolist() == [4, 5, 1]
     assert OP.resolve("auto", "cpu")[0] == "tiled" and OP.resolve("auto", "gpu")[0] == "ragged_dot"
 
 

@@ -1,8 +1,10 @@
-"""The grouped matmul on CPU: rows padded per group to whole tiles of T rows (each tile then belongs to one group,
-as megablox's `gmm`), and a loop over the tiles in use multiplying each by its group's weight once. The loop's trip
-count is the number of tiles in use (data-dependent; the buffers have the static bound ceil(M/T) + min(G, M)), so
-the work is the grouped product's plus at most one partial tile per group, never G times it. The backward
-(`custom_vjp`) is the same loop: dx with the weights' transpose, dw[g] += dy_tile^T x_tile (megablox's `tgmm`).
+"""The grouped matmul on CPU: a loop over visits, a visit being up to T consecutive rows of one group (megablox's
+`gmm` tiles, without padding the rows): the T rows from the visit's first row are multiplied by the group's weight and
+written back where they belong to the visit (rows past it keep what they hold; a visit near the end reads the last T
+rows). The loop's trip count is the number of visits, sum_g ceil(n_g / T) <= ceil(M/T) + min(G, M) (data-dependent;
+the visit table has that static bound), so the work is the grouped product's plus at most one partial tile per
+group, never G times it, and nothing is gathered or padded. The backward (`custom_vjp`) is the same loop: dx with the
+weights' transpose, dw[g] += dy_visit^T x_visit (megablox's `tgmm`), rows outside the visit masked out.
 """
 from __future__ import annotations
 
@@ -14,80 +16,79 @@ from jax import lax
 
 
 def _tile(m: int, g: int) -> int:
-    """Rows per tile: the average rows per used group, rounded up to a power of two in [8, 128]."""
+    """Rows per visit: the average rows per used group, rounded up to a power of two in [8, 128], at most M."""
     per, t = m // max(1, min(g, m)), 8
     while t < per and t < 128:
         t *= 2
-    return t
+    return max(1, min(t, m))
 
 
-def _layout(group_sizes, m: int, t: int):
-    """(number of tiles nt (static), src (nt*T,) row of x per padded row (m: padding), dest (m,) padded position of
-    each row (nt*T: a row past sum(group_sizes)), tile_group (nt,), tiles in use)."""
+def _visits(group_sizes, m: int, t: int):
+    """(group (V,), first row (V,), rows (V,) of each visit, visits in use); V = ceil(M/T) + min(G, M) (static)."""
     g = group_sizes.shape[0]
-    nt = -(-m // t) + min(g, m)
+    nv = -(-m // t) + min(g, m)
     gs = group_sizes.astype(jnp.int32)  # (G,)
-    tiles = (gs + t - 1) // t  # (G,) tiles per group
-    tile_end, row_end = jnp.cumsum(tiles), jnp.cumsum(gs)  # (G,)
-    tile_group = jnp.minimum(jnp.searchsorted(tile_end, jnp.arange(nt), side="right"), g - 1)  # (nt,)
-    pad_start, row_start = (tile_end - tiles) * t, row_end - gs  # (G,) first padded / first input row per group
-    p = jnp.arange(nt * t)
-    pg = tile_group[p // t]  # (nt*T,) group of each padded row
-    off = p - pad_start[pg]
-    src = jnp.where((off < gs[pg]) & (p // t < tile_end[-1]), row_start[pg] + off, m)
-    rg = jnp.searchsorted(row_end, jnp.arange(m), side="right")  # (M,) group of each row (G: past the end)
-    rgc = jnp.minimum(rg, g - 1)
-    dest = jnp.where(rg < g, pad_start[rgc] + jnp.arange(m) - row_start[rgc], nt * t)
-    return nt, src, dest, tile_group, tile_end[-1]
+    chunks = (gs + t - 1) // t  # (G,) visits per group
+    vend = jnp.cumsum(chunks)  # (G,)
+    vg = jnp.minimum(jnp.searchsorted(vend, jnp.arange(nv), side="right"), g - 1)  # (V,)
+    vc = jnp.arange(nv) - (vend - chunks)[vg]  # (V,) visit index within its group
+    start = (jnp.cumsum(gs) - gs)[vg] + vc * t  # (V,)
+    return vg, start, jnp.minimum(t, gs[vg] - vc * t), vend[-1]
 
 
-def _gmm(xp, w, tile_group, used, t: int, trans: bool):
-    """Per tile i in use: xp[tile i] @ w[g_i].T (trans: @ w[g_i]). xp (nt*T, K) -> (nt*T, N)."""
+def _frame(i, x, visits, t: int):
+    """Visit i: (its T-row window's first row, the window of x, which window rows are the visit's (T,))."""
+    vg, start, rows, _ = visits
+    s = jnp.minimum(start[i], x.shape[0] - t)  # a visit near the end reads the last T rows
+    r = s + jnp.arange(t)
+    return s, lax.dynamic_slice_in_dim(x, s, t), (r >= start[i]) & (r < start[i] + rows[i])
+
+
+def _gmm(x, w, visits, t: int, trans: bool):
+    """Per visit i of group g: x[rows] @ w[g].T (trans: @ w[g]). x (M, K) -> (M, N); rows of no visit give 0."""
     n = w.shape[2] if trans else w.shape[1]
 
     def body(i, out):
-        xt = lax.dynamic_slice_in_dim(xp, i * t, t)  # (T, K)
-        yt = lax.dot_general(xt, w[tile_group[i]], (((1,), (0 if trans else 1,)), ((), ())))  # (T, N)
-        return lax.dynamic_update_slice_in_dim(out, yt.astype(out.dtype), i * t, 0)
+        s, xt, mine = _frame(i, x, visits, t)  # (T, K)
+        yt = lax.dot_general(xt, w[visits[0][i]], (((1,), (0 if trans else 1,)), ((), ())))  # (T, N)
+        kept = lax.dynamic_slice_in_dim(out, s, t)
+        return lax.dynamic_update_slice_in_dim(out, jnp.where(mine[:, None], yt.astype(out.dtype), kept), s, 0)
 
-    return lax.fori_loop(0, used, body, jnp.zeros((xp.shape[0], n), xp.dtype))
+    return lax.fori_loop(0, visits[3], body, jnp.zeros((x.shape[0], n), x.dtype))
 
 
-def _tgmm(xp, dyp, tile_group, used, t: int, g: int):
-    """dw (G, N, K): dw[g_i] += dyp[tile i]^T @ xp[tile i], accumulated in fp32."""
+def _tgmm(x, dy, visits, t: int, g: int):
+    """dw (G, N, K): dw[g_i] += dy[visit i]^T @ x[visit i], accumulated in fp32."""
     def body(i, dw):
-        xt, dyt = lax.dynamic_slice_in_dim(xp, i * t, t), lax.dynamic_slice_in_dim(dyp, i * t, t)
+        s, xt, mine = _frame(i, x, visits, t)
+        dyt = jnp.where(mine[:, None], lax.dynamic_slice_in_dim(dy, s, t), 0)  # (T, N)
         d = lax.dot_general(dyt, xt, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)  # (N, K)
-        gi = tile_group[i]
+        gi = visits[0][i]
         return lax.dynamic_update_index_in_dim(dw, dw[gi] + d, gi, 0)
 
-    return lax.fori_loop(0, used, body, jnp.zeros((g, dyp.shape[1], xp.shape[1]), jnp.float32))
+    return lax.fori_loop(0, visits[3], body, jnp.zeros((g, dy.shape[1], x.shape[1]), jnp.float32))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _padded(xp, w, tile_group, used, t):
-    return _gmm(xp, w, tile_group, used, t, False)
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _grouped(x, w, visits, t):
+    return _gmm(x, w, visits, t, False)
 
 
-def _padded_fwd(xp, w, tile_group, used, t):
-    return _gmm(xp, w, tile_group, used, t, False), (xp, w, tile_group, used)
+def _grouped_fwd(x, w, visits, t):
+    return _gmm(x, w, visits, t, False), (x, w, visits)
 
 
-def _padded_bwd(t, res, dyp):
-    xp, w, tile_group, used = res
-    dxp = _gmm(dyp, w, tile_group, used, t, True)
-    dw = _tgmm(xp, dyp, tile_group, used, t, w.shape[0]).astype(w.dtype)
-    return dxp, dw, None, None
+def _grouped_bwd(t, res, dy):
+    x, w, visits = res
+    dx = _gmm(dy, w, visits, t, True)
+    dw = _tgmm(x, dy, visits, t, w.shape[0]).astype(w.dtype)
+    return dx, dw, None
 
 
-_padded.defvjp(_padded_fwd, _padded_bwd)
+_grouped.defvjp(_grouped_fwd, _grouped_bwd)
 
 
 def tiled_matmul(x, w, group_sizes):
     """x (M, K) sorted by group, w (G, N, K), group_sizes (G,) -> y (M, N)."""
-    m = x.shape[0]
-    t = _tile(m, w.shape[0])
-    nt, src, dest, tile_group, used = _layout(group_sizes, m, t)
-    xp = jnp.take(x, src, axis=0, mode="fill", fill_value=0)  # (nt*T, K) padded, zeros between groups
-    yp = _padded(xp, w.astype(x.dtype), tile_group, used, t)  # (nt*T, N)
-    return jnp.take(yp, dest, axis=0, mode="fill", fill_value=0)  # (M, N)
+    t = _tile(x.shape[0], w.shape[0])
+    return _grouped(x, w.astype(x.dtype), _visits(group_sizes, x.shape[0], t), t)
