@@ -13,8 +13,8 @@ hybridc_torch's grouped experts (``torch.nn.functional.grouped_mm``).
 Implementations: ``naive.py`` (``impl="reference"``: a loop over groups with row masks, every group on every row:
 the oracle, never a fast path); ``ragged.py`` (``impl="ragged_dot"``: ``jax.lax.ragged_dot_general``, what ``auto``
 picks on GPU/TPU, where XLA has a grouped kernel; on CPU XLA lowers it to the dense masked form, G times the work);
-``tiled.py`` (``impl="tiled"``, ``auto`` on CPU: rows padded per group to tiles of one group, a loop over the tiles
-in use; its backward is the same loop, so gradients cost what the forward does).
+``tiled.py`` (``impl="tiled"``, ``auto`` on CPU: a loop over visits of up to T rows of one group, each multiplied
+once in place; its backward is the same loop, so gradients cost what the forward does).
 
 Glossary: M rows (token-slots), K in features, N out features, G groups (experts), T rows per tile.
 """
