@@ -8,11 +8,29 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
+from _torch_contract import contract_tests
 from hybridc.kinds import spec_class
 from hybridc.kinds._ffn import FFNSpec
 from hybridc_torch.layers.moe import LAYER, MoE, route
 
 DIM = 16
+
+
+def kind_spec(**options) -> NS:
+    """The resolved `moe` kind spec (experts default 8), as the backends receive it."""
+    cls = spec_class("moe")
+    return NS(**cls(**cls.resolve({"bias": "auto", **options}, DIM)).model_dump())
+
+
+KIND_SPECS = {
+    "moe-E8-K2-gelu": kind_spec(hidden=12),
+    "moe-E4-K2-swiglu-shared-gated": kind_spec(experts=4, act="swiglu", hidden=8, shared_experts=1, shared_gate=True),
+    "moe-E6-K3-sigmoid-norenorm": kind_spec(experts=6, top_k=3, act="silu", gated=True, hidden=8, router="sigmoid",
+                                            renorm=False),
+}
+# The torch layer contract of the `moe` kind (decoding, causality, dtypes, init); a model-wide impl= it does not know
+# (a recurrence's kernel choice) leaves it on its own choice, so no unknown-impl check.
+globals().update(contract_tests(LAYER, KIND_SPECS, main="moe-E4-K2-swiglu-shared-gated", impl=False))
 
 
 def moe_spec(**options) -> NS:
