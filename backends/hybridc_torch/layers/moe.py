@@ -259,4 +259,4 @@ class MoE(nn.Module):
 
 
 LAYER = MoE
-KERNEL = (None, "no recurrence")  # what it runs (`describe --kernels`: hybridc_torch.plan)
+KERNEL = ("grouped", "no recurrence; token rows sorted by expert, each expert's rows multiplied once (CPU: grouped_mm)")
