@@ -119,9 +119,9 @@ def _grouped(params, spec, x, w, idx):
     order = jnp.argsort(flat, stable=True)  # slots sorted by expert, by token within one
     sizes = jnp.bincount(flat, length=e)  # (E,)
     h = _hidden(spec, grouped_matmul(x[order // k], params[_in_name(spec)], sizes))  # (S, F)
-    ys = grouped_matmul(h, params["experts.down_proj"], sizes) * w.reshape(-1)[order, None]  # (S, D)
-    slots = jnp.zeros_like(ys).at[order].set(ys, unique_indices=True)  # back to slot order
-    return slots.reshape(x.shape[0], k, -1).sum(axis=1)  # (T, D)
+    ys = grouped_matmul(h * w.reshape(-1)[order, None], params["experts.down_proj"], sizes)  # (S, D), weighted
+    at = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]), unique_indices=True)  # slot -> sorted row
+    return ys[at].reshape(x.shape[0], k, -1).sum(axis=1)  # (T, D)
 
 
 def _expert(params, spec, e: int, x):
