@@ -5,6 +5,7 @@ SMALL = ("dim 32\nattn heads=2 head_dim=16 window=6\nmamba2 head_dim=16 state=8 
          "gated_delta_net heads=2 head_dim=16\ndelta_net heads=2\ngriffin_lru heads=2\nmamba state=4\n")
 PRESETS = ["nemotron_h", "jamba", "parallel", "minimal_attn", "hymba", "zamba", "samba", "griffin"]
 FEATURES = {
+    "mamba2_dt_clamp": "layers mamba2(dt_min=0.05, heads=2) attn mamba2(dt_min=0.01, dt_max=0.06)|attn",
     "mamba2_options": "layers mamba2(heads=3, out_norm=false, proj_bias=true) attn "
                       "mamba2(inner=64, groups=2, norm_before_gate=true, conv_bias=false)|attn",
     "meta": "layers mamba attn rwkv|attn; meta_tokens 3",

@@ -10,7 +10,7 @@ in_proj slice, `z_scale x_scale b_scale c_scale dt_scale` (FalconH1Mixer's mup_v
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -46,6 +46,9 @@ class Mamba2Spec(KindSpec):
     b_scale: float = Field(1.0, gt=0, description="in_proj's B slice times this (ssm_multipliers[2])")
     c_scale: float = Field(1.0, gt=0, description="in_proj's C slice times this (ssm_multipliers[3])")
     dt_scale: float = Field(1.0, gt=0, description="in_proj's dt slice times this, before dt_bias (ssm_multipliers[4])")
+    dt_min: float = Field(0.0, ge=0, description="dt = max(softplus(dt + dt_bias), dt_min): transformers' "
+                          "time_step_limit[0] (NemotronH and Zamba2 clamp at time_step_min, 0.001)")
+    dt_max: Optional[float] = Field(None, gt=0, description="dt = min(., dt_max), or none (time_step_limit[1])")
 
     SHOWN = ("state", "heads", "head_dim")
 
@@ -76,6 +79,10 @@ class Mamba2Spec(KindSpec):
         if cls.option(out, "norm_before_gate") and not cls.option(out, "out_norm"):
             raise ValueError("norm_before_gate=true needs out_norm=true (without the norm the output is "
                              "out_proj(y * silu(z)); valid: out_norm=true norm_before_gate=true, or out_norm=false)")
+        lo, hi = cls.option(out, "dt_min"), cls.option(out, "dt_max")
+        if hi is not None and isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and hi <= lo:
+            raise ValueError(f"dt_max={hi} must exceed dt_min={lo} (dt is clamped to [dt_min, dt_max]; "
+                             f"valid: dt_max > dt_min, or dt_max=none)")
         out["heads"], out["inner"] = heads, inner
         return out
 
@@ -104,7 +111,8 @@ class Mamba2Spec(KindSpec):
         tail = 2 * E + 2 * E              # D skip (madd), silu(z) * y
         norm = 4 * E if self.out_norm else 0   # group RMSNorm (square-sum madd, scale, weight)
         bias = E + X + H + dim if self.proj_bias else 0
-        return matmuls + conv + dt + scan + tail + norm + bias + self._scale_flops(dim)
+        clamp = H * ((self.dt_min > 0) + (self.dt_max is not None))  # a compare per head and bound
+        return matmuls + conv + dt + scan + tail + norm + bias + clamp + self._scale_flops(dim)
 
     def _scale_flops(self, dim: int) -> int:
         """One multiply per channel each muP multiplier other than 1 scales (input, in_proj slices, output)."""

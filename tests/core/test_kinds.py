@@ -224,6 +224,9 @@ def test_mamba2_option_flops_and_round_trip():
     assert opt(proj_bias=True) - base.flops(32) == (48 + 64 + 3) + 32
     assert base.flops(32) - opt(conv_bias=False) == 64 and base.flops(32) - opt(out_norm=False) == 4 * 48
     assert opt(norm_before_gate=True) == base.flops(32)
+    # the dt clamp (transformers' time_step_limit): one compare per head and bound, no parameters
+    assert opt(dt_min=0.001) - base.flops(32) == 3 and opt(dt_min=0.001, dt_max=0.5) - base.flops(32) == 6
+    assert _spec("mamba2", 32, state=8, heads=3, head_dim=16, dt_min=0.001).params(32) == base.params(32)
     m = hybridc.load("dim 32\nmamba2 head_dim=16\nlayers mamba2(heads=3, out_norm=false, proj_bias=true) "
                      "mamba2(inner=64, norm_before_gate=true, conv_bias=false) mamba2 attn\nat 3 mamba2 expand=1")
     assert [(l.mixers[0].heads, l.mixers[0].inner) for l in m.layers[:3]] == [(3, 48), (4, 64), (2, 32)]
@@ -236,7 +239,8 @@ def test_mamba2_option_flops_and_round_trip():
     ("layers mamba2(heads=3, groups=2)", "not divisible by groups=2"),
     ("layers mamba2(out_norm=false, norm_before_gate=true)", "norm_before_gate=true needs out_norm=true"),
     ("layers mamba2(heads=0)", "heads must be an integer >= 1"),
-], ids=["heads-inner", "inner-headdim", "heads-groups", "gate-order-without-norm", "heads-zero"])
+    ("layers mamba2(dt_min=0.1, dt_max=0.05)", "dt_max=0.05 must exceed dt_min=0.1"),
+], ids=["heads-inner", "inner-headdim", "heads-groups", "gate-order-without-norm", "heads-zero", "dt-bounds"])
 def test_mamba2_option_errors_are_located(text, message):
     with pytest.raises(hybridc.HybridcError) as err:
         hybridc.load(text)

@@ -16,7 +16,7 @@ p(j) the hybridc position of transformers' layer j's mamba and s(j) = p(j) - 1 i
   self_attn.linear_{q,k,v}_adapter_list.i.{0,1} -> layers.s_i.lora.{q,k,v}_proj.{a,b},
   feed_forward.gate_up_proj_adapter_list.i.{0,1} -> layers.s_i.lora.ffn.{a,b}.
 
-Not modelled: Zamba2's dt lower clamp (time_step_min, inf); the config sets time_step_min=1e-7 so it never acts.
+Zamba2 clamps dt at time_step_min: `mamba2 dt_min=` (0.05 here, so that it acts on many dt).
 """
 import re
 
@@ -92,7 +92,7 @@ def shared(rest, t, s, sites) -> dict:
 def program(types) -> str:
     items = " ".join(("attn mamba2" if t == "hybrid" else "mamba2") for t in types)
     return (f"dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms eps={EPS}; dropout 0\n"
-            f"mamba2 state={N} expand=2 head_dim={2 * D // HEADS} conv=4 groups=1 chunk=8\n"
+            f"mamba2 state={N} expand=2 head_dim={2 * D // HEADS} conv=4 groups=1 chunk=8 dt_min=0.05\n"
             f"attn heads={HEADS} head_dim={2 * D // HEADS} window=none qk_norm=false rope=true "
             f"scale={(D // HEADS) ** -0.5}\n"  # Zamba2Attention: (head_dim / 2) ** -0.5
             f"ffn act=gelu gated=true hidden={F}\n"
@@ -105,7 +105,7 @@ def config(types):
                            mamba_d_state=N, mamba_d_conv=4, mamba_expand=2, mamba_ngroups=1, n_mamba_heads=HEADS,
                            intermediate_size=F, hidden_act="gelu", num_attention_heads=HEADS, num_mem_blocks=2,
                            use_shared_attention_adapter=True, adapter_rank=R, use_mem_rope=True, rms_norm_eps=EPS,
-                           time_step_min=1e-7, chunk_size=8, tie_word_embeddings=True)
+                           time_step_min=0.05, chunk_size=8, tie_word_embeddings=True)
 
 
 def test_zamba2_for_causal_lm(tmp_path):

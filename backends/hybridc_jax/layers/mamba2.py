@@ -126,6 +126,17 @@ def _out(params, y, z, d, spec, dtype):
     return out * spec.out_scale if spec.out_scale != 1.0 else out
 
 
+def _dt(params, dt, spec):
+    """(dt, dt_bias, softplus) for the op: raw dt (the op adds the bias and takes softplus), or, with dt_min / dt_max
+    set, softplus(dt + dt_bias) clamped here (transformers' time_step_limit) and passed as it is (torch's `_dt`)."""
+    lo, hi = float(getattr(spec, "dt_min", 0.0)), getattr(spec, "dt_max", None)
+    if not lo and hi is None:
+        return dt, params["dt_bias"], True
+    acc = recurrent_dtype(dt.dtype)
+    d = jnp.clip(jax.nn.softplus(dt.astype(acc) + params["dt_bias"].astype(acc)), lo, hi)
+    return d.astype(dt.dtype), None, False
+
+
 def apply(params, x, spec, state=None, ctx=None):
     """x (B, L, D) -> (out (B, L, D), new_state or None)."""
     d = _dims(x.shape[-1], spec)
@@ -133,9 +144,10 @@ def apply(params, x, spec, state=None, ctx=None):
     conv_in = None if state is None else state["conv"]
     xBC, conv_state = causal_conv1d_time_major(xBC, params["conv1d.weight"][:, 0], params.get("conv1d.bias"), conv_in)
     xs, B, C = _heads(jax.nn.silu(xBC), d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
+    dt, dt_bias, softplus = _dt(params, dt, spec)
     y, ssm_state = ssd(
-        xs, dt, _A(params), B, C, int(spec.chunk), D=params["D"], dt_bias=params["dt_bias"],
-        initial_states=None if state is None else state["ssm"], dt_softplus=True, return_final_states=True,
+        xs, dt, _A(params), B, C, int(spec.chunk), D=params["D"], dt_bias=dt_bias,
+        initial_states=None if state is None else state["ssm"], dt_softplus=softplus, return_final_states=True,
     )  # (B, L, H, P), (B, H, P, N)
     out = _out(params, y, z, d, spec, x.dtype)  # (B, L, D)
     if state is None:
@@ -150,7 +162,8 @@ def step(params, x_t, spec, state, ctx=None):
     xBC, conv_state = causal_conv1d(xBC[..., None], params["conv1d.weight"][:, 0], params.get("conv1d.bias"),
                                     state["conv"])
     xs, B, C = _heads(jax.nn.silu(xBC[..., 0]), d)  # (B, H, P), (B, G, N), (B, G, N)
-    y, ssm_state = ssd_step(state["ssm"], xs, dt, _A(params), B, C, D=params["D"], dt_bias=params["dt_bias"],
-                            dt_softplus=True)  # (B, H, P), (B, H, P, N)
+    dt, dt_bias, softplus = _dt(params, dt, spec)
+    y, ssm_state = ssd_step(state["ssm"], xs, dt, _A(params), B, C, D=params["D"], dt_bias=dt_bias,
+                            dt_softplus=softplus)  # (B, H, P), (B, H, P, N)
     out = _out(params, y, z, d, spec, x_t.dtype)  # (B, D)
     return out, {"conv": conv_state.astype(state["conv"].dtype), "ssm": ssm_state}

@@ -57,6 +57,7 @@ class Mamba2(nn.Module):
         self.d_state, self.d_conv = int(spec.state), int(spec.conv)
         self.head_dim, self.n_groups, self.chunk_size = int(spec.head_dim), int(spec.groups), int(spec.chunk)
         self.d_inner, self.num_heads = int(spec.inner), int(spec.heads)
+        self.dt_min, self.dt_max = float(getattr(spec, "dt_min", 0.0)), getattr(spec, "dt_max", None)  # dt clamp
         if self.d_inner != self.num_heads * self.head_dim or self.num_heads % self.n_groups:
             raise ValueError(f"mamba2: inner={self.d_inner} must be heads*head_dim={self.num_heads}*{self.head_dim}"
                              f", and the head count must be divisible by groups={self.n_groups}")
@@ -116,14 +117,24 @@ class Mamba2(nn.Module):
         acc = recurrent_dtype(y.dtype)
         return (y.to(acc) * F.silu(z.to(acc))).to(y.dtype)
 
+    def _dt(self, dt):
+        """(dt, dt_bias, softplus) for the op: raw dt (the op adds the bias and takes softplus), or, with dt_min /
+        dt_max set, softplus(dt + dt_bias) clamped here (transformers' time_step_limit) and passed as it is."""
+        if not self.dt_min and self.dt_max is None:
+            return dt, self.dt_bias, True
+        acc = recurrent_dtype(dt.dtype)
+        d = F.softplus(dt.to(acc) + self.dt_bias.to(acc)).clamp(min=self.dt_min, max=self.dt_max)
+        return d.to(dt.dtype), None, False
+
     def forward(self, x, state=None, ctx=None):
         z, xBC, dt = self._split(self._project(x))  # (B, L, E), (B, L, X), (B, L, H)
         conv_in = None if state is None else state["conv"]
         xBC, conv_state = causal_conv1d(xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_in)
         xs, B, C = self._heads(F.silu(xBC).transpose(1, 2))  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
+        dt, dt_bias, softplus = self._dt(dt)
         y, ssm_state = ssd(
-            xs, dt, self._A(), B, C, self.chunk_size, D=self.D, dt_bias=self.dt_bias,
-            initial_states=None if state is None else state["ssm"], dt_softplus=True,
+            xs, dt, self._A(), B, C, self.chunk_size, D=self.D, dt_bias=dt_bias,
+            initial_states=None if state is None else state["ssm"], dt_softplus=softplus,
             return_final_states=True, impl=self.impl,
         )  # (B, L, H, P), (B, H, P, N)
         out = self.out_proj(self._gated(y.flatten(-2), z).to(x.dtype)) * self.out_scale  # (B, L, D)
@@ -135,8 +146,9 @@ class Mamba2(nn.Module):
         z, xBC, dt = self._split(self._project(x_t))  # (B, E), (B, X), (B, H)
         xBC, conv_state = causal_conv1d(xBC[..., None], self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
         xs, B, C = self._heads(F.silu(xBC[..., 0]))  # (B, H, P), (B, G, N), (B, G, N)
-        y, ssm_state = ssd_step(state["ssm"], xs, dt, self._A(), B, C, D=self.D, dt_bias=self.dt_bias,
-                                dt_softplus=True)  # (B, H, P), (B, H, P, N)
+        dt, dt_bias, softplus = self._dt(dt)
+        y, ssm_state = ssd_step(state["ssm"], xs, dt, self._A(), B, C, D=self.D, dt_bias=dt_bias,
+                                dt_softplus=softplus)  # (B, H, P), (B, H, P, N)
         out = self.out_proj(self._gated(y.flatten(-2), z).to(x_t.dtype)) * self.out_scale  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
 
