@@ -68,10 +68,17 @@ class _Backend:
 
         return load_arrays(net, arrays)
 
-    def trainer(self, model, *, lr, warmup, steps, weight_decay, seed, betas=(0.9, 0.95), grad_clip=1.0):
-        """optax AdamW on the model's params: `step`, `evaluate`, `save`, `load` (train.py; `hybridc train`)."""
+    def trainer(self, model, *, lr, warmup, steps, weight_decay, seed, betas=(0.9, 0.95), grad_clip=1.0,
+                devices=None):
+        """optax AdamW on the model's params: `step`, `evaluate`, `save`, `load` (train.py; `hybridc train`).
+        `devices` N: on a mesh of N devices, batch and parameters sharded (sharding.py; `--devices N`)."""
         from .train import JaxTrainer
 
+        if devices is not None:
+            from .sharding import ShardedJaxTrainer
+
+            return ShardedJaxTrainer(model, build=build, devices=devices, lr=lr, warmup=warmup, steps=steps,
+                                     weight_decay=weight_decay, seed=seed, betas=betas, grad_clip=grad_clip)
         return JaxTrainer(model, build=build, lr=lr, warmup=warmup, steps=steps, weight_decay=weight_decay,
                           seed=seed, betas=betas, grad_clip=grad_clip)
 
