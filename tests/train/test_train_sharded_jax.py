@@ -105,6 +105,17 @@ def test_cli_devices_run_equals_a_one_device_run(tmp_path):
 def test_devices_usage_errors(tmp_path, capsys, extra, message):
     (tmp_path / "m.hyb").write_text(MODEL)
     code = main(["train", str(tmp_path / "m.hyb"), "--task", "mqar", "--vocab", "32", "--seq-len", "32",
-                 "--kv-pairs", "4", "--steps", "2", "--batch", "8", "--lr", "1e-3", "--quiet", "--out", str(tmp_path / "r"), *extra])
+                 "--kv-pairs", "4", "--steps", "2", "--batch", "8", "--lr", "1e-3", "--quiet",
+                 "--out", str(tmp_path / "r"), *extra])
     assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_more_devices_than_there_are_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "m.hyb").write_text(MODEL)
+    code = main(["train", str(tmp_path / "m.hyb"), "--task", "mqar", "--vocab", "32", "--seq-len", "32",
+                 "--kv-pairs", "4", "--steps", "2", "--batch", "4096", "--lr", "1e-3", "--quiet", "--backend", "jax",
+                 "--devices", "4096", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--devices 4096" in err and "available" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "run.json").exists()
