@@ -6,6 +6,8 @@ Checkpoint files (written by `save` into the loop's folder, each atomically):
     model.safetensors   the weights, `hybridc.save_weights` format
     optimizer.pt        `optimizer.state_dict()`
     rng.pt              torch's CPU RNG state (dropout), and CUDA's when on a GPU
+    dcp/                instead of model.safetensors' role for resuming, after `--distributed fsdp`: the sharded
+                        model and optimizer state (torch.distributed.checkpoint; distributed.py), loaded here too
 """
 from __future__ import annotations
 
@@ -38,12 +40,18 @@ class TorchTrainer:
                  betas=(0.9, 0.95), grad_clip: float = 1.0, device=None, impl: str = "auto"):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(seed)
-        self.net = HybridModel(model, impl=impl).to(self.device)
+        self.net = self.module = HybridModel(model, impl=impl).to(self.device)
+        self._adamw = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+        self.opt = self._make_optimizer()
+        self.grad_clip = grad_clip
+
+    def _make_optimizer(self):
+        """AdamW over self.net's parameters (distributed.py wraps self.net first)."""
+        a = self._adamw
         decay = [p for p in self.net.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.net.parameters() if p.ndim < 2]  # norms, biases, scalars: no weight decay
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                      {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=tuple(betas))
-        self.grad_clip = grad_clip
+        return torch.optim.AdamW([{"params": decay, "weight_decay": a["weight_decay"]},
+                                  {"params": no_decay, "weight_decay": 0.0}], lr=a["lr"], betas=a["betas"])
 
     def _tensors(self, inputs, labels):
         return (torch.from_numpy(inputs).to(self.device, torch.long),
@@ -58,7 +66,7 @@ class TorchTrainer:
         for group in self.opt.param_groups:
             group["lr"] = lr
         loss = self._loss(self.net(x), y)
-        aux = _aux_loss(self.net)
+        aux = _aux_loss(self.module)
         total = loss if aux is None else loss + aux
         self.opt.zero_grad(set_to_none=True)
         total.backward()
@@ -83,9 +91,12 @@ class TorchTrainer:
     def save(self, dir) -> None:
         dir = Path(dir)
         with atomic(dir / "model.safetensors") as tmp:
-            save_weights(self.net, tmp)
+            save_weights(self.module, tmp)
         with atomic(dir / "optimizer.pt") as tmp:
             torch.save(self.opt.state_dict(), tmp)
+        self._save_rng(dir)
+
+    def _save_rng(self, dir) -> None:
         rng = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -94,14 +105,27 @@ class TorchTrainer:
 
     def load(self, dir) -> None:
         dir = Path(dir)
-        load_weights(self.net, dir / "model.safetensors")
-        self.opt.load_state_dict(torch.load(dir / "optimizer.pt", map_location=self.device))
-        rng = torch.load(dir / "rng.pt")
+        if (dir / "dcp").is_dir():  # written by `--distributed fsdp` (distributed.py): sharded model + optimizer
+            from .distributed import load_dcp
+
+            load_dcp(self.net, self.opt, dir / "dcp")
+        else:
+            load_weights(self.module, dir / "model.safetensors")
+            self.opt.load_state_dict(torch.load(dir / "optimizer.pt", map_location=self.device))
+        self._load_rng(dir)
+
+    def _load_rng(self, dir) -> None:
+        rng = torch.load(Path(dir) / "rng.pt")
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
 
-def trainer(model, **options) -> TorchTrainer:
-    """`backend.trainer(model, *, lr, warmup, steps, weight_decay, seed, betas, grad_clip)`."""
+def trainer(model, *, distributed=None, **options) -> TorchTrainer:
+    """`backend.trainer(model, *, lr, warmup, steps, weight_decay, seed, betas, grad_clip)`; `distributed` "ddp" or
+    "fsdp": the trainer on torchrun's process group (distributed.py)."""
+    if distributed:
+        from .distributed import DistributedTrainer
+
+        return DistributedTrainer(model, distributed=distributed, **options)
     return TorchTrainer(model, **options)

@@ -41,6 +41,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, metavar="DIR", help="run folder: run.json, metrics.jsonl, checkpoint/")
     t.add_argument("--resume", action="store_true", help="continue the run in DIR from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="log lines instead of a progress bar")
+    t.add_argument("--distributed", choices=("ddp", "fsdp"),
+                   help="torch on several processes, launched by torchrun: ddp (replicated) or fsdp (FSDP2, sharded); "
+                   "--batch is the global batch, split across the processes")
     t.add_argument("--devices", type=int, metavar="N",
                    help="jax: a mesh of N devices, the batch split over them and parameters and optimizer state "
                    "sharded (FSDP); --batch is the global batch, a multiple of N. Not saved: --resume may use another N")
@@ -139,6 +142,8 @@ def cmd_train(a) -> int:
             raise _usage("--resume: task options differ from the saved run's: " + ", ".join(
                 f"{k}={v} (saved {s})" for k, (s, v) in clash.items()))
     check_model(model, task, source=text, source_name=source_name)
+    if a.distributed and config.backend != "torch":
+        raise _usage(f"--distributed is for the torch backend, not {config.backend}")
     if a.devices is not None and config.backend != "jax":
         raise _usage(f"--devices is for the jax backend, not {config.backend} (torch: --distributed under torchrun)")
     if a.devices is not None and (a.devices < 1 or config.batch % a.devices):
@@ -149,7 +154,7 @@ def cmd_train(a) -> int:
     factory = backend.trainer if a.devices is None else functools.partial(backend.trainer, devices=a.devices)
     try:
         train(model, task, config, a.out, model_text=dumps(model), resume=a.resume, trainer_factory=factory,
-              progress=Progress(quiet=a.quiet, title=Path(a.out).name or "train"))
+              progress=Progress(quiet=a.quiet, title=Path(a.out).name or "train"), distributed=a.distributed)
     except KeyboardInterrupt:
         from .loop import latest_checkpoint
 

@@ -36,6 +36,13 @@ A checkpoint is written into `checkpoint.tmp/`, then swapped in by renames (`che
 or, between the two renames, `checkpoint.old/` complete, and `latest_checkpoint` finds it. `--resume` restores
 the checkpoint, drops metrics lines after its step and continues: the metrics equal an uninterrupted run's.
 
+More than one process (`--distributed`, torch: backends/hybridc_torch/distributed.py): every rank runs this loop
+with the same streams and hands the trainer the same global batch (the trainer takes its rank's slice and reduces
+the reported numbers over ranks). Optional trainer hooks, absent on one process: `is_main` (False on every rank but
+0: those write no run.json, metrics, state.json or progress), `world` (the number of processes: --batch must be a
+multiple), `barrier()` (around each checkpoint: every rank's `save` writes into the same folder, which rank 0 creates
+and then swaps in), `close()` (at the end).
+
 Data: `SeedSequence(seed).spawn(2)` gives the train stream (one `default_rng`, advanced batch by batch, its state
 checkpointed) and the eval stream (the same `eval_batches` batches at every evaluation).
 """
@@ -198,10 +205,18 @@ def latest_checkpoint(out) -> Optional[Path]:
 
 def _save_checkpoint(out: Path, trainer, state: dict) -> None:
     tmp, final, old = out / (CHECKPOINT + ".tmp"), out / CHECKPOINT, out / (CHECKPOINT + ".old")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    main, barrier = getattr(trainer, "is_main", True), getattr(trainer, "barrier", None)
+    if main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if barrier:
+        barrier()
     trainer.save(tmp)
+    if barrier:
+        barrier()
+    if not main:
+        return
     write_json(tmp / STATE, state)  # written last: a folder with state.json is complete
     if final.exists():
         if old.exists():
@@ -267,13 +282,12 @@ def _eval(trainer, batches) -> dict:
 
 
 def train(model, task, config: TrainConfig, out, *, model_text: Optional[str] = None, resume: bool = False,
-          trainer_factory: Optional[Callable] = None, progress=None) -> list[dict]:
+          trainer_factory: Optional[Callable] = None, progress=None, distributed: Optional[str] = None) -> list[dict]:
     """Train `model` (resolved IR) on `task` into the run folder `out`; returns the metrics rows.
 
     `trainer_factory(model, **kw)` defaults to the backend's `trainer`; `progress` is a `progress.Progress`
-    (or None: silent). With `resume`, continues from the folder's latest checkpoint (same model and options)."""
-    import numpy as np
-
+    (or None: silent). With `resume`, continues from the folder's latest checkpoint (same model and options).
+    `distributed` ("ddp", "fsdp"; torch under torchrun) is passed to the factory when given."""
     from ..canonical import dumps
 
     bad = config.problems()
@@ -289,7 +303,26 @@ def train(model, task, config: TrainConfig, out, *, model_text: Optional[str] = 
         trainer_factory = registry.get(config.backend).trainer
     trainer = trainer_factory(model, lr=config.lr, warmup=config.warmup_steps, steps=config.steps,
                               weight_decay=config.weight_decay, seed=config.seed, betas=config.betas,
-                              grad_clip=config.grad_clip)
+                              grad_clip=config.grad_clip, **({"distributed": distributed} if distributed else {}))
+    try:
+        return _start(trainer, model, task, config, out, record, ckpt, progress)
+    finally:
+        if callable(getattr(trainer, "close", None)):
+            trainer.close()
+
+
+def _start(trainer, model, task, config, out, record, ckpt, progress) -> list[dict]:
+    import numpy as np
+
+    main, world = getattr(trainer, "is_main", True), getattr(trainer, "world", 1)
+    if config.batch % world:
+        from ..errors import UsageError
+
+        raise UsageError(f"--batch {config.batch} must be a multiple of the {world} processes")
+    if world > 1:
+        record = {**record, "distributed": {"mode": getattr(trainer, "mode", None), "processes": world}}
+    if not main:
+        progress = None
     train_seq, eval_seq = np.random.SeedSequence(config.seed).spawn(2)
     train_rng = np.random.default_rng(train_seq)
     eval_rng = np.random.default_rng(eval_seq)
@@ -301,14 +334,18 @@ def train(model, task, config: TrainConfig, out, *, model_text: Optional[str] = 
         train_rng.bit_generator.state = saved.pop("train_rng")
         state.update(saved)
         rows = [r for r in read_metrics(out) if r["step"] <= state["step"]]
-        with atomic(out / METRICS) as tmp:
-            Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if main:
+            with atomic(out / METRICS) as tmp:
+                Path(tmp).write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / RUN, record)
-        if (out / METRICS).exists():
-            (out / METRICS).unlink()
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / RUN, record)
+            if (out / METRICS).exists():
+                (out / METRICS).unlink()
         rows = []
+    if callable(getattr(trainer, "barrier", None)):
+        trainer.barrier()  # rank 0 has set up the folder
     return _run(trainer, task, config, out, state, train_rng, eval_set, rows, progress)
 
 
@@ -318,7 +355,7 @@ def _run(trainer, task, config, out, state, train_rng, eval_set, rows, progress)
         progress.start(state["step"], steps, rows[-1] if rows else None)
     t_last, tokens_last = time.perf_counter(), state["tokens"]
     time_base = state["time"] - t_last  # time = seconds of training, across resumes
-    metrics = open(out / METRICS, "a")
+    metrics = open(out / METRICS, "a") if getattr(trainer, "is_main", True) else None
     try:
         for step in range(state["step"], steps):
             x, y = task.batch(train_rng, config.batch)
@@ -334,8 +371,9 @@ def _run(trainer, task, config, out, state, train_rng, eval_set, rows, progress)
                        "time": now + time_base}
                 state.update(loss_sum=0.0, loss_count=0)
                 t_last, tokens_last = time.perf_counter(), state["tokens"]
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
+                if metrics is not None:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
                 rows.append(row)
                 if progress is not None:
                     progress.log(row)
@@ -345,7 +383,8 @@ def _run(trainer, task, config, out, state, train_rng, eval_set, rows, progress)
             if progress is not None:
                 progress.update(done, float(r["loss"]))
     finally:
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if progress is not None:
             progress.stop()
     return rows
