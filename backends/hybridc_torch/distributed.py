@@ -174,7 +174,10 @@ class DistributedTrainer(TorchTrainer):
         dir = Path(dir)
         if self.mode == "ddp" or not (dir / DCP).is_dir():
             if self.mode == "fsdp":
-                raise NotImplementedError("--distributed fsdp resumes only a checkpoint written by --distributed fsdp")
+                from hybridc.errors import UsageError
+
+                raise UsageError(f"--distributed fsdp resumes only a checkpoint written by --distributed fsdp; {dir} "
+                                 "was written by one process or ddp: resume it with ddp or one process")
             return TorchTrainer.load(self, dir)
         load_dcp(self.net, self.opt, dir / DCP)
         self._load_rng(dir)

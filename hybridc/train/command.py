@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -144,6 +145,10 @@ def cmd_train(a) -> int:
     check_model(model, task, source=text, source_name=source_name)
     if a.distributed and config.backend != "torch":
         raise _usage(f"--distributed is for the torch backend, not {config.backend}")
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not a.distributed and config.backend == "torch" and world.isdigit() and int(world) > 1:
+        raise _usage(f"launched on {world} processes (WORLD_SIZE={world}): add --distributed ddp or fsdp, "
+                     "or run one process")
     if a.devices is not None and config.backend != "jax":
         raise _usage(f"--devices is for the jax backend, not {config.backend} (torch: --distributed under torchrun)")
     if a.devices is not None and (a.devices < 1 or config.batch % a.devices):

@@ -131,9 +131,15 @@ def test_distributed_bad_usage(tmp_path, capsys):
     env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE") if k in os.environ}
     try:
         assert main(["train", str(f), *FLAGS, "--out", str(tmp_path / "a"), "--distributed", "ddp"]) == 2
-        assert "torchrun --nproc_per_node" in capsys.readouterr().err
+        assert "torchrun --nproc_per_node" in capsys.readouterr().err and not (tmp_path / "a" / "run.json").exists()
         assert main(["train", str(f), *FLAGS, "--out", str(tmp_path / "b"), "--backend", "jax",
                      "--distributed", "fsdp"]) == 2
         assert "--distributed is for the torch backend" in capsys.readouterr().err
+        os.environ["WORLD_SIZE"] = "2"  # torchrun's N processes without --distributed would all write DIR
+        try:
+            assert main(["train", str(f), *FLAGS, "--out", str(tmp_path / "c")]) == 2
+        finally:
+            del os.environ["WORLD_SIZE"]
+        assert "add --distributed ddp or fsdp" in capsys.readouterr().err
     finally:
         os.environ.update(env)
