@@ -72,8 +72,10 @@ class DistributedTrainer(TorchTrainer):
         self.mode = distributed
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
-        if torch.cuda.is_available():
-            options.setdefault("device", f"cuda:{torch.cuda.current_device()}")
+        if torch.cuda.is_available():  # one GPU per process, also when the caller created the group
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            torch.cuda.set_device(local)
+            options.setdefault("device", f"cuda:{local}")
         super().__init__(model, **options)  # builds self.net (same seed: same weights on every rank) and self.opt
 
     def _wrap(self):
