@@ -36,7 +36,11 @@ class _Backend:
 
     def trainer(self, model, **options):
         """A trainer for `hybridc train` (protocol: hybridc/train/loop.py): AdamW, step/evaluate/save/load."""
-        from .train import trainer
+        if options.get("distributed"):  # "ddp" | "fsdp" under torchrun (distributed.py)
+            from .distributed import trainer
+        else:
+            options.pop("distributed", None)
+            from .train import trainer
 
         return trainer(model, **options)
 

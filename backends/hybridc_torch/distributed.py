@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from hybridc.train.loop import atomic
 
-from .train import IGNORE, TorchTrainer, _aux_loss
+from .train import IGNORE, TorchTrainer, _aux_loss, load_dcp
 
 MODES = ("ddp", "fsdp")
 DCP = "dcp"
@@ -183,25 +183,6 @@ class DistributedTrainer(TorchTrainer):
             return TorchTrainer.load(self, dir)
         load_dcp(self.net, self.opt, dir / DCP)
         self._load_rng(dir)
-
-
-def load_dcp(net, opt, path) -> None:
-    """Load a DCP checkpoint (`{"model", "optim"}` from `get_state_dict`) into a model and its optimizer: sharded
-    (FSDP2, every rank) or plain (one process, no process group)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    model_sd, optim_sd = get_state_dict(net, opt)
-    state = {"model": model_sd, "optim": optim_sd}
-    if dist.is_available() and dist.is_initialized():
-        dcp.load(state, checkpoint_id=str(path))
-    else:  # one process: DCP says it assumes so; it is intended
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(net, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
 
 
 def trainer(model, *, distributed: str, **options) -> DistributedTrainer:

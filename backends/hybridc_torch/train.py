@@ -106,8 +106,6 @@ class TorchTrainer:
     def load(self, dir) -> None:
         dir = Path(dir)
         if (dir / "dcp").is_dir():  # written by `--distributed fsdp` (distributed.py): sharded model + optimizer
-            from .distributed import load_dcp
-
             load_dcp(self.net, self.opt, dir / "dcp")
         else:
             load_weights(self.module, dir / "model.safetensors")
@@ -121,11 +119,28 @@ class TorchTrainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
 
-def trainer(model, *, distributed=None, **options) -> TorchTrainer:
-    """`backend.trainer(model, *, lr, warmup, steps, weight_decay, seed, betas, grad_clip)`; `distributed` "ddp" or
-    "fsdp": the trainer on torchrun's process group (distributed.py)."""
-    if distributed:
-        from .distributed import DistributedTrainer
-
-        return DistributedTrainer(model, distributed=distributed, **options)
+def trainer(model, **options) -> TorchTrainer:
+    """`backend.trainer(model, *, lr, warmup, steps, weight_decay, seed, betas, grad_clip)` in one process (with
+    `distributed="ddp"|"fsdp"` the backend object hands over to distributed.py's)."""
     return TorchTrainer(model, **options)
+
+
+def load_dcp(net, opt, path) -> None:
+    """Load a DCP checkpoint (`{"model", "optim"}` from `get_state_dict`) into a model and its optimizer: sharded
+    (FSDP2, every rank) or plain (one process, no process group)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(net, opt)
+    state = {"model": model_sd, "optim": optim_sd}
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dcp.load(state, checkpoint_id=str(path))
+    else:  # one process: DCP says it assumes so; it is intended
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(net, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])

@@ -35,7 +35,7 @@ WORKER = textwrap.dedent("""
     import hybridc
     from hybridc.tasks import make_task
     from hybridc.train.loop import TrainConfig, train
-    from hybridc_torch.train import trainer
+    from hybridc_torch import backend
 
     mode, model_path, killed = sys.argv[1:4]
 
@@ -43,7 +43,7 @@ WORKER = textwrap.dedent("""
         pass
 
     def factory(model, **kw):
-        tr = trainer(model, **kw)
+        tr = backend.trainer(model, **kw)
         real, count = tr.step, [0]
         def step(*args):
             count[0] += 1
