@@ -4,6 +4,7 @@ Exit codes: 0 ok, 1 invalid model, 2 usage."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -107,7 +108,7 @@ def _kernel_plans(model) -> dict:
     return plans
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybridc", description="A compiler for hybrid SSM/attention sequence models.")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("describe", help="schedule, parameters, inference state, FLOPs")
@@ -132,13 +133,14 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("-o", "--output", help="write the module here (default: stdout)")
     k.add_argument("--check", action="store_true", help="build, run one forward, print shape, parameters, time")
     k.set_defaults(fn=cmd_compile)
-    from .train.command import add_parser as add_train
-    from .train.plot import add_parser as add_plot
-    from .train.sweep import add_parser as add_sweep
+    wanted = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+    from .train import COMMANDS  # the package alone: its modules are imported only when they are the command
 
-    add_train(sub)
-    add_plot(sub)
-    add_sweep(sub)
+    for name, (module, help) in COMMANDS.items():
+        if name == wanted:
+            importlib.import_module(f"{__package__}.train.{module}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=help)
     return p
 
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # we use none; looking them up costs startup time
-    args = _parser().parse_args(argv)  # usage errors exit 2
+    args = _parser(argv).parse_args(argv)  # usage errors exit 2
     try:
         return args.fn(args)
     except _Usage as e:

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import importlib
 
+COMMANDS = {"train": ("command", "train a model on a task (MQAR, MAD, text): progress, metrics, checkpoints"),
+            "plot": ("plot", "plot training curves of run folders, or a sweep's summary (--summary)"),
+            "sweep": ("sweep", "train a grid of runs (models x dims x lrs x seeds) from a TOML spec")}
+"""The CLI subcommands this package adds: name -> (module defining `add_parser`, one-line help). The CLI imports a
+module only when its command runs (`hybridc --help` lists them all from here)."""
 _EXPORTS = {name: "hybridc.train.loop" for name in (
     "CHECKPOINT", "METRICS", "RUN", "TrainConfig", "Trainer", "atomic", "check_model", "latest_checkpoint", "lr_at",
     "read_metrics", "train")} | {"Progress": "hybridc.train.progress"}

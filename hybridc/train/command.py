@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import COMMANDS
+
 TASK_FLAGS = {"vocab": "vocab", "seq_len": "seq_len", "kv_pairs": "num_kv_pairs"}  # flag dest -> task option
 OPTION_FLAGS = ("backend", "steps", "batch", "lr", "warmup", "weight_decay", "seed", "checkpoint_every", "eval_every",
                 "eval_batches")
@@ -17,7 +19,7 @@ REQUIRED = ("steps", "batch", "lr")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    t = sub.add_parser("train", help="train a model on a task (MQAR, MAD, text): progress, metrics, checkpoints",
+    t = sub.add_parser("train", help=COMMANDS["train"][1],
                        description="Train MODEL.hyb on a synthetic task with AdamW, linear warmup and cosine decay. "
                        "The model must take token ids (`vocab V`, V >= the task's vocab) and output logits "
                        "(`output logits`). With --resume, omitted options are the saved run's.")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from . import COMMANDS
 from .loop import METRICS, RUN, read_metrics
 
 
@@ -211,7 +212,7 @@ def cmd_plot(a) -> int:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("plot", help="plot training curves of run folders, or a sweep's summary (--summary)",
+    p = sub.add_parser("plot", help=COMMANDS["plot"][1],
                        description="Loss and eval accuracy against step for each run folder (a folder of run "
                        "folders, e.g. a sweep's output, stands for every run in it). With --summary: the best "
                        "eval accuracy per model against dim, or against inference state bytes (--x state).")

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError, suggest
+from . import COMMANDS
 
 GRID = {"lrs": float, "seeds": int, "dims": int}
 OPTIONS = {"backend": str, "steps": int, "batch": int, "warmup": int, "weight_decay": float, "eval_every": int,
@@ -232,7 +233,7 @@ def cmd_sweep(a) -> int:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("sweep", help="train a grid of runs (models x dims x lrs x seeds) from a TOML spec",
+    p = sub.add_parser("sweep", help=COMMANDS["sweep"][1],
                        description="Run every (model, dim, learning rate, seed) of SPEC.toml in turn, each into "
                        "OUT/<model>-d<dim>-lr<lr>-s<seed>/ (as hybridc train --out). Rerunning skips finished "
                        "runs and resumes unfinished ones. See docs/training.md for the spec's keys.")
