@@ -42,9 +42,12 @@ def _kind_lines(model: Model) -> tuple[list[str], dict]:
         mine = [m for m in mixers if m.kind == kind]
         if not mine:
             continue
-        default = _defaults(kind, model.dim)
-        common = {name: Counter(getattr(m, name) for m in mine).most_common(1)[0][0] for name in default}
         fields = spec_class(kind).model_fields
+        try:
+            default = _defaults(kind, model.dim)
+        except ValueError:  # its defaults do not fit this dim (rwkv head_dim 64 at dim 32): compare with the class ones
+            default = {n: f.default for n, f in fields.items() if n != "kind" and n not in spec_class(kind).MODEL_AUTO}
+        common = {name: Counter(getattr(m, name) for m in mine).most_common(1)[0][0] for name in default}
         chosen = {name: v for name, v in common.items() if v != default[name] and not is_auto(fields[name])}
         implied = _defaults(kind, model.dim, chosen)   # an `auto` option follows the written ones
         chosen = {name: v for name, v in common.items() if name in chosen or v != implied[name]}

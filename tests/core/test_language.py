@@ -165,6 +165,15 @@ def test_every_example_loads_and_round_trips():
         assert hybridc.load(hybridc.dumps(m)) == m, f
 
 
+@pytest.mark.parametrize("text", ["dim 32\nrwkv head_dim=16\nlayers rwkv attn",
+                                  "dim 48\nlayers rwkv(head_dim=16) attn rwkv(head_dim=24)",
+                                  "dim 32\nlayers mamba2(head_dim=16) gated_delta_net(heads=2, head_dim=16)"])
+def test_round_trip_where_a_kinds_defaults_do_not_fit_the_dim(text):
+    """rwkv's default head_dim 64 does not divide dim 32: the canonical text compares with the class defaults."""
+    m = hybridc.load(text)
+    assert hybridc.load(hybridc.dumps(m)) == m
+
+
 def test_example_details():
     m = hybridc.load_file("examples/ratio_megatron.hyb")
     assert [i for i, k in enumerate(m.schedule) if k == "attn"] == [7, 16, 24] and m.layers[0].kind == "mamba2"
