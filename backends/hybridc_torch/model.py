@@ -31,7 +31,7 @@ from hybridc.sharing import share_key
 from .layers._hymba import HymbaMixer
 from .layers._norm import make_norm as norm_module
 from .layers.ffn import FFN
-from .shared import SharedSite, build_block, fed
+from .shared import SharedSite, block_state, build_block, fed
 
 
 def make_norm(norm, dim: int) -> nn.Module:
@@ -153,10 +153,7 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
-        st = {"mixer": self.mixer.init_state(batch_size, device, dtype)}
-        if self.has_ffn:
-            st["ffn"] = self.ffn.init_state(batch_size, device, dtype)
-        return st
+        return block_state(self, batch_size, device, dtype)
 
     def forward(self, x, state=None, ctx=None, v_first=None):
         """x (B, L, D) -> (x (B, L, D), new_state or None, v_first)."""

@@ -35,6 +35,14 @@ def build_block(make_norm, make_mixer, make_ffn, mixer_spec, ffn_spec, site, *, 
     return mods
 
 
+def block_state(blk, batch_size: int, device=None, dtype=torch.float32) -> dict:
+    """A block's (or call site's) zero decoding state: its mixer's, and its FFN's when it has one."""
+    st = {"mixer": blk.mixer.init_state(batch_size, device, dtype)}
+    if blk.has_ffn:
+        st["ffn"] = blk.ffn.init_state(batch_size, device, dtype)
+    return st
+
+
 class Adapter(nn.Module):
     """b(a(x)): a (R, in), b (out, R), no biases (Zamba2's nn.Sequential of two bias-free Linears)."""
 
@@ -69,10 +77,7 @@ class SharedSite(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
-        st = {"mixer": self.mixer.init_state(batch_size, device, dtype)}
-        if self.has_ffn:
-            st["ffn"] = self.ffn.init_state(batch_size, device, dtype)
-        return st
+        return block_state(self, batch_size, device, dtype)
 
     def _biases(self, module, x, projs) -> dict:
         """{proj.bias: its bias (if any) + this site's adapter of x} for the adapted projections of `module`."""
