@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load": "hybridc.resolve", "load_file": "hybridc.api", "dumps": "hybridc.canonical", "describe": "hybridc.api",
     "build": "hybridc.api", "backends": "hybridc.api", "save_weights": "hybridc.weights", "load_weights": "hybridc.weights",
+    "load_hf": "hybridc.hf", "load_hf_weights": "hybridc.hf", "save_hf": "hybridc.hf", "import_hf": "hybridc.hf",
     "Model": "hybridc.ir", "Layer": "hybridc.ir", "HybridcError": "hybridc.errors", "BackendError": "hybridc.errors",
 }
 __all__ = sorted(_EXPORTS)

@@ -62,6 +62,12 @@ class _Backend:
 
         return plan(model)
 
+    def hf(self):
+        """The framework side of Hugging Face checkpoints (hybridc/hf: `load_hf_weights`, `save_hf`)."""
+        from .hf import JaxSide
+
+        return JaxSide()
+
     def load_weights(self, net, arrays: dict) -> dict:
         """numpy arrays as a params dict, checked against `net` when given (`hybridc.load_weights`)."""
         from .weights import load_arrays

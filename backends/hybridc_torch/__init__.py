@@ -61,6 +61,12 @@ class _Backend:
 
         return to_numpy(module)
 
+    def hf(self):
+        """The framework side of Hugging Face checkpoints (hybridc/hf: `load_hf_weights`, `save_hf`)."""
+        from .hf import TorchSide
+
+        return TorchSide()
+
     def load_weights(self, module, arrays: dict):
         """Copy numpy arrays into a module in place (`hybridc.load_weights`)."""
         from .weights import load_arrays
