@@ -1,4 +1,4 @@
-"""`hybridc describe | check | fmt | schema | compile | train | plot | sweep`.
+"""`hybridc describe | check | fmt | schema | compile | import-hf | export-hf | train | plot | sweep`.
 
 Exit codes: 0 ok, 1 invalid model, 2 usage."""
 from __future__ import annotations
@@ -92,6 +92,32 @@ def cmd_compile(a) -> int:
     return EXIT_OK
 
 
+def cmd_import_hf(a) -> int:
+    from . import hf
+
+    if not Path(a.path).exists():
+        raise _Usage(f"no such checkpoint directory or config.json: {a.path}")
+    text = hf.convert_checkpoint(a.path, a.weights) if a.weights else hf.import_hf(a.path)
+    if a.output:
+        Path(a.output).write_text(text)
+        print(f"wrote {a.output}" + (f" and {a.weights}" if a.weights else ""), file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_export_hf(a) -> int:
+    from . import hf
+    from .weights import _read as read_weights
+
+    model = _load(a.file)
+    if not Path(a.weights).is_file():
+        raise _Usage(f"no such weights file: {a.weights}")
+    out = hf.save_hf(read_weights(a.weights), model, a.output, model_type=a.model_type, dtype=a.dtype)
+    print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _kernel_plans(model) -> dict:
     """Per installed backend, the kernel each mixer kind runs on each device; the frameworks load only here."""
     from . import registry
@@ -133,6 +159,19 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     k.add_argument("-o", "--output", help="write the module here (default: stdout)")
     k.add_argument("--check", action="store_true", help="build, run one forward, print shape, parameters, time")
     k.set_defaults(fn=cmd_compile)
+    i = sub.add_parser("import-hf", help="a Hugging Face checkpoint's config as .hyb (and its tensors as a weights file)")
+    i.add_argument("path", help="checkpoint directory (config.json + safetensors) or a config.json")
+    i.add_argument("-o", "--output", help="write the .hyb here (default: stdout)")
+    i.add_argument("--weights", metavar="OUT.safetensors",
+                   help="also convert the checkpoint's tensors into a hybridc weights file (hybridc.load_weights)")
+    i.set_defaults(fn=cmd_import_hf)
+    e = sub.add_parser("export-hf", help="a .hyb model and its weights as a checkpoint transformers loads")
+    e.add_argument("file", help=".hyb file")
+    e.add_argument("--weights", required=True, help="hybridc weights file (hybridc.save_weights)")
+    e.add_argument("-o", "--output", required=True, help="output directory (config.json, model.safetensors)")
+    e.add_argument("--model-type", help="the transformers family (default: the model's name, else the first that fits)")
+    e.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="tensor dtype (default: the weights' own)")
+    e.set_defaults(fn=cmd_export_hf)
     wanted = next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
     from .train import COMMANDS  # the package alone: its modules are imported only when they are the command
 

@@ -39,6 +39,14 @@ FAMILIES = {
     "lfm2": "lfm2",
 }
 
+# the layer kinds (mixers; `a+b` a parallel block) each family can hold: export looks only where the kinds fit
+LAYER_KINDS = {
+    "mamba": {"mamba"}, "falcon_mamba": {"mamba"}, "mamba2": {"mamba2"}, "nemotron_h": {"mamba2", "attn", "mlp", "moe"},
+    "bamba": {"mamba2", "attn"}, "falcon_h1": {"attn+mamba2", "mamba2+attn"}, "jamba": {"mamba", "attn"},
+    "zamba": {"mamba", "attn"}, "zamba2": {"mamba2", "attn"}, "recurrent_gemma": {"griffin_lru", "attn"},
+    "qwen3_next": {"gated_delta_net", "attn"}, "granitemoehybrid": {"mamba2", "attn"}, "lfm2": {"short_conv", "attn"},
+}
+
 
 class NotExpressible(Exception):
     """A family cannot express a model (export): the message names the part (`layer 3 (rwkv): ...`)."""
@@ -200,7 +208,16 @@ def export_family(model, model_type: str | None = None):
     if model_type is not None and model_type not in FAMILIES:
         raise HybridcError(f"model_type {model_type!r}: hybridc has no exporter for it",
                            hint=suggest(model_type, FAMILIES) or f"families: {', '.join(FAMILIES)}")
-    order = [model_type] if model_type else sorted(FAMILIES, key=lambda t: t != model.name)  # its own family first
+    kinds = ["+".join(m.kind for m in layer.mixers) for layer in model.layers]
+    known = set().union(*LAYER_KINDS.values())
+    alien = [f"layer {i + 1} ({k})" for i, k in enumerate(kinds) if k not in known]
+    if alien and model_type is None:
+        raise HybridcError("no transformers family expresses this model: " + ", ".join(alien[:5]) +
+                           " has no equivalent in any family hybridc exports",
+                           hint="families and their layer kinds: " + "; ".join(
+                               f"{t} ({', '.join(sorted(k))})" for t, k in LAYER_KINDS.items()))
+    fits = [t for t in FAMILIES if set(kinds) <= LAYER_KINDS[t]] or list(FAMILIES)
+    order = [model_type] if model_type else sorted(fits, key=lambda t: t != model.name)  # its own family first
     reasons = {}
     for mt in order:
         want = dumps(model.model_copy(update={"name": mt}))
