@@ -151,6 +151,8 @@ def dumps(model: Model) -> str:
     """Canonical text of a model."""
     lines = [f"model {_name(model.name)}", f"dim {model.dim}"]
     lines.append(f"vocab {model.vocab}" if model.vocab is not None else f"input {model.input}")
+    if model.pad_token is not None:
+        lines.append(f"pad_token {model.pad_token}")
     norm = "".join(f" {k}={render(v)}" for k, v in model_norm(model).items())  # eps, zero_centered, place
     lines += [f"output {model.output}", f"norm {model.norm}{norm}", f"dropout {render(model.dropout)}"]
     if model.tie_embeddings:

@@ -63,6 +63,9 @@ class Model(Frozen):
     dim: int = Field(256, ge=1, le=1_000_000)
     input: Optional[int] = Field(None, ge=1, description="continuous features per step")
     vocab: Optional[int] = Field(None, ge=1, description="token vocabulary size")
+    pad_token: Optional[int] = Field(None, ge=0, description="the embedding's padding index (nn.Embedding's "
+                                     "padding_idx, transformers' pad_token_id): that row is zero at init and gets no "
+                                     "gradient; none: no padding row")
     output: Literal["last", "sequence", "logits"] = "last"
     tie_embeddings: bool = Field(False, description="output logits reuse embed.weight as the head (no lm_head)")
     norm: Literal["layer", "rms"] = "layer"
@@ -97,6 +100,9 @@ class Model(Frozen):
             raise ValueError("output logits needs a vocab")
         if self.tie_embeddings and (self.vocab is None or self.output != "logits"):
             raise ValueError("tie_embeddings needs a vocab model with output logits (the head reuses embed.weight)")
+        if self.pad_token is not None and (self.vocab is None or self.pad_token >= self.vocab):
+            raise ValueError(f"pad_token {self.pad_token} " + ("needs a vocab (token input)" if self.vocab is None
+                             else f"is not a token id: it must be below vocab {self.vocab}"))
         for name in ("logit_scale", "logit_softcap"):
             if getattr(self, name) != type(self).model_fields[name].default and self.output != "logits":
                 raise ValueError(f"{name} needs output logits (valid: `output logits` with `vocab N`)")

@@ -24,8 +24,8 @@ from .sharing import place_sites
 from .sharing import read_options as read_share_options
 
 SETTINGS = {  # statement -> (IR field, how it is written)
-    "model": "name", "dim": "dim", "input": "input", "vocab": "vocab", "output": "output", "norm": "norm",
-    "dropout": "dropout", "meta_tokens": "meta_tokens", "fusion": "fusion",
+    "model": "name", "dim": "dim", "input": "input", "vocab": "vocab", "pad_token": "pad_token", "output": "output",
+    "norm": "norm", "dropout": "dropout", "meta_tokens": "meta_tokens", "fusion": "fusion",
     "tie_embeddings": "tie_embeddings",
     "embed_scale": "embed_scale", "residual_scale": "residual_scale", "logit_scale": "logit_scale",
     "logit_softcap": "logit_softcap",
@@ -420,6 +420,10 @@ class Resolver:
         if "tie_embeddings" in msg and "tie_embeddings" in self.s.values:
             return HybridcError(msg, self.s.values["tie_embeddings"][1],
                                 hint="set `vocab N` and `output logits`, or remove tie_embeddings")
+        if msg.startswith("pad_token") and "pad_token" in self.s.values:
+            vocab = self.s.values.get("vocab", (None,))[0]
+            return HybridcError(msg, self.s.values["pad_token"][1], hint="the padding row of the token embedding: set "
+                                "`vocab N`, or remove pad_token" if vocab is None else f"valid: 0..{vocab - 1} or none")
         scale = next((n for n in ("logit_scale", "logit_softcap") if msg.startswith(n) and n in self.s.values), None)
         if scale is not None:
             return HybridcError(msg, self.s.values[scale][1], hint="set `vocab N` and `output logits`, or remove "
@@ -433,7 +437,7 @@ class Resolver:
         return HybridcError(msg, pos)
 
 
-_EXAMPLE = {"model": "my_model", "dim": "256", "input": "32", "vocab": "32000", "output": "last",
+_EXAMPLE = {"model": "my_model", "dim": "256", "input": "32", "vocab": "32000", "pad_token": "0", "output": "last",
             "norm": "rms eps=1e-5 zero_centered=true place=both",
             "dropout": "0.1", "meta_tokens": "4", "fusion": "mean",
             "tie_embeddings": "true", "embed_scale": "12", "residual_scale": "0.22", "logit_scale": "0.125",

@@ -29,6 +29,7 @@ FEATURES = {
                     "attn(window=none, rope=true, rope_fraction=0.5, o_bias=true, gate=true); meta_tokens 2",
     "ffn_forms": "layers mamba attn mlp(act=relu2, bias=false, hidden=20); ffn act=gelu_tanh gated=true hidden=24",
     "tied_logits": "layers mamba attn; vocab 40; output logits; tie_embeddings true",
+    "pad_token": "layers mamba2 attn gated_delta_net; vocab 40; pad_token 3; output logits; tie_embeddings true",
     "mamba_options": "layers mamba(inner=24, proj_bias=true, conv_bias=false, inner_norm=weighted, eps=1e-5) attn "
                      "mamba(inner_norm=plain)|attn",
     "mamba_heads": "layers mamba(heads=2) attn mamba(heads=4, inner_norm=weighted, eps=1e-5, proj_bias=true)|attn",

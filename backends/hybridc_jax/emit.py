@@ -62,6 +62,8 @@ def emit(model) -> str:
                                                                "fusion"))
     if cfg.tie:
         settings += ", tie=True"
+    if cfg.pad_token is not None:
+        settings += f", pad_token={cfg.pad_token!r}"
     from hybridc.summary import model_norm, model_scales
 
     settings += "".join(f", {k}={v!r}" for k, v in model_scales(model).items())

@@ -44,10 +44,11 @@ class Config:
 
     def __init__(self, *, dim, input, vocab, output, norm, dropout, meta, fusion, blocks, owner, tie=False,
                  embed_scale=1.0, residual_scale=1.0, logit_scale=1.0, logit_softcap=None, norm_eps=None,
-                 norm_zero_centered=False, norm_place="pre", places=None):
+                 norm_zero_centered=False, norm_place="pre", places=None, pad_token=None):
         self.norm_eps, self.norm_zero_centered, self.norm_place = norm_eps, norm_zero_centered, norm_place
         self.places = [norm_place] * len(blocks) if places is None else list(places)  # each block's norm placement
         self.dim, self.input, self.vocab, self.output, self.tie = dim, input, vocab, output, tie
+        self.pad_token = pad_token  # the embedding's padding row: zero at init, no gradient through the lookup
         self.embed_scale, self.residual_scale = embed_scale, residual_scale
         self.logit_scale, self.logit_softcap = logit_scale, logit_softcap
         self.norm, self.dropout, self.meta, self.fusion = norm, dropout, meta, fusion
@@ -68,7 +69,7 @@ class Config:
                    tie=model.tie_embeddings, embed_scale=model.embed_scale, residual_scale=model.residual_scale,
                    logit_scale=model.logit_scale, logit_softcap=model.logit_softcap, norm_eps=model.norm_eps,
                    norm_zero_centered=model.norm_zero_centered, norm_place=model.norm_place,
-                   places=[model.layer_place(layer) for layer in model.layers])
+                   places=[model.layer_place(layer) for layer in model.layers], pad_token=model.pad_token)
         cfg.sites = [layer.site for layer in model.layers]  # call sites of shared blocks with options (shared.py)
         return cfg
 
@@ -123,6 +124,8 @@ def init(cfg: Config, key) -> dict:
     p = {}
     if cfg.vocab is not None:
         p["embed.weight"] = jax.random.normal(keys[0], (cfg.vocab, cfg.dim))
+        if cfg.pad_token is not None:  # nn.Embedding(padding_idx=N): the pad row starts at zero
+            p["embed.weight"] = p["embed.weight"].at[cfg.pad_token].set(0.0)
     elif cfg.input != cfg.dim:
         p["in_proj.weight"] = linear_init(keys[0], cfg.dim, cfg.input)
         p["in_proj.bias"] = bias_init(keys[1], cfg.dim, cfg.input)
@@ -222,7 +225,10 @@ def _block(cfg, p, i, x, st, ctx, fn, keys, v_first):
 
 def _embed(cfg, params, x):
     if cfg.vocab is not None:
-        h = params["embed.weight"][x]
+        w = params["embed.weight"]  # (V, D)
+        if cfg.pad_token is not None:  # the pad row gets no gradient from the lookup (a tied head still reads it)
+            w = w.at[cfg.pad_token].set(jax.lax.stop_gradient(w[cfg.pad_token]))
+        h = w[x]
     else:
         h = linear(params, "in_proj", x) if cfg.input != cfg.dim else x
     return h * cfg.embed_scale if cfg.embed_scale != 1.0 else h

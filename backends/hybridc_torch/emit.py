@@ -69,6 +69,8 @@ def emit(model) -> str:
                 dropout=model.dropout, meta_tokens=model.meta_tokens)
     if model.tie_embeddings:
         base["tie_embeddings"] = True
+    if model.pad_token is not None:
+        base["pad_token"] = model.pad_token
     base |= {k: v for k, v in model_scales(model).items() if k != "residual_scale"}
     common = dict(dim=model.dim, norm=_norm(model), fusion=model.fusion, dropout=model.dropout)
     if model.norm_place != "pre":

@@ -187,12 +187,12 @@ class HybridBase(nn.Module):
 
     def __init__(self, *, dim: int, input=None, vocab=None, output: str = "last", norm: str = "layer",
                  dropout: float = 0.0, meta_tokens: int = 0, tie_embeddings: bool = False, embed_scale: float = 1.0,
-                 logit_scale: float = 1.0, logit_softcap=None):
+                 logit_scale: float = 1.0, logit_softcap=None, pad_token=None):
         super().__init__()
         self.cfg = spec(dim=dim, input=input, vocab=vocab, output=output, meta_tokens=meta_tokens,
                         embed_scale=embed_scale, logit_scale=logit_scale, logit_softcap=logit_softcap)
         if vocab is not None:
-            self.embed = nn.Embedding(vocab, dim)
+            self.embed = nn.Embedding(vocab, dim, padding_idx=pad_token)  # pad_token: row zero, no gradient
         elif input != dim:
             self.in_proj = nn.Linear(input, dim)
         if meta_tokens:
@@ -288,7 +288,7 @@ class HybridModel(HybridBase):
         super().__init__(dim=model.dim, input=model.input, vocab=model.vocab, output=model.output, norm=norm_spec(model),
                          dropout=model.dropout, meta_tokens=model.meta_tokens, tie_embeddings=model.tie_embeddings,
                          embed_scale=model.embed_scale, logit_scale=model.logit_scale,
-                         logit_softcap=model.logit_softcap)
+                         logit_softcap=model.logit_softcap, pad_token=model.pad_token)
         self.ir = model
         shared: dict = {}
         blocks = []
