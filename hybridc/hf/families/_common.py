@@ -61,10 +61,10 @@ def rope_config(spec) -> dict:
                                 "partial_rotary_factor": spec.rope_fraction}}
 
 
-def pad(cfg, vocab: int) -> str:
+def pad(cfg, vocab: int, default=None) -> str:
     """`pad_token N` for transformers' `nn.Embedding(..., padding_idx=pad_token_id)`: the row is zero and gets no
-    gradient."""
-    p = cfg.get("pad_token_id", None)
+    gradient (`default`: the family config class's own pad_token_id, for a config.json that omits it)."""
+    p = cfg.get("pad_token_id", default)
     if p is None:
         return ""
     if not isinstance(p, int) or not 0 <= p < vocab:
@@ -170,3 +170,27 @@ def common_model(model, family: str, *, norm: str = "rms", zero_centered: bool =
 def number_of(pattern: str, name: str) -> int | None:
     m = re.fullmatch(pattern, name)
     return int(m[1]) if m else None
+
+
+def stacked_experts(hf_expert: str, n: int, ours: str) -> list[Map]:
+    """Per-expert checkpoint tensors (`hf_expert` with `{e}` and `{w}`: e.g. `...mlp.experts.{e}.{w}_proj.weight`,
+    as Qwen2-MoE-style checkpoints store them) <-> hybridc's stacked `ours.gate_up_proj` (E, 2F, D) and
+    `ours.down_proj` (E, D, F)."""
+
+    def stack(xp, ts):
+        return xp.cat([xp.reshape(t, (1,) + tuple(xp.shape(t))) for t in ts], 0)
+
+    def unstack(xp, t):
+        shape = tuple(xp.shape(t))
+        return [xp.reshape(p, shape[1:]) for p in xp.split(t, (1,) * shape[0], 0)]
+
+    def gate_up_back(xp, ts):
+        f = xp.shape(ts[0])[1] // 2
+        gate, up = xp.split(ts[0], (f, f), 1)
+        return unstack(xp, gate) + unstack(xp, up)
+
+    names = {w: tuple(hf_expert.format(e=e, w=w) for e in range(n)) for w in ("gate", "up", "down")}
+    return [Map(names["gate"] + names["up"], (f"{ours}.gate_up_proj",),
+                lambda xp, ts: [xp.cat([stack(xp, ts[:n]), stack(xp, ts[n:])], 1)], gate_up_back),
+            Map(names["down"], (f"{ours}.down_proj",), lambda xp, ts: [stack(xp, ts)],
+                lambda xp, ts: unstack(xp, ts[0]))]
