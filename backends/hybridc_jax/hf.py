@@ -88,9 +88,10 @@ class JaxSide:
 
 
 def model_shapes(model) -> dict:
-    from hybridc_jax import build
+    from .model import Config, init
 
-    return JaxSide().shapes(build(model))
+    cfg = Config.from_ir(model)
+    return {k: tuple(v.shape) for k, v in jax.eval_shape(lambda key: init(cfg, key), jax.random.PRNGKey(0)).items()}
 
 
 JaxSide.model_shapes = staticmethod(model_shapes)

@@ -101,7 +101,6 @@ class Checkpoint:
         if not isinstance(self.config, dict):
             raise HybridcError("config.json is not a JSON object", source_name=str(self.config_path))
         self._entries: dict[str, Entry] | None = None
-        self._maps: dict[Path, object] = {}
 
     # -- weights -----------------------------------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -165,18 +164,18 @@ class Checkpoint:
         return sum(e.nbytes for e in self.entries().values())
 
     def read(self, name: str):
-        """(numpy array, dtype tag): a read-only view of the memory-mapped file (bf16 as uint16 bits)."""
+        """(numpy array, dtype tag): a read-only memory map of this tensor alone (bf16 as uint16 bits). Each tensor
+        gets its own map, released with the array: the file's pages do not pile up in the process while loading."""
         import numpy as np
 
         e = self.entries()[name]
-        mm = self._maps.get(e.file)
-        if mm is None:
-            mm = self._maps[e.file] = np.memmap(e.file, dtype=np.uint8, mode="r")
-        arr = mm[e.start:e.end].view(NUMPY[e.dtype]).reshape(e.shape)
-        return arr, e.dtype
+        if 0 in e.shape:
+            return np.zeros(e.shape, dtype=NUMPY[e.dtype]), e.dtype
+        arr = np.memmap(e.file, dtype=NUMPY[e.dtype], mode="r", offset=e.start, shape=e.shape or (1,))
+        return (arr if e.shape else arr.reshape(())), e.dtype
 
     def close(self) -> None:
-        self._maps.clear()
+        pass
 
 
 def as_float32(arr, dtype: str):
