@@ -1,40 +1,19 @@
-"""Whole-model check: transformers' MambaForCausalLM (tied head) == hybridc `layers mamba x2` at a tiny size.
-
-Mapping (names only, same layouts): `backbone.embeddings` -> `embed` (the tied head comes with it),
-`backbone.layers.i.{norm,mixer.*}` -> `layers.i.{norm,mixer.*}`, `backbone.norm_f` -> `norm_f`.
-"""
+"""The whole-model harness's own error (tests/models/_hf_whole.py): a wrong mapping lists every unmapped, unused and
+misshapen name (moved here from the Mamba check, which is now tests/hf/test_mamba.py)."""
 import pytest
 
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
-from _hf_whole import check_whole, report, rules  # noqa: E402
+from _hf_whole import check_whole, rules  # noqa: E402
 
 D, V, N, LAYERS = 64, 100, 16, 2
-EPS = 1e-5  # transformers' layer_norm_epsilon default: `norm rms eps=1e-5`
-
-MAPPING = rules(
-    (r"backbone\.embeddings\.weight", "embed.weight"),
-    (r"backbone\.norm_f\.weight", "norm_f.weight"),
-    (r"backbone\.layers\.(\d+)\.(norm\.weight|mixer\..+)", r"layers.\1.\2"),
-)
-
-
-def test_mamba_for_causal_lm(tmp_path):
-    cfg = tf.MambaConfig(vocab_size=V, hidden_size=D, state_size=N, num_hidden_layers=LAYERS, expand=2,
-                         conv_kernel=4, use_bias=False, use_conv_bias=True, tie_word_embeddings=True,
-                         layer_norm_epsilon=EPS)
-    torch.manual_seed(0)  # transformers' init, then the harness's seeded noise
-    hf = tf.MambaForCausalLM(cfg)
-    program = (f"layers mamba x{LAYERS}; dim {D}; vocab {V}; output logits; tie_embeddings true; norm rms eps={EPS}; "
-               f"dropout 0; mamba state={N} expand=2 conv=4 dt_rank={cfg.time_step_rank}")
-    report("mamba", check_whole(hf, program, MAPPING, vocab=V, jax=True, tmp_path=tmp_path))
 
 
 def test_a_wrong_mapping_lists_every_unmapped_unused_and_misshapen_name():
     """The harness's error: transformers names never read, names we lack, ours never produced, shape mismatches."""
     cfg = tf.MambaConfig(vocab_size=V, hidden_size=D, state_size=N, num_hidden_layers=LAYERS, expand=2,
-                         conv_kernel=4, tie_word_embeddings=True, layer_norm_epsilon=EPS)
+                         conv_kernel=4, tie_word_embeddings=True, layer_norm_epsilon=1e-5)
     hf = tf.MambaForCausalLM(cfg)
     wrong = rules(
         (r"backbone\.embeddings\.weight", "embed.weight"),
