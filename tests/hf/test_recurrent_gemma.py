@@ -1,0 +1,59 @@
+"""RecurrentGemma through `import-hf`: Griffin recurrent blocks (RG-LRU, conv 4, an lru_width other than dim) and
+local attention (MQA, window 8 < the 11 tokens, partial RoPE 0.5, q/k/v biases), GeGLU MLPs with biases,
+zero-centred norms, the bf16 embedding normalizer, the logit soft-cap, a tied head, a padding token
+(tests/hf/_harness.py); and the config values hybridc refuses, by name."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+
+import hybridc  # noqa: E402
+from _harness import check_family  # noqa: E402
+
+D, V = 64, 100
+
+
+def config(**kw):
+    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
+                intermediate_size=192, lru_width=96, attention_window_size=8, conv1d_width=4, logits_soft_cap=30.0,
+                block_types=["recurrent", "attention"], rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+                attention_bias=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                      "partial_rotary_factor": 0.5},
+                tie_word_embeddings=True, pad_token_id=3)
+    return tf.RecurrentGemmaConfig(**(base | kw))
+
+
+def test_recurrent_gemma(tmp_path):
+    torch.manual_seed(0)
+    hf = tf.RecurrentGemmaForCausalLM(config())
+    assert [type(l.temporal_block).__name__ for l in hf.model.layers] == \
+        ["RecurrentGemmaRecurrentBlock", "RecurrentGemmaAttention", "RecurrentGemmaRecurrentBlock"]
+    assert hf.model.layers[0].mlp_block.gate_proj.out_features == 96  # transformers halves intermediate_size
+    assert float(hf.model.normalizer) == 8.0
+    check_family(hf, tmp_path, vocab=V, expect_in_text=(
+        "layers griffin_lru attn griffin_lru", "embed_scale 8", "logit_softcap 30", "zero_centered=true",
+        "pad_token 3", "width=96"))
+
+
+def _written(tmp_path, **changes):
+    config().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes, indent=2))
+    return path
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("block_types", ["recurrent", "mlp"], "cycle"),
+    ("hidden_activation", "relu", "gelu_pytorch_tanh"),
+    ("logits_soft_cap", None, "soft-caps"),
+    ("attention_dropout", 0.1, "dropout"),
+    ("rope_parameters", {"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}, "linear"),
+], ids=["block-type", "activation", "no-softcap", "dropout", "rope-type"])
+def test_recurrent_gemma_refuses(tmp_path, field, value, words):
+    path = _written(tmp_path, **{field: value})
+    with pytest.raises(hybridc.HybridcError) as e:
+        hybridc.import_hf(path)
+    msg = str(e.value)
+    assert f"field '{field}'" in msg and words in msg and "config.json:" in msg, msg
