@@ -5,7 +5,7 @@ Qwen3.5 is Qwen3-Next's dense layout with the deltanet's projections unfused: th
 attention with partial RoPE 0.25, per-head q/k norms, zero-centred norms `(1 + w)` at eps 1e-6 except the deltanet's
 plain gated output norm), the SwiGLU FFN after each layer.
 
-Mapping: as Qwen3-Next's (tests/models/test_hf_qwen3_next.py) except the deltanet: `in_proj_qkv` rows are
+Mapping: as Qwen3-Next's (hybridc/hf/families/qwen3_next.py) except the deltanet: `in_proj_qkv` rows are
 `[q (H K), k (H K), v (Hv V)]` -> our `q_proj` / `k_proj` / `v_proj`, `in_proj_z` -> `g_proj`, `in_proj_b` ->
 `b_proj`, `in_proj_a` -> `a_proj`; `conv1d` channels `[q, k, v]` -> our three convs; `norm` -> `o_norm`, `out_proj`
 -> `o_proj`, `A_log`, `dt_bias` unchanged.

@@ -1,0 +1,79 @@
+"""Qwen3-Next through `import-hf`: Gated DeltaNet (2 key heads, 4 value heads) and gated attention (partial RoPE,
+per-head zero-centred QK-norm) layers, the sparse MoE with its sigmoid-gated shared expert and a dense MLP layer
+(`mlp_only_layers`), a padding token, a sharded checkpoint (tests/hf/_harness.py)."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+qn = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
+
+import hybridc  # noqa: E402
+from _harness import check_family  # noqa: E402
+
+D, V = 64, 100
+
+
+@pytest.fixture
+def torch_kernels(monkeypatch):
+    """With fla installed transformers would call its Triton kernels (no CPU driver): use the wrapped torch ones."""
+    for name in ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule", "causal_conv1d_fn",
+                 "causal_conv1d_update"):
+        monkeypatch.setattr(qn, name, getattr(qn, name).__wrapped__)
+
+
+def config(**kw):
+    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=3,
+                layer_types=["linear_attention", "full_attention", "linear_attention"], num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, intermediate_size=96, linear_num_key_heads=2,
+                linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16, linear_conv_kernel_dim=4,
+                num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                norm_topk_prob=True, mlp_only_layers=[1], rms_norm_eps=1e-6, attention_bias=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
+                tie_word_embeddings=False, pad_token_id=0)
+    return tf.Qwen3NextConfig(**(base | kw))
+
+
+def test_qwen3_next(tmp_path, torch_kernels):
+    cfg = config()
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    hf = qn.Qwen3NextForCausalLM(cfg)
+    assert [type(b.mlp).__name__ for b in hf.model.layers] == ["Qwen3NextSparseMoeBlock", "Qwen3NextMLP",
+                                                              "Qwen3NextSparseMoeBlock"]
+    check_family(hf, tmp_path, vocab=V, shard=True,
+                 expect_in_text=("layers gated_delta_net attn gated_delta_net", "pad_token 0", "v_heads=4",
+                                 "shared_gate=true", "zero_centered=true", "rope_fraction=0.25"))
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("hidden_act", "gelu", "short convolution"),
+    ("rope_parameters", {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}, "yarn"),
+    ("layer_types", ["linear_attention", "sliding_attention", "linear_attention"], "full_attention"),
+    ("attention_dropout", 0.1, "dropout"),
+])
+def test_qwen3_next_refuses(tmp_path, field, value, words):
+    data = config().to_dict() | {field: value, "architectures": ["Qwen3NextForCausalLM"]}
+    (tmp_path / "config.json").write_text(json.dumps(data, indent=2))
+    with pytest.raises(hybridc.HybridcError) as e:
+        hybridc.import_hf(tmp_path / "config.json")
+    assert field in str(e.value) and words in str(e.value)
+
+
+def test_qwen3_next_dense_tied_interval(tmp_path):
+    """No experts (every layer an MLP), tied embeddings, the older `full_attention_interval` spelling: the structure
+    (parameter count) and export's config, without weights."""
+    data = config(num_experts=0, tie_word_embeddings=True, num_hidden_layers=4, layer_types=None).to_dict()
+    data.pop("layer_types")
+    data |= {"full_attention_interval": 2, "architectures": ["Qwen3NextForCausalLM"]}
+    (tmp_path / "config.json").write_text(json.dumps(data, indent=2))
+    text = hybridc.import_hf(tmp_path / "config.json")
+    assert "layers (gated_delta_net attn) x2" in text
+    assert "experts" not in text and "tie_embeddings true" in text
+    m = hybridc.load(text)
+    torch.manual_seed(0)
+    hf = qn.Qwen3NextForCausalLM(tf.Qwen3NextConfig.from_dict(data))
+    assert hybridc.describe(m)["params"] == sum(p.numel() for p in hf.parameters())
+    _, back = hybridc.hf.export_family(m)
+    assert back["num_experts"] == 0 and back["tie_word_embeddings"] and back["layer_types"][1] == "full_attention"
