@@ -35,6 +35,8 @@ def to_hyb(cfg) -> str:
     if h * p != int(expand * d):
         cfg.fail("num_heads", f"num_heads x head_dim = {h * p} but expand x hidden_size = {int(expand * d)}: "
                               "Mamba2Mixer needs them equal")
+    if h % cfg.get("n_groups", 8):
+        cfg.fail("n_groups", f"{cfg.get('n_groups', 8)} groups do not divide num_heads = {h}")
     cfg.expect("hidden_act", ("silu", "swish"), "silu", why="Mamba2Mixer's conv activation: hybridc's mamba2 uses "
                                                              "silu only")
     lo, hi = cfg.get("time_step_limit", [0.0, math.inf])
