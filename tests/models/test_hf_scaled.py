@@ -11,9 +11,7 @@ Falcon-H1 (FalconH1ForCausalLM): every layer a parallel block `mamba2|attn` with
 multipliers: embedding_multiplier -> `embed_scale`, lm_head_multiplier -> `logit_scale`, attention_in/out_multiplier
 and key_multiplier -> attn `in_scale out_scale key_scale`, ssm_in/out_multiplier -> mamba2 `in_scale out_scale`,
 ssm_multipliers (z, x, B, C, dt) -> mamba2 `z_scale x_scale b_scale c_scale dt_scale`, mlp_multipliers (gate, down)
--> ffn `gate_scale down_scale`. Mapping: `model.embed_tokens` -> `embed`; per layer `input_layernorm` -> `norm`,
-`mamba.*` -> `mixer.ssm.*`, `self_attn.*` -> `mixer.attn.*`, `pre_ff_layernorm` -> `ffn_norm`,
-`feed_forward.{gate,up,down}_proj` -> `ffn.{gate,up,down}`; `model.final_layernorm` -> `norm_f`.
+-> ffn `gate_scale down_scale`; here module by module (the whole model: tests/hf/test_falcon_h1.py).
 
 RecurrentGemma: the embedding normalizer and the final logit soft-cap, by unit (the whole model is another test's).
 """
@@ -96,29 +94,6 @@ def test_recurrentgemma_embed_scale_and_softcap():
         torch.testing.assert_close(ours._embed(x), seen["stream"], rtol=0, atol=0)
         torch.testing.assert_close(ours._logits(seen["raw"] * 40), torch.tanh(seen["raw"] * 40 / cap) * cap)
         torch.testing.assert_close(ours._logits(seen["raw"]), want, rtol=1e-6, atol=1e-6)
-
-
-FALCON_MAPPING = rules(
-    (r"model\.embed_tokens\.weight", "embed.weight"),
-    (r"model\.final_layernorm\.weight", "norm_f.weight"),
-    (r"lm_head\.weight", "lm_head.weight"),
-    (r"model\.layers\.(\d+)\.input_layernorm\.weight", r"layers.\1.norm.weight"),
-    (r"model\.layers\.(\d+)\.pre_ff_layernorm\.weight", r"layers.\1.ffn_norm.weight"),
-    (r"model\.layers\.(\d+)\.feed_forward\.(gate|up|down)_proj\.weight", r"layers.\1.ffn.\2.weight"),
-    (r"model\.layers\.(\d+)\.mamba\.(.+)", r"layers.\1.mixer.ssm.\2"),
-    (r"model\.layers\.(\d+)\.self_attn\.(.+)", r"layers.\1.mixer.attn.\2"),
-)
-
-
-def test_falcon_h1_mup(tmp_path):
-    """FalconH1ForCausalLM with every muP multiplier away from 1: two parallel `mamba2|attn` blocks, `fusion sum`."""
-    falcon, cfg = _falcon()
-    hf = tf.FalconH1ForCausalLM(cfg)
-    program = (f"layers mamba2|attn x2; dim {D}; vocab {V}; output logits; norm rms; dropout 0; fusion sum; "
-               f"embed_scale 5; logit_scale 0.3; ffn after=all act=swiglu hidden={HIDDEN} {FFN_MUP}; "
-               f"mamba2 inner=96 heads=6 head_dim=16 groups=2 state={N} conv=4 chunk=8 out_norm=false {MAMBA2_MUP}; "
-               f"attn heads=4 kv_heads=2 head_dim=16 rope=true qk_norm=false window=none {ATTN_MUP}")
-    report("falcon_h1_mup", check_whole(hf, program, FALCON_MAPPING, vocab=V, jax=True, tmp_path=tmp_path))
 
 
 # --- Falcon-H1's muP multipliers, module by module (transformers' FalconH1Mixer / FalconH1Attention / FalconH1MLP) ---
