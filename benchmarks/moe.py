@@ -1,6 +1,6 @@
 """The mixture-of-experts layer on CPU, against transformers' experts implementations and the dense FFN of its width.
 
-    python -m benchmarks.moe [--reps 3] [--threads 2] [--jax] [--skip-eager]
+    python -m benchmarks.moe [--reps 3] [--threads 2] [--jax] [--skip-eager] [--only layer|decode]
 
 Layer: batch 4, sequence 512, dim 512, 64 experts, top-8, expert hidden 256 (SwiGLU experts, softmax router, top-k
 renormalised: Mixtral's block), fp32. Forward (no grad) and forward+backward (a sum of the output; gradients of the
@@ -17,10 +17,12 @@ Ratios: other time / our (impl=auto) time; > 1 means ours is faster; for the den
 issue's target: <= 2).
 
 Decoding: one token, batch 1, dim 256, top-10, expert hidden 128, `step` at 512 experts vs 64 experts (Qwen3-Next's
-routing at dim 256): the time should not grow with the experts beyond the router (its E x D product, also shown).
+routing at dim 256), torch and (--jax) JAX side by side: the time should not grow with the experts beyond the router
+(its E x D product, also shown).
 
-`--jax`: the JAX rows from `benchmarks._moe_jax.rows(weights, x, reps)` (the JAX backend's owner adds that module:
-it takes the torch layer's state dict as numpy arrays and the input, and returns [(label, fwd_s, fwdbwd_s)]).
+`--jax`: the JAX rows from `benchmarks._moe_jax.rows(weights, x, reps)` (the torch layer's state dict as numpy arrays
+and the input -> [(label, fwd_s, fwdbwd_s)]) and its decoding calls (`_moe_jax.decoders`). `--only layer|decode`: one
+of the two tables.
 """
 from __future__ import annotations
 
@@ -125,35 +127,46 @@ def layer_rows(reps: int, skip_eager: bool, jax: bool) -> None:
           f"f+b {ref_b / fb['dense FFN h=2048']:.2f}x (target <= 2)")
 
 
-def decode_rows(reps: int) -> None:
-    """One decoding step, batch 1, at 512 and at 64 experts; the router's product alone beside it."""
+def _per_call(fns: dict, reps: int, n: int = 200) -> dict:
+    """{label: min seconds per call}: 20 warm-up calls each, then reps rounds of n calls of every candidate in turn."""
+    for fn in fns.values():
+        for _ in range(20):
+            fn()
+    best = {k: float("inf") for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            best[k] = min(best[k], (time.perf_counter() - t) / n)
+    return best
+
+
+def decode_rows(reps: int, jax: bool) -> None:
+    """One decoding step, batch 1, at 64 and at 512 experts; the router's product alone beside it; torch and (--jax)
+    JAX side by side."""
     res = {}
     x = torch.randn(1, DEC_DIM, generator=torch.Generator().manual_seed(2))
-    n = 200
     for experts in (64, 512):
         torch.manual_seed(0)
         layer = MoE(DEC_DIM, moe_spec(experts, DEC_K, DEC_F)).eval()
+        fns = {"torch step": lambda: layer.step(x, {}), "torch router": lambda: layer.router_logits(x)}
+        if jax:
+            from ._moe_jax import decoders
+
+            fns |= decoders({k: v.detach().numpy() for k, v in layer.state_dict().items()}, x.numpy(), DEC_K)
         with torch.no_grad():
-            for _ in range(20):
-                layer.step(x, {})
-            best = best_r = float("inf")
-            for _ in range(reps):
-                t = time.perf_counter()
-                for _ in range(n):
-                    layer.step(x, {})
-                best = min(best, (time.perf_counter() - t) / n)
-                t = time.perf_counter()
-                for _ in range(n):
-                    layer.router_logits(x)
-                best_r = min(best_r, (time.perf_counter() - t) / n)
-        res[experts] = (best, best_r)
+            res[experts] = _per_call(fns, reps)
     print(f"\ndecoding one token, batch 1, D{DEC_DIM} top-{DEC_K} F{DEC_F} (step, us; router = its E x D product)")
-    print(f"{'experts':>8s} {'step us':>9s} {'router us':>10s} {'step - router':>14s}")
-    for experts, (s, r) in res.items():
-        print(f"{experts:8d} {s * 1e6:9.1f} {r * 1e6:10.1f} {(s - r) * 1e6:14.1f}")
-    print(f"512 vs 64 experts: step {res[512][0] / res[64][0]:.2f}x, step minus router "
-          f"{(res[512][0] - res[512][1]) / (res[64][0] - res[64][1]):.2f}x (expert weights touched: top-{DEC_K} "
-          f"of E in both)")
+    names = [k.split()[0] for k in res[64] if k.endswith("step")]
+    print(f"{'experts':>8s}" + "".join(f" {n + ' step':>11s} {'router':>7s} {'- router':>9s}" for n in names))
+    for experts, r in res.items():
+        print(f"{experts:8d}" + "".join(f" {r[n + ' step'] * 1e6:11.1f} {r[n + ' router'] * 1e6:7.1f} "
+                                        f"{(r[n + ' step'] - r[n + ' router']) * 1e6:9.1f}" for n in names))
+    for n in names:
+        step, router = (lambda e: res[e][n + " step"]), (lambda e: res[e][n + " router"])
+        print(f"{n} 512 vs 64 experts: step {step(512) / step(64):.2f}x, step minus router "
+              f"{(step(512) - router(512)) / (step(64) - router(64)):.2f}x (expert weights touched: top-{DEC_K} of E)")
 
 
 def main(argv=None) -> None:
@@ -162,12 +175,15 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--jax", action="store_true", help="add the JAX rows (benchmarks/_moe_jax.py)")
     ap.add_argument("--skip-eager", action="store_true", help="leave out transformers' eager loop (slow)")
+    ap.add_argument("--only", choices=("layer", "decode"), default=None, help="run one of the two tables")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    layer_rows(args.reps, args.skip_eager, args.jax)
-    decode_rows(args.reps)
+    if args.only != "decode":
+        layer_rows(args.reps, args.skip_eager, args.jax)
+    if args.only != "layer":
+        decode_rows(args.reps, args.jax)
 
 
 if __name__ == "__main__":

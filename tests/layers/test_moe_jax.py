@@ -169,6 +169,57 @@ def test_jit_grad_and_step():
     assert all(np.isfinite(np.asarray(v)).all() for v in g.values())
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("spec_id", list(SPECS))
+def test_step_gathered_equals_reference_values_and_grads(spec_id, batch):
+    """Decoding's gathered form (B * K <= STEP_SLOTS) against the masked reference: values and gradients."""
+    spec = SPECS[spec_id]
+    p, x, r = _init(spec), rand(batch, DIM), rand(batch, DIM, seed=5)
+    assert batch * spec.top_k <= moe.STEP_SLOTS
+    close(jax.jit(lambda p, x: moe.step(p, x, spec, {})[0])(p, x), moe.reference(p, x, spec)[0])
+    step = lambda p, x, spec: moe.step(p, x, spec, {})  # noqa: E731
+    (_, (gp, gx)), (_, (gp_ref, gx_ref)) = _loss(step, spec, r)(p, x), _loss(moe.reference, spec, r)(p, x)
+    close(gx, gx_ref)
+    for name in gp_ref:
+        close(gp[name], gp_ref[name])
+
+
+def test_step_past_step_slots_is_grouped(monkeypatch):
+    spec = SPECS["E4-K2-swiglu"]
+    p, x = _init(spec), rand(3, DIM)
+    monkeypatch.setattr(moe, "STEP_SLOTS", 4)  # 3 tokens x top-2 = 6 slots: the grouped form
+    jaxpr = jax.make_jaxpr(lambda p, x: moe.step(p, x, spec, {})[0])(p, x).jaxpr
+    assert not any(e.primitive.name == "gather" and len(e.outvars[0].aval.shape) == 4 for e in jaxpr.eqns)
+    close(moe.step(p, x, spec, {})[0], moe.reference(p, x, spec)[0])
+
+
+def _eqns(jaxpr) -> list:
+    """Every equation of a jaxpr, those of its sub-jaxprs (jit, loops, custom_vjp) included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        found.append(eqn)
+        for v in eqn.params.values():
+            for j in v if isinstance(v, (tuple, list)) else (v,):
+                inner = getattr(j, "jaxpr", j)
+                if hasattr(inner, "eqns"):
+                    found += _eqns(inner)
+    return found
+
+
+def test_step_reads_only_the_chosen_experts():
+    """One token, top-2 of 33 experts: nothing of size E is computed but the router's (1, E) logits and (E, D) weight
+    (no (E,) group table, no product over an (E, ...) stack), and as many products as for 5 experts."""
+    counts = []
+    for e in (5, 33):
+        spec = moe_spec(experts=e, top_k=2, act="swiglu", hidden=8)
+        p, x = _init(spec), rand(1, DIM)
+        eqns = _eqns(jax.make_jaxpr(lambda p, x: moe.step(p, x, spec, {})[0])(p, x).jaxpr)
+        sized = {v.aval.shape for q in eqns for v in q.outvars if e in getattr(v.aval, "shape", ())}
+        assert sized <= {(1, e), (e, DIM), (DIM, e)}, sized
+        counts.append(sum("dot_general" in q.primitive.name for q in eqns))
+    assert counts[0] == counts[1]
+
+
 def test_aux_losses_collected_only_when_asked():
     spec = SPECS["E4-K2-swiglu"]
     p, x = _init(spec), rand(2, 7, DIM)

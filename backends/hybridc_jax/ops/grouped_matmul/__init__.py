@@ -15,6 +15,9 @@ the oracle, never a fast path); ``ragged.py`` (``impl="ragged_dot"``: ``jax.lax.
 picks on GPU/TPU, where XLA has a grouped kernel; on CPU XLA lowers it to the dense masked form, G times the work);
 ``tiled.py`` (``impl="tiled"``, ``auto`` on CPU: a loop over visits of up to T rows of one group, each multiplied
 once in place; its backward is the same loop, so gradients cost what the forward does).
+``grouped_ffn`` (``ffn.py``): a whole expert FFN (both products and the activation) on token-slots sorted by group,
+un-sorted and summed per token; with ``tiled`` its forward is one loop doing both products per visit
+(``tiled.tiled_ffn``), its gradient the two grouped matmuls'.
 
 Glossary: M rows (token-slots), K in features, N out features, G groups (experts), T rows per tile.
 """
@@ -24,9 +27,10 @@ import jax
 
 from hybridc_native.choice import Op
 
+from . import ffn
 from .naive import reference
 
-__all__ = ["grouped_matmul", "reference", "OP"]
+__all__ = ["grouped_matmul", "grouped_ffn", "reference", "OP"]
 
 
 def _auto(device: str) -> str:
@@ -41,3 +45,12 @@ def grouped_matmul(x, w, group_sizes, *, impl="auto"):
     """y (M, N) = w[g(m)] @ x[m] for x (M, K) sorted by group, w (G, N, K), group_sizes (G,) int.
     impl: "auto" (CPU "tiled", else "ragged_dot"), "tiled", "ragged_dot" or "reference"."""
     return OP.pick(impl, jax.default_backend())(x, w, group_sizes)
+
+
+def grouped_ffn(x, order, scale, w_in, w_out, group_sizes, act, *, impl="auto"):
+    """y[t] = sum over token t's slots m (group g): scale[m] * w_out[g] @ act(w_in[g] @ x[t]). x (T, D); the S = T*K
+    slots s = t*K + k sorted by group: order (S,), scale (S,) (by sorted slot); w_in (G, H, D), w_out (G, N, F),
+    group_sizes (G,), act (..., H) -> (..., F) => y (T, N). impl: as `grouped_matmul` ("tiled": the fused loop)."""
+    name = OP.resolve(impl, jax.default_backend())[0]
+    form = ffn.fused if name == "tiled" else ffn.composed
+    return form(x, order, scale, w_in, w_out, group_sizes, act, OP.get(name))

@@ -88,6 +88,26 @@ def _grouped_bwd(t, res, dy):
 _grouped.defvjp(_grouped_fwd, _grouped_bwd)
 
 
+def tiled_ffn(x, rows, scale, w_in, w_out, group_sizes, act):
+    """Forward only: both products of each visit while its rows are in cache. Sorted slot m (of group g, token
+    rows[m], weight scale[m]) adds scale[m] * w_out[g] @ act(w_in[g] @ x[rows[m]]) to y[rows[m]]: x (T, D),
+    rows, scale (M,), w_in (G, H, D), w_out (G, N, F), act (..., H) -> (..., F) => y (T, N). Each visit gathers its
+    T rows of x and scatter-adds its outputs (window rows outside the visit add zeros)."""
+    t = _tile(rows.shape[0], w_in.shape[0])
+    visits = _visits(group_sizes, rows.shape[0], t)
+    w_in, w_out = w_in.astype(x.dtype), w_out.astype(x.dtype)
+
+    def body(i, y):
+        s, tok, mine = _frame(i, rows, visits, t)  # (T,) tokens of the visit's window
+        st = jnp.where(mine, lax.dynamic_slice_in_dim(scale, s, t), 0).astype(x.dtype)  # (T,)
+        g = visits[0][i]
+        h = act(lax.dot_general(x[tok], w_in[g], (((1,), (1,)), ((), ()))))  # (T, F)
+        yt = lax.dot_general(h * st[:, None], w_out[g], (((1,), (1,)), ((), ())))  # (T, N)
+        return y.at[tok].add(yt, mode="promise_in_bounds")
+
+    return lax.fori_loop(0, visits[3], body, jnp.zeros((x.shape[0], w_out.shape[1]), x.dtype))
+
+
 def tiled_matmul(x, w, group_sizes):
     """x (M, K) sorted by group, w (G, N, K), group_sizes (G,) -> y (M, N)."""
     t = _tile(x.shape[0], w.shape[0])
