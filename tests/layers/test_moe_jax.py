@@ -8,6 +8,7 @@ Glossary: T tokens, D model dim, E experts, K top_k, M rows, G groups.
 """
 from __future__ import annotations
 
+from functools import partial
 from types import SimpleNamespace as NS
 
 import numpy as np
@@ -17,7 +18,7 @@ jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
 
 from hybridc_jax.layers import moe  # noqa: E402
-from hybridc_jax.ops.grouped_matmul import OP, grouped_matmul  # noqa: E402
+from hybridc_jax.ops.grouped_matmul import OP, grouped_ffn, grouped_matmul  # noqa: E402
 from hybridc_jax.ops.grouped_matmul.tiled import _tile, _visits  # noqa: E402
 
 DIM = 16
@@ -66,6 +67,33 @@ def test_grouped_matmul_equals_reference(case, impl):
         f = jax.jit(lambda x, w, name=name: grouped_matmul(x, w, sizes, impl=name))
         loss = jax.jit(jax.grad(lambda x, w, name=name: jnp.sum(grouped_matmul(x, w, sizes, impl=name) * dy), (0, 1)))
         outs[name] = (f(x, w), *loss(x, w))
+    for got, want in zip(outs[impl], outs["reference"]):
+        close(got, want)
+
+
+FFN_CASES = {"T1-K2-E9": (1, 2, 9), "T7-K3-E5": (7, 3, 5), "T40-K2-E3-one-unused": (40, 2, 3),
+             "T300-K1-E2": (300, 1, 2)}
+
+
+@pytest.mark.parametrize("impl", ["tiled", "ragged_dot"])
+@pytest.mark.parametrize("case", list(FFN_CASES))
+def test_grouped_ffn_equals_reference(case, impl):
+    """The whole expert FFN (tiled: the fused loop forward, the composed form's gradient) against two reference
+    matmuls: values and gradients of x, the scales and both weights; experts with no slot included."""
+    t, k, g = FFN_CASES[case]
+    rng = np.random.default_rng(0)
+    idx = np.stack([rng.choice(g - (case.endswith("unused")), k, replace=False) for _ in range(t)])  # (T, K)
+    order = jnp.argsort(jnp.asarray(idx.reshape(-1)), stable=True)
+    sizes = jnp.bincount(jnp.asarray(idx.reshape(-1)), length=g)
+    x, scale, dy = rand(t, 6, seed=1), rand(t * k, seed=2), rand(t, 5, seed=3)
+    w_in, w_out = rand(g, 8, 6, seed=4), rand(g, 5, 4, seed=5)
+    act = partial(moe._hidden, moe_spec(act="swiglu"))  # (.., 8) -> (.., 4)
+    outs = {}
+    for name in ("reference", impl):
+        def f(x, scale, w_in, w_out, name=name):
+            return grouped_ffn(x, order, scale, w_in, w_out, sizes, act, impl=name)
+        loss = jax.grad(lambda *a, f=f: jnp.sum(f(*a) * dy), (0, 1, 2, 3))
+        outs[name] = (jax.jit(f)(x, scale, w_in, w_out), *jax.jit(loss)(x, scale, w_in, w_out))
     for got, want in zip(outs[impl], outs["reference"]):
         close(got, want)
 
