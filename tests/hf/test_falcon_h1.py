@@ -72,3 +72,29 @@ def test_falcon_h1_without_mamba_norm(tmp_path):
     assert fam.MODEL_TYPE == "falcon_h1" and cfg["mamba_rms_norm"] is False
     assert hybridc.describe(hybridc.load(text))["params"] == sum(
         p.numel() for p in tf.FalconH1ForCausalLM(config(mamba_rms_norm=False)).parameters())
+
+
+def test_falcon_h1_original_spelling(tmp_path):
+    """tiiuae/Falcon-H1's config.json spelling (top-level `rope_theta`, `rope_scaling` null, `mamba_d_head` "auto",
+    `mamba_use_mlp`, `attn_layer_indices`, `mlp_expansion_factor`), scaled down, reads as transformers reads it (the
+    program of its re-saved config)."""
+    src = {"architectures": ["FalconH1ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+           "attention_in_multiplier": 1.0, "attention_out_multiplier": 0.9375, "attn_layer_indices": None,
+           "bos_token_id": 1, "embedding_multiplier": 5.656854249492381, "eos_token_id": 11, "head_dim": 16,
+           "hidden_act": "silu", "hidden_size": D, "initializer_range": 0.02, "intermediate_size": 128,
+           "key_multiplier": 0.390625, "lm_head_multiplier": 0.0390625, "mamba_chunk_size": 128,
+           "mamba_conv_bias": True, "mamba_d_conv": 4, "mamba_d_head": "auto", "mamba_d_ssm": 96, "mamba_d_state": 16,
+           "mamba_expand": 2, "mamba_n_groups": 1, "mamba_n_heads": 6, "mamba_norm_before_gate": False,
+           "mamba_proj_bias": False, "mamba_rms_norm": False, "mamba_use_mlp": True, "max_position_embeddings": 16384,
+           "mlp_bias": False, "mlp_expansion_factor": 8, "mlp_multipliers": [0.88, 0.59], "model_type": "falcon_h1",
+           "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "num_logits_to_keep": 1,
+           "pad_token_id": 0, "projectors_bias": False, "rms_norm_eps": 1e-05, "rope_scaling": None,
+           "rope_theta": 1e11, "ssm_in_multiplier": 1.25, "ssm_multipliers": [0.35, 0.25, 0.35, 0.5, 0.35],
+           "ssm_out_multiplier": 0.2357, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+           "use_cache": True, "vocab_size": V}
+    (tmp_path / "orig").mkdir()
+    (tmp_path / "orig" / "config.json").write_text(json.dumps(src))
+    tf.AutoConfig.from_pretrained(tmp_path / "orig").save_pretrained(tmp_path / "resaved")
+    text = hybridc.import_hf(tmp_path / "orig")
+    assert text == hybridc.import_hf(tmp_path / "resaved")
+    assert "head_dim=16" in text and "rope_base=100000000000" in text and "embed_scale 5.656854249492381" in text

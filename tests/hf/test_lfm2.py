@@ -54,3 +54,24 @@ def test_lfm2_refuses(tmp_path, field, value, words):
         hybridc.import_hf(path)
     msg = str(e.value)
     assert f"field '{field}'" in msg and words in msg and "config.json:" in msg, msg
+
+
+def test_lfm2_original_spelling(tmp_path):
+    """LiquidAI/LFM2's config.json spelling (`block_ff_dim`, `tie_embedding`, top-level `rope_theta`,
+    `full_attn_idxs` without `layer_types`, size copies `block_dim` / `conv_dim` / `num_heads`), scaled down, reads
+    as transformers reads it (the program of its re-saved config)."""
+    src = {"architectures": ["Lfm2ForCausalLM"], "block_auto_adjust_ff_dim": True, "block_dim": D,
+           "block_ff_dim": 144, "block_ffn_dim_multiplier": 1.0, "block_mlp_init_scale": 1.0, "block_multiple_of": 32,
+           "block_norm_eps": 1e-05, "block_out_init_scale": 1.0, "block_use_swiglu": True,
+           "block_use_xavier_init": True, "bos_token_id": 1, "conv_L_cache": 3, "conv_bias": False, "conv_dim": D,
+           "conv_dim_out": D, "conv_use_xavier_init": True, "eos_token_id": 7, "full_attn_idxs": [1, 3],
+           "hidden_size": D, "initializer_range": 0.02, "max_position_embeddings": 128000, "model_type": "lfm2",
+           "norm_eps": 1e-05, "num_attention_heads": 4, "num_heads": 4, "num_hidden_layers": 4,
+           "num_key_value_heads": 2, "pad_token_id": 0, "rope_theta": 1000000.0, "tie_embedding": False,
+           "use_cache": True, "use_pos_enc": True, "vocab_size": V}
+    (tmp_path / "orig").mkdir()
+    (tmp_path / "orig" / "config.json").write_text(json.dumps(src))
+    tf.AutoConfig.from_pretrained(tmp_path / "orig").save_pretrained(tmp_path / "resaved")
+    text = hybridc.import_hf(tmp_path / "orig")
+    assert text == hybridc.import_hf(tmp_path / "resaved")
+    assert "layers (short_conv attn) x2" in text and "hidden=96" in text and "tie_embeddings" not in text, text

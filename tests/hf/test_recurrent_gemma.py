@@ -57,3 +57,25 @@ def test_recurrent_gemma_refuses(tmp_path, field, value, words):
         hybridc.import_hf(path)
     msg = str(e.value)
     assert f"field '{field}'" in msg and words in msg and "config.json:" in msg, msg
+
+
+def test_recurrent_gemma_original_spelling(tmp_path):
+    """google/recurrentgemma-2b's config.json spelling (`_block_types`, `embeddings_scale_by_sqrt_dim`, top-level
+    `rope_theta` and `partial_rotary_factor`), scaled down, reads as transformers reads it (the program of its
+    re-saved config); `_block_types` other than the block_types transformers runs is refused."""
+    src = {"_block_types": ["recurrent", "recurrent", "attention"], "architectures": ["RecurrentGemmaForCausalLM"],
+           "attention_bias": False, "attention_dropout": 0.0, "attention_window_size": 8, "conv1d_width": 4,
+           "embeddings_scale_by_sqrt_dim": True, "head_dim": 16, "hidden_activation": "gelu_pytorch_tanh",
+           "hidden_size": D, "intermediate_size": 192, "logits_soft_cap": 30.0, "lru_width": D,
+           "model_type": "recurrent_gemma", "num_attention_heads": 4, "num_hidden_layers": 4,
+           "num_key_value_heads": 1, "partial_rotary_factor": 0.5, "rms_norm_eps": 1e-06, "rope_theta": 10000.0,
+           "vocab_size": V}
+    (tmp_path / "orig").mkdir()
+    (tmp_path / "orig" / "config.json").write_text(json.dumps(src))
+    tf.AutoConfig.from_pretrained(tmp_path / "orig").save_pretrained(tmp_path / "resaved")
+    text = hybridc.import_hf(tmp_path / "orig")
+    assert text == hybridc.import_hf(tmp_path / "resaved")
+    assert "layers griffin_lru x2 attn griffin_lru" in text and "rope_fraction=0.5" in text, text
+    (tmp_path / "orig" / "config.json").write_text(json.dumps(src | {"_block_types": ["recurrent", "attention"]}))
+    with pytest.raises(hybridc.HybridcError, match="field '_block_types'"):
+        hybridc.import_hf(tmp_path / "orig")

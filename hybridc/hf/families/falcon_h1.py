@@ -24,6 +24,7 @@ MODEL_TYPE = "falcon_h1"
 HF_CLASS = "FalconH1ForCausalLM"
 IGNORED = {
     "max_position_embeddings": "RoPE's default type does not depend on it",
+    "mlp_expansion_factor": "not read by transformers' FalconH1 (intermediate_size is the FFN width)",
 }
 SSM = ("z", "x", "b", "c", "dt")  # ssm_multipliers' order, over in_proj's [z, x, B, C, dt]
 
@@ -80,6 +81,10 @@ def to_hyb(cfg) -> str:
     if cfg.get("hidden_act", "silu") not in ("silu", "swish"):
         cfg.fail("hidden_act", "FalconH1 uses it in the Mamba-2 conv and the FFN; hybridc's mamba2 conv is silu only")
     zero(cfg, "attention_dropout")
+    if cfg.get("mamba_use_mlp", True) is not True:  # the original checkpoints' fields, which transformers ignores
+        cfg.fail("mamba_use_mlp", "transformers' FalconH1 always has the FFN after each layer")
+    if cfg.get("attn_layer_indices", None) not in (None, list(range(n))):
+        cfg.fail("attn_layer_indices", "transformers' FalconH1 has attention in every layer")
     theta, frac = rope(cfg)
     if frac != 1:
         cfg.fail("rope_parameters" if "rope_parameters" in cfg else "partial_rotary_factor",

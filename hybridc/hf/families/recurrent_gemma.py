@@ -47,6 +47,10 @@ def block_kinds(cfg, n: int) -> list[str]:
     types = list(cfg.get("block_types", ["recurrent", "recurrent", "attention"]))
     if not types or any(t not in KINDS for t in types):
         cfg.fail("block_types", "a cycle of \"recurrent\" and \"attention\" entries")
+    if "_block_types" in cfg and list(cfg.get("_block_types")) != types:  # the original checkpoints' spelling
+        cfg.fail("_block_types", f"transformers does not read it (it runs block_types {types}); the two disagree")
+    if cfg.get("embeddings_scale_by_sqrt_dim", True) is not True:
+        cfg.fail("embeddings_scale_by_sqrt_dim", "transformers' RecurrentGemma always scales the embedding")
     return [KINDS[t] for t in (types * (n // len(types) + 1))[:n]]
 
 
