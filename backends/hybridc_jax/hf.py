@@ -49,9 +49,11 @@ class _Sink:
         self.params = {}
 
     def put(self, name, t):
+        """A private host copy in the target dtype, then onto the device: `jnp.asarray` of a memory-mapped array
+        kept the map's pages alive beside the copy (2x the model in RSS where this is ~1.1x)."""
         t = np.asarray(t)
-        self.params[name] = jnp.asarray(t, dtype=self.dtype if np.issubdtype(t.dtype, np.floating) or
-                                        t.dtype == ml_dtypes.bfloat16 else t.dtype)
+        floating = np.issubdtype(t.dtype, np.floating) or t.dtype == ml_dtypes.bfloat16
+        self.params[name] = jax.device_put(np.array(t, dtype=np.dtype(self.dtype) if floating else t.dtype))
 
     def done(self):
         return self.params
