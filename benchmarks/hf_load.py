@@ -147,7 +147,7 @@ def main() -> None:
         model_kib = r["params"] * size / 1024
         rows.append((which, r["seconds"], r["touched"], (r["peak_kib"] - r["base_kib"]) / model_kib, r["params"]))
     print(f"\n1B-parameter Bamba-shaped checkpoint, {a.dtype}, 4 shards; peak = peak RSS above the post-import RSS "
-          f"/ model size ({rows[0][3] * size / 2**30:.2f} GiB)" if rows else "")
+          f"/ model size ({rows[0][4] * size / 2**30:.2f} GiB)" if rows else "")
     print(f"{'loader':<16}{'load s':>10}{'+ read every weight s':>24}{'peak/model':>12}")
     for which, s, t, p, _ in rows:
         print(f"{which:<16}{s:>10.2f}{t:>24.2f}{p:>12.2f}")
