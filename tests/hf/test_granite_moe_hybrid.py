@@ -1,0 +1,73 @@
+"""GraniteMoeHybrid (Granite 4.0-H) through `import-hf`: Mamba-2 (2 groups) and attention layers (GQA, no positional
+encoding, Granite's attention_multiplier), the top-2 MoE plus the shared MLP on every layer, Granite's embedding,
+residual and logits multipliers, tied embeddings, a padding token (tests/hf/_harness.py); the dense form
+(`num_local_experts=0`, the shared MLP alone) with RoPE on the structure; refused configs."""
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("transformers")
+
+import hybridc  # noqa: E402
+from _harness import check_family  # noqa: E402
+
+D, V = 64, 100
+GRANITE = dict(embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=0.5, attention_multiplier=0.015625)
+
+
+def config(**kw):
+    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=3, layer_types=["mamba", "attention", "mamba"],
+                num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                intermediate_size=32, shared_intermediate_size=96, mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2,
+                mamba_d_state=16, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=8, position_embedding_type="nope",
+                rms_norm_eps=1e-5, tie_word_embeddings=True, pad_token_id=0, **GRANITE)
+    return tf.GraniteMoeHybridConfig(**(base | kw))
+
+
+def test_granite_moe_hybrid(tmp_path):
+    cfg = config()
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    hf = tf.GraniteMoeHybridForCausalLM(cfg)
+    assert [(b.mamba is not None, b.self_attn is not None, b.block_sparse_moe is not None) for b in hf.model.layers] \
+        == [(True, False, True), (False, True, True), (True, False, True)]
+    check_family(hf, tmp_path, vocab=V,
+                 expect_in_text=("layers mamba2 attn mamba2", "pad_token 0", "tie_embeddings true", "embed_scale 12",
+                                 "residual_scale 0.22", "logit_scale 2", "scale=0.015625", "shared_hidden=96",
+                                 "groups=2"))
+
+
+def test_granite_dense_rope(tmp_path):
+    """No experts (the shared MLP alone), RoPE, attention biases, the older `layers_block_type` spelling: the
+    structure (parameter count) and export's config, without weights."""
+    data = config(num_local_experts=0, position_embedding_type="rope", attention_bias=True,
+                  attention_multiplier=0.25).to_dict()
+    data["layers_block_type"] = data.pop("layer_types")
+    data["architectures"] = ["GraniteMoeHybridForCausalLM"]
+    (tmp_path / "config.json").write_text(json.dumps(data, indent=2))
+    text = hybridc.import_hf(tmp_path / "config.json")
+    assert "experts" not in text and "hidden=96" in text and "rope=true" in text and "scale=" not in text
+    m = hybridc.load(text)
+    hf = tf.GraniteMoeHybridForCausalLM(tf.GraniteMoeHybridConfig.from_dict(data))
+    assert hf.model.layers[0].block_sparse_moe is None and hf.model.rotary_emb is not None
+    assert hybridc.describe(m)["params"] == sum(p.numel() for p in hf.parameters())
+    _, back = hybridc.hf.export_family(m)
+    assert back["num_local_experts"] == 0 and back["position_embedding_type"] == "rope"
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("hidden_act", "gelu", "convolution"),
+    ("position_embedding_type", "rope", "yarn"),
+    ("layer_types", ["mamba", "sliding_attention", "mamba"], "full_attention"),
+    ("attention_dropout", 0.1, "dropout"),
+])
+def test_granite_refuses(tmp_path, field, value, words):
+    data = config().to_dict() | {field: value, "architectures": ["GraniteMoeHybridForCausalLM"]}
+    if field == "position_embedding_type":  # RoPE on, with a scaled type hybridc lacks
+        data["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}
+        field = "rope_parameters"
+    (tmp_path / "config.json").write_text(json.dumps(data, indent=2))
+    with pytest.raises(hybridc.HybridcError) as e:
+        hybridc.import_hf(tmp_path / "config.json")
+    assert field in str(e.value) and words in str(e.value)
