@@ -7,8 +7,9 @@ the compiler core (``hybridc``) never imports this package.
     selective_scan.cpp     Mamba-1 selective scan (S6), forward and backward        hybridc_ss_*
     linear_recurrence.cpp  RG-LRU diagonal linear recurrence, forward and backward  hybridc_lr_*
     delta_rule.cpp         (gated) delta rule, forward and backward                 hybridc_dr_*
+    ssd.cpp                Mamba-2's SSD (scalar-decay state space), forward and backward  hybridc_ssd_*
     vec_math.h             shared vector types and math (exp, log, softplus, sigmoid), the thread pool run_tasks
-    scan_kernels.cpp       the library: one translation unit including the three recurrences (+ the ABI version)
+    scan_kernels.cpp       the library: one translation unit including the four recurrences (+ the ABI version)
 
 The torch backend builds ``scan_kernels.cpp`` and loads it through ctypes; the JAX backend compiles its XLA FFI
 binding (``hybridc_jax/csrc/xla_ffi.cpp``, which includes ``scan_kernels.cpp``) and registers the handlers as XLA

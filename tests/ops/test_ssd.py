@@ -22,11 +22,10 @@ from hypothesis import strategies as st
 from hybridc_jax import ops as jax_ops
 from hybridc_jax.ops.ssd import chunk as jssd_chunk
 from hybridc_jax.ops.ssd import naive as jssd_naive
-from hybridc_torch.ops import OPS, _triton, ssd, ssd_step
-from hybridc_torch.ops.ssd import chunk as ssd_chunk
+from hybridc_torch.ops import OPS, _cpp_library, _triton, ssd, ssd_step
 from hybridc_torch.ops.ssd import naive as ssd_naive
 from ops._inputs import fast_inputs, oracle_ssd_inputs, parity_ssd_inputs, torch_and_jax, triton_ssd_inputs
-from ops._jax_checks import (CASES, auto_and_reference_picks, bf16_inputs_keep_their_dtype, case_id,
+from ops._jax_checks import (CASES, JAX_CPP, auto_and_reference_picks, bf16_inputs_keep_their_dtype, case_id,
                              chunk_matches_torch_fast, close_parity, compare_fast, long_sequence_stays_finite)
 from ops._torch_checks import (TRITON_CASE_IDS, TRITON_CASES, TRITON_CHUNK, TRITON_LENGTHS, close_scaled, compare,
                                compare_10x_grads, decay_matrix, needs_triton, run_and_grad_f32, ssd_fn)
@@ -171,7 +170,7 @@ def test_torch_chunk_size_honoured_and_auto():
     for y, f in outs[1:]:
         close_scaled(y, outs[0][0])
         close_scaled(f, outs[0][1])
-    assert OPS["ssd"].pick("auto", "cpu") is ssd_chunk.chunk_ssd
+    assert OPS["ssd"].pick("auto", "cpu") is OPS["ssd"].get("cpp" if _cpp_library.available() else "chunk")
     assert OPS["ssd"].pick("reference", "cpu") is ssd_naive.reference
 
 
@@ -289,7 +288,7 @@ def test_torch_triton_bf16():
 @single_thread
 def test_torch_auto_picks_triton_on_cuda_only(monkeypatch):
     monkeypatch.delenv("HYBRIDC_KERNEL", raising=False)
-    assert OPS["ssd"].pick("auto", "cpu") is ssd_chunk.chunk_ssd
+    assert OPS["ssd"].pick("auto", "cpu") is OPS["ssd"].get("cpp" if _cpp_library.available() else "chunk")
     assert OPS["ssd"].pick("auto", "cuda") is OPS["ssd"].get("triton")
     monkeypatch.setattr(_triton, "triton_available", lambda: False)
     assert OPS["ssd"].pick("auto", "cuda") is ssd_naive.reference
@@ -338,8 +337,10 @@ def test_jax_chunk_matches_torch_fast():
 
 
 def test_jax_auto_picks_the_fast_form_and_bad_impl_raises():
-    """auto: the lax.scan forward with the chunked backward (measured fastest on CPU)."""
-    auto_and_reference_picks(jax_ops.OPS["ssd"], jssd_chunk.scan_chunk_ssd, jssd_naive.reference)
+    """auto on CPU: the C++ kernel (XLA custom call) when it builds, else the lax.scan forward with the chunked
+    backward."""
+    op = jax_ops.OPS["ssd"]
+    auto_and_reference_picks(op, op.get("cpp") if JAX_CPP else jssd_chunk.scan_chunk_ssd, jssd_naive.reference)
 
 
 def test_jax_chunk_bf16_inputs_keep_their_dtype():

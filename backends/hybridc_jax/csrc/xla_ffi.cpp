@@ -1,5 +1,5 @@
 // XLA FFI handlers (CPU custom calls) for the kernels of scan_kernels.cpp, so JAX runs the same fused selective scan,
-// linear recurrence and delta rule as torch, on XLA's own buffers (no copies, no host callback).
+// linear recurrence, delta rule and SSD as torch, on XLA's own buffers (no copies, no host callback).
 //
 // Built by hybridc_jax.kernels.cpu_ffi against the XLA FFI headers jaxlib ships (jax.ffi.include_dir()); one shared
 // library holding both the kernels (included below) and these handlers. Layouts are those documented in
@@ -124,6 +124,43 @@ ffi::Error DrBackward(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v, ffi:
     return ffi::Error::Success();
 }
 
+// x, y [Bt, L, H, P]; dt [Bt, L, H]; Bm, Cm [Bt, L, G, N]; A, bias [H]; Dv [H, P]; h0, last [Bt, H, P, N];
+// ckpt [Bt, H, nK, N, NB BW] or empty (no backward will follow).
+ffi::Error SsdForward(ffi::AnyBuffer x, ffi::AnyBuffer dt, ffi::AnyBuffer bias, ffi::AnyBuffer A, ffi::AnyBuffer Bm,
+                      ffi::AnyBuffer Cm, ffi::AnyBuffer Dv, ffi::AnyBuffer h0, ffi::Result<ffi::AnyBuffer> y,
+                      ffi::Result<ffi::AnyBuffer> last, ffi::Result<ffi::AnyBuffer> ckpt, int64_t softplus, int64_t S,
+                      int64_t K, int64_t nthreads) {
+    const int code = dtype_code(x);
+    if (code < 0) return bad_dtype();
+    auto xd = x.dimensions(), bd = Bm.dimensions();
+    if (xd.size() != 4 || bd.size() != 4) return ffi::Error::InvalidArgument("ssd: bad operand ranks");
+    if (xd[0] * xd[1] * xd[2] * xd[3] == 0) return ffi::Error::Success();
+    hybridc_ssd_forward(code, (int)nthreads, (int)softplus, ptr(x), ptr(dt), ptr(bias), ptr(A), ptr(Bm), ptr(Cm),
+                        ptr(Dv), ptr(h0), rptr(y), rptr(last), rptr(ckpt), xd[0], xd[1], xd[2], xd[3], bd[3], bd[2],
+                        S, K);
+    return ffi::Error::Success();
+}
+
+// ddt_part [Bt, H, S, L]; dA_part [Bt, H, S]; dB_part, dC_part [Bt, H, S, L, N]; dD_part [Bt, H, P];
+// dh0 [Bt, H, P, N] or empty
+ffi::Error SsdBackward(ffi::AnyBuffer x, ffi::AnyBuffer dt, ffi::AnyBuffer bias, ffi::AnyBuffer A, ffi::AnyBuffer Bm,
+                       ffi::AnyBuffer Cm, ffi::AnyBuffer Dv, ffi::AnyBuffer ckpt, ffi::AnyBuffer dy,
+                       ffi::AnyBuffer dlast, ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> ddt_part,
+                       ffi::Result<ffi::AnyBuffer> dA_part, ffi::Result<ffi::AnyBuffer> dB_part,
+                       ffi::Result<ffi::AnyBuffer> dC_part, ffi::Result<ffi::AnyBuffer> dD_part,
+                       ffi::Result<ffi::AnyBuffer> dh0, int64_t softplus, int64_t S, int64_t K, int64_t nthreads) {
+    const int code = dtype_code(x);
+    if (code < 0) return bad_dtype();
+    auto xd = x.dimensions(), bd = Bm.dimensions();
+    if (xd.size() != 4 || bd.size() != 4) return ffi::Error::InvalidArgument("ssd: bad operand ranks");
+    if (xd[0] * xd[1] * xd[2] * xd[3] == 0) return ffi::Error::Success();
+    hybridc_ssd_backward(code, (int)nthreads, (int)softplus, ptr(x), ptr(dt), ptr(bias), ptr(A), ptr(Bm), ptr(Cm),
+                         ptr(Dv), ptr(ckpt), ptr(dy), ptr(dlast), rptr(dx), rptr(ddt_part), rptr(dA_part),
+                         rptr(dB_part), rptr(dC_part), rptr(dD_part), rptr(dh0), xd[0], xd[1], xd[2], xd[3], bd[3],
+                         bd[2], S, K);
+    return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcDrForward, DrForward,
@@ -224,4 +261,46 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcLrBackward, LrBackward,
                                   .Ret<ffi::AnyBuffer>()  // da
                                   .Ret<ffi::AnyBuffer>()  // dx
                                   .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcSsdForward, SsdForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // dt
+                                  .Arg<ffi::AnyBuffer>()  // bias
+                                  .Arg<ffi::AnyBuffer>()  // A
+                                  .Arg<ffi::AnyBuffer>()  // B
+                                  .Arg<ffi::AnyBuffer>()  // C
+                                  .Arg<ffi::AnyBuffer>()  // D
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Ret<ffi::AnyBuffer>()  // y
+                                  .Ret<ffi::AnyBuffer>()  // last
+                                  .Ret<ffi::AnyBuffer>()  // ckpt
+                                  .Attr<int64_t>("softplus")
+                                  .Attr<int64_t>("splits")
+                                  .Attr<int64_t>("checkpoint_every")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcSsdBackward, SsdBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // dt
+                                  .Arg<ffi::AnyBuffer>()  // bias
+                                  .Arg<ffi::AnyBuffer>()  // A
+                                  .Arg<ffi::AnyBuffer>()  // B
+                                  .Arg<ffi::AnyBuffer>()  // C
+                                  .Arg<ffi::AnyBuffer>()  // D
+                                  .Arg<ffi::AnyBuffer>()  // ckpt
+                                  .Arg<ffi::AnyBuffer>()  // dy
+                                  .Arg<ffi::AnyBuffer>()  // dlast
+                                  .Ret<ffi::AnyBuffer>()  // dx
+                                  .Ret<ffi::AnyBuffer>()  // ddt_part
+                                  .Ret<ffi::AnyBuffer>()  // dA_part
+                                  .Ret<ffi::AnyBuffer>()  // dB_part
+                                  .Ret<ffi::AnyBuffer>()  // dC_part
+                                  .Ret<ffi::AnyBuffer>()  // dD_part
+                                  .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("softplus")
+                                  .Attr<int64_t>("splits")
+                                  .Attr<int64_t>("checkpoint_every")
                                   .Attr<int64_t>("nthreads"));

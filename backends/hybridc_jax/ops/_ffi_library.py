@@ -7,8 +7,8 @@ per-step work of a ``lax.scan`` body as separate small loops on one thread; the 
 as typed XLA FFI handlers (the interface jaxlib ships headers for, ``jax.ffi.include_dir()``), built once by
 `hybridc_native.build` and registered with ``jax.ffi.register_ffi_target``. They run on XLA's buffers in place (no
 host callback, no copies) and are called with ``jax.ffi.ffi_call`` by each op's ``cpp.py`` (selective scan, linear
-recurrence, gated delta rule; the delta rule reuses the gated one), whose gradients are a ``jax.custom_vjp`` over the
-kernels' fused reverse scan (recomputing from checkpointed states), exactly as in torch. So the two backends run the
+recurrence, gated delta rule, SSD; the delta rule reuses the gated one), whose gradients are a ``jax.custom_vjp`` over
+the kernels' fused reverse scan (recomputing from checkpointed states), exactly as in torch. So the two backends run the
 same machine code and agree to rounding.
 
 Contract of every ``cpp.py``: the same as its op's ``reference``. CPU only (the targets are registered for the
@@ -34,7 +34,8 @@ __all__ = ["load", "available", "require", "threads", "acc_dtype", "absent", "sd
 _SRC = Path(str(resources.files("hybridc_jax") / "csrc" / "xla_ffi.cpp"))
 _TARGETS = {"hybridc_ss_forward": "HybridcSsForward", "hybridc_ss_backward": "HybridcSsBackward",
             "hybridc_lr_forward": "HybridcLrForward", "hybridc_lr_backward": "HybridcLrBackward",
-            "hybridc_dr_forward": "HybridcDrForward", "hybridc_dr_backward": "HybridcDrBackward"}
+            "hybridc_dr_forward": "HybridcDrForward", "hybridc_dr_backward": "HybridcDrBackward",
+            "hybridc_ssd_forward": "HybridcSsdForward", "hybridc_ssd_backward": "HybridcSsdBackward"}
 
 
 def _build() -> ctypes.CDLL:
@@ -43,6 +44,8 @@ def _build() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     lib.hybridc_ss_lanes.argtypes = [ctypes.c_int]
     lib.hybridc_ss_lanes.restype = ctypes.c_int
+    lib.hybridc_ssd_block.argtypes = [ctypes.c_int, ctypes.c_int64]
+    lib.hybridc_ssd_block.restype = ctypes.c_int
     for target, symbol in _TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     return lib

@@ -1,6 +1,7 @@
 // hybridc's CPU kernels, one shared library: the Mamba-1 selective scan (selective_scan.cpp), the RG-LRU diagonal
-// linear recurrence (linear_recurrence.cpp) and the (gated) delta rule (delta_rule.cpp), on the vector math and
-// thread pool of vec_math.h. Each source's header comment gives its math, layouts and work split.
+// linear recurrence (linear_recurrence.cpp), the (gated) delta rule (delta_rule.cpp) and Mamba-2's SSD (ssd.cpp),
+// on the vector math and thread pool of vec_math.h. Each source's header comment gives its math, layouts and work
+// split.
 //
 // Plain C++ with a C ABI (no framework headers; compiles in ~5-8 s with g++ 12, once, then cached by
 // hybridc_native.build). The torch backend loads the library through ctypes; the JAX backend includes this file in
@@ -15,10 +16,11 @@
 #include "selective_scan.cpp"
 #include "linear_recurrence.cpp"
 #include "delta_rule.cpp"
+#include "ssd.cpp"
 
 extern "C" {
 
 // The version of every entry point's signature in this library; bump it on any change (the bindings check it).
-int hybridc_ss_abi_version() { return 5; }
+int hybridc_ss_abi_version() { return 6; }
 
 }  // extern "C"

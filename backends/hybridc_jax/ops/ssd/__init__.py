@@ -13,7 +13,8 @@ Per head h (heads share B/C within a group g = h // (H / G)):
 
 Implementations: ``naive.py`` (``impl="reference"``, the ``lax.scan`` oracle, and the decoding step); ``chunk.py``
 (``impl="chunk"``, the SSD chunked algorithm, paper Sec. 6, as torch's ``chunk_ssd``; and ``impl="scan_chunk"``,
-what ``auto`` picks: the reference's values with the chunked form's gradients).
+the reference's values with the chunked form's gradients: what ``auto`` picks where the C++ kernel is not available);
+``cpp.py`` (``impl="cpp"``, what ``auto`` runs on CPU when it builds: torch's fused C++ kernel as an XLA custom call).
 
 Glossary of dimension letters:
     B: batch    L: sequence length    H: heads    P: head dim    G: groups of B/C (H % G == 0)    N: state size
@@ -25,18 +26,21 @@ import jax
 
 from hybridc_native.choice import Op
 
+from .._ffi_library import available
 from .naive import reference, ssd_step
 
 __all__ = ["ssd", "ssd_step", "reference", "OP"]
 
 
 def _auto(device: str) -> str:
-    """The scan forward with the chunked backward on every device for now (GPU-specific choices come later)."""
-    return "scan_chunk"
+    """CPU: the C++ kernel when it builds (faster than the chunked forms at every measured shape, as in torch:
+    hybridc_torch/ops/ssd/__init__.py); elsewhere (and without a compiler) the scan forward with the chunked
+    backward."""
+    return "cpp" if device == "cpu" and available() else "scan_chunk"
 
 
 OP = Op("ssd", __name__, {"reference": "naive:reference", "chunk": "chunk:chunk_ssd",
-                          "scan_chunk": "chunk:scan_chunk_ssd"}, auto=_auto)
+                          "scan_chunk": "chunk:scan_chunk_ssd", "cpp": "cpp:ssd_cpp"}, auto=_auto)
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, dt_softplus=False,
@@ -45,7 +49,8 @@ def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states
 
     x (B, L, H, P); dt (B, L, H); A (H,); B, C (B, L, G, N); D (H,) or (H, P); z (B, L, H, P); dt_bias (H,);
     initial_states (B, H, P, N). Returns y (B, L, H, P), or (y, final_states (B, H, P, N) fp32).
-    impl: "auto" ("scan_chunk": scan forward, chunked backward), "chunk", "scan_chunk" or "reference".
+    impl: "auto" (CPU: "cpp"; else "scan_chunk": scan forward, chunked backward), "cpp", "chunk", "scan_chunk" or
+    "reference".
     """
     y, final = OP.pick(impl, jax.default_backend())(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states,
                                                     dt_softplus)

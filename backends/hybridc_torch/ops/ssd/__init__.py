@@ -12,10 +12,12 @@ Per head h (heads share B/C within a group g = h // (H / G)):
     y_t   = S_t C_t + D_h * x_t
     out_t = y_t * silu(z_t)                                       (if z is given)
 
-Implementations: ``naive.py`` (``impl="reference"``, and the decoding step); ``chunk.py`` (``impl="chunk"``, what
-``auto`` picks on CPU: the SSD chunked algorithm, paper Sec. 6); ``triton.py`` (``impl="triton"``, what ``auto``
-picks on CUDA when triton imports: Triton kernels for the same chunked algorithm; its backward recomputes through
-``chunk_ssd``).
+Implementations: ``naive.py`` (``impl="reference"``, and the decoding step); ``chunk.py`` (``impl="chunk"``, the SSD
+chunked algorithm, paper Sec. 6: what ``auto`` picks on CPU when the C++ kernels cannot be built); ``cpp.py``
+(``impl="cpp"``, what ``auto`` picks on CPU: the fused sequential C++ kernel with a checkpointed reverse-scan
+backward, faster than ``chunk`` at every shape measured, benchmarks/RESULTS.md "Issue 16"); ``triton.py``
+(``impl="triton"``, what ``auto`` picks on CUDA when triton imports: Triton kernels for the same chunked algorithm;
+its backward recomputes through ``chunk_ssd``).
 
 Glossary of dimension letters:
     B: batch    L: sequence length    H: heads    P: head dim    G: groups of B/C (H % G == 0)    N: state size
@@ -25,21 +27,25 @@ from __future__ import annotations
 
 from hybridc_native.choice import Op
 
-from .. import _triton
+from .. import _cpp_library, _triton
 from .naive import reference, ssd_step
 
 __all__ = ["ssd", "ssd_step", "reference", "OP"]
 
 
 def _auto(device: str) -> str:
-    """"chunk" on CPU, "triton" on CUDA when triton imports, the reference otherwise."""
+    """CPU: "cpp" when the C++ kernels build, else "chunk"; "triton" on CUDA when triton imports; else the reference.
+
+    The measured rule on CPU is simply "cpp": the sequential kernel does ~3 vector ops per state element and step
+    (~8 for the backward) against the chunked form's T x T blocks and autograd traffic, so it won at every shape
+    measured (B 1-4, L 256-4096, N 16-128, P 64; no crossover found, benchmarks/RESULTS.md "Issue 16")."""
     if device == "cpu":
-        return "chunk"
+        return "cpp" if _cpp_library.available() else "chunk"
     return "triton" if device == "cuda" and _triton.triton_available() else "reference"
 
 
-OP = Op("ssd", __name__, {"reference": "naive:reference", "chunk": "chunk:chunk_ssd", "triton": "triton:triton_ssd"},
-        auto=_auto)
+OP = Op("ssd", __name__, {"reference": "naive:reference", "chunk": "chunk:chunk_ssd", "cpp": "cpp:ssd_cpp",
+                          "triton": "triton:triton_ssd"}, auto=_auto)
 
 
 def ssd(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None, dt_softplus=False,
