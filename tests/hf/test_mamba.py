@@ -41,6 +41,24 @@ def test_mamba_activation_hybridc_lacks_is_refused(tmp_path):
     assert "'hidden_act' = \"gelu\"" in msg and "silu" in msg and "config.json" in msg, msg
 
 
+def test_mamba_layer_norm_blocks_are_refused(tmp_path):
+    msg = bad(tmp_path, rms_norm=False)  # mamba_ssm's LayerNorm blocks: not what transformers' Mamba computes
+    assert "'rms_norm' = false" in msg and "RMSNorm only" in msg, msg
+
+
 def test_mamba_unknown_field_is_refused(tmp_path):
     msg = bad(tmp_path, mixer_rms_eps=1e-6)  # FalconMamba's inner norms in a Mamba config: not the same computation
     assert "'mixer_rms_eps'" in msg and "does not know this field" in msg, msg
+
+
+def test_mamba_130m_config_reads_as_the_zoo_program(tmp_path):
+    """The published config (tests/zoo's values) imports as examples/zoo/mamba_130m.hyb: the same layers and count."""
+    from pathlib import Path
+
+    from zoo.test_zoo_counts import CASES
+
+    tf.MambaConfig(**CASES["mamba_130m"][2]).save_pretrained(tmp_path)
+    got = hybridc.load_hf(tmp_path / "config.json")
+    want = hybridc.load((Path(__file__).parents[2] / "examples/zoo/mamba_130m.hyb").read_text())
+    assert [l.mixers[0].kind for l in got.layers] == [l.mixers[0].kind for l in want.layers]
+    assert hybridc.describe(got)["params"] == hybridc.describe(want)["params"]

@@ -36,3 +36,16 @@ def test_mamba2_heads_that_do_not_fill_the_width_are_refused(tmp_path):
         hybridc.import_hf(path)
     msg = str(e.value)
     assert "'num_heads' = 6" in msg and "num_heads x head_dim = 96 but expand x hidden_size = 128" in msg, msg
+
+
+def test_mamba2_2_7b_config_reads_as_the_zoo_program(tmp_path):
+    """The published config (tests/zoo's values) imports as examples/zoo/mamba2_2.7b.hyb: the same layers and count."""
+    from pathlib import Path
+
+    from zoo.test_zoo_counts import CASES
+
+    tf.Mamba2Config(**CASES["mamba2_2.7b"][2]).save_pretrained(tmp_path)
+    got = hybridc.load_hf(tmp_path / "config.json")
+    want = hybridc.load((Path(__file__).parents[2] / "examples/zoo/mamba2_2.7b.hyb").read_text())
+    assert [l.mixers[0].kind for l in got.layers] == [l.mixers[0].kind for l in want.layers]
+    assert hybridc.describe(got)["params"] == hybridc.describe(want)["params"]

@@ -45,8 +45,10 @@ def test_nemotron_h_older_spellings_read_the_same(tmp_path):
     want = hybridc.import_hf(config_file(tmp_path / "new"))
     old = config_file(tmp_path / "old", drop=("layers_block_type", "n_groups", "conv_kernel", "time_step_min"),
                       hybrid_override_pattern="M*M-", mamba_n_groups=2, mamba_d_conv=4, mamba_dt_min=DT_MIN,
-                      num_hidden_layers=4)
+                      num_hidden_layers=4, rms_norm_eps=1e-5, attention_head_dim=16, time_step_rank=4)
     assert hybridc.import_hf(old) == want
+    msg = refused(config_file(tmp_path / "disagree", attention_head_dim=32))
+    assert "'attention_head_dim' = 32" in msg and "reads head_dim (16)" in msg, msg
 
 
 def refused(path) -> str:
@@ -79,3 +81,16 @@ def test_nemotron_h_export_refuses_an_unclamped_mamba2():
     with pytest.raises(hybridc.HybridcError) as e:
         hybridc.hf.export_family(m, "nemotron_h")
     assert "nemotron_h: mamba2 dt_min=0: NemotronH clamps dt at time_step_min" in str(e.value), str(e.value)
+
+
+def test_nemotron_h_8b_config_reads_as_the_zoo_program(tmp_path):
+    """The published config (tests/zoo's values) imports as examples/zoo/nemotron_h_8b.hyb: the same layers and count."""
+    from pathlib import Path
+
+    from zoo.test_zoo_counts import CASES
+
+    tf.NemotronHConfig(**CASES["nemotron_h_8b"][2]).save_pretrained(tmp_path)
+    got = hybridc.load_hf(tmp_path / "config.json")
+    want = hybridc.load((Path(__file__).parents[2] / "examples/zoo/nemotron_h_8b.hyb").read_text())
+    assert [l.mixers[0].kind for l in got.layers] == [l.mixers[0].kind for l in want.layers]
+    assert hybridc.describe(got)["params"] == hybridc.describe(want)["params"]

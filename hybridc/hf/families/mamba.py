@@ -28,6 +28,7 @@ IGNORED = {
     "rescale_prenorm_residual": "initialisation of out_proj",
     "use_mambapy": "an implementation choice of the same scan",
     "use_associative_scan": "an implementation choice of the same scan",
+    "fused_add_norm": "older configs (mamba_ssm's): a kernel fusion of the same residual add and norm",
 }
 
 
@@ -38,6 +39,7 @@ def program(cfg, mixer_extra: str = "") -> str:
     n = cfg.get("num_hidden_layers", 32)
     cfg.expect("hidden_act", ("silu", "swish"), "silu", why="MambaMixer's conv and gate activation: hybridc's mamba "
                                                              "uses silu only")
+    cfg.expect("rms_norm", (True,), True, why="older configs (mamba_ssm's): transformers' blocks use RMSNorm only")
     expand = cfg.get("expand", 2)
     if isinstance(expand, bool) or not isinstance(expand, (int, float)) or expand <= 0:
         cfg.fail("expand", "must be a positive number")

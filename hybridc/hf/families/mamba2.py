@@ -24,6 +24,8 @@ IGNORED = {
     "time_step_floor": "initialisation of dt_bias",
     "residual_in_fp32": "the residual stream's precision under bf16/fp16 (the same math; identical in fp32)",
     "rescale_prenorm_residual": "initialisation of out_proj",
+    "fused_add_norm": "older configs (mamba_ssm's): a kernel fusion of the same residual add and norm",
+    "norm_before_gate": "older configs: transformers' Mamba2 never reads it (its gated norm is rmsnorm(y * silu(z)))",
 }
 
 
@@ -37,6 +39,7 @@ def to_hyb(cfg) -> str:
                               "Mamba2Mixer needs them equal")
     if h % cfg.get("n_groups", 8):
         cfg.fail("n_groups", f"{cfg.get('n_groups', 8)} groups do not divide num_heads = {h}")
+    cfg.expect("rms_norm", (True,), True, why="older configs (mamba_ssm's): transformers' blocks use RMSNorm only")
     cfg.expect("hidden_act", ("silu", "swish"), "silu", why="Mamba2Mixer's conv activation: hybridc's mamba2 uses "
                                                              "silu only")
     lo, hi = cfg.get("time_step_limit", [0.0, math.inf])

@@ -12,7 +12,8 @@ Tensors: names only (the same layouts), under the checkpoints' `backbone.` (tran
 loads): `backbone.embeddings` -> `embed`, `backbone.norm_f` -> `norm_f`, `lm_head`, `backbone.layers.i.{norm,mixer.*}`
 -> `layers.i.{norm,mixer.*}` except the MLP's `{up,down}_proj` -> `{up,down}`.
 Older configs' spellings are read too: `hybrid_override_pattern` ("M*M-"), `mamba_n_groups`, `mamba_d_conv`,
-`mamba_dt_min`, `mamba_conv_bias`, `mamba_chunk_size` (transformers maps them the same way).
+`mamba_dt_min`, `mamba_conv_bias`, `mamba_chunk_size` (transformers maps them the same way); `rms_norm_eps` and
+`attention_head_dim`, which transformers no longer reads, only where they agree with layer_norm_epsilon and head_dim.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ _MOE = "used by moe layers only, which hybridc refuses"
 IGNORED = {
     "pad_token_id": "a token id (NemotronHModel's embedding has no padding_idx)",
     "num_hidden_layers": "derived: transformers takes the length of layers_block_type",
+    "time_step_rank": "older configs: Mamba-2 has no dt projection of its own (dt is a slice of in_proj)",
     "max_position_embeddings": "NemotronH's attention has no positional encoding",
     "attention_bias": "NemotronHAttention's projections have no biases whatever it says",
     "sliding_window": "NemotronH's attention is global: the model never reads it",
@@ -90,8 +92,17 @@ def kinds_of(cfg) -> list[str]:
     return out
 
 
+def same(cfg, old: str, key: str, value) -> None:
+    """An older field transformers no longer reads (it reads `key`): accepted only where it agrees."""
+    if old in cfg and cfg.get(old) != value:
+        cfg.fail(old, f"transformers' NemotronH reads {key} ({value}), not this older field: they must agree")
+
+
 def to_hyb(cfg) -> str:
     d = cfg.get("hidden_size", 4096)
+    eps, head_dim = cfg.get("layer_norm_epsilon", 1e-5), cfg.get("head_dim", 128)
+    same(cfg, "rms_norm_eps", "layer_norm_epsilon", eps)
+    same(cfg, "attention_head_dim", "head_dim", head_dim)
     vocab = cfg.get("vocab_size", 131072)
     layers = kinds_of(cfg)
     heads = cfg.get("num_attention_heads", 32)
@@ -107,14 +118,14 @@ def to_hyb(cfg) -> str:
                  f"{groups} groups do not divide mamba_num_heads = {h}")
     return (f"dim {d}\nvocab {vocab}\noutput logits\n"
             f"tie_embeddings {num(cfg.get('tie_word_embeddings', False))}\n"
-            f"norm rms eps={num(cfg.get('layer_norm_epsilon', 1e-5))}\ndropout 0\nffn after=none\n"
+            f"norm rms eps={num(eps)}\ndropout 0\nffn after=none\n"
             f"mamba2 heads={h} head_dim={p} inner={h * p} state={cfg.get('ssm_state_size', 128)} "
             f"groups={groups} conv={pick(cfg, 'conv_kernel', 'mamba_d_conv', 4)} "
             f"chunk={pick(cfg, 'chunk_size', 'mamba_chunk_size', 128)} "
             f"conv_bias={num(pick(cfg, 'use_conv_bias', 'mamba_conv_bias', True))} "
             f"proj_bias={num(cfg.get('use_bias', False))} "
             f"dt_min={num(pick(cfg, 'time_step_min', 'mamba_dt_min', 0.001))}\n"
-            f"attn heads={heads} kv_heads={kv} head_dim={cfg.get('head_dim', 128)} rope=false window=none "
+            f"attn heads={heads} kv_heads={kv} head_dim={head_dim} rope=false window=none "
             f"qk_norm=none\n"
             f"mlp act={act(cfg, 'mlp_hidden_act', 'relu2')} bias={num(cfg.get('mlp_bias', False))} "
             f"hidden={cfg.get('intermediate_size', 21504)}\n"
