@@ -10,6 +10,7 @@ tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
 from _harness import check_family  # noqa: E402
+from hybridc.hf import export_family  # noqa: E402
 
 D, V = 64, 100
 
@@ -30,7 +31,7 @@ def test_falcon_mamba(tmp_path):
 def test_falcon_mamba_export_needs_the_inner_norms():
     m = hybridc.load("model m\ndim 64\nvocab 100\noutput logits\nnorm rms eps=1e-5\ndropout 0\nlayers mamba x2\n")
     with pytest.raises(hybridc.HybridcError) as e:
-        hybridc.hf.export_family(m, "falcon_mamba")
+        export_family(m, "falcon_mamba")
     assert "falcon_mamba: mamba inner_norm=none" in str(e.value), str(e.value)
 
 

@@ -10,6 +10,7 @@ tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
 from _harness import check_family  # noqa: E402
+from hybridc.hf import export_family  # noqa: E402
 
 D, V = 64, 100
 DT_MIN = 0.05  # acts on many dt of the prompt here (the logits differ without the clamp)
@@ -71,7 +72,7 @@ def test_nemotron_h_export_refuses_rope():
     m = hybridc.load("model nemotron_h\ndim 64\nvocab 100\noutput logits\nnorm rms eps=1e-5\ndropout 0\nffn after=none\n"
                      "attn heads=4 head_dim=16 rope=true window=none qk_norm=none\nlayers attn mlp\n")
     with pytest.raises(hybridc.HybridcError) as e:
-        hybridc.hf.export_family(m, "nemotron_h")
+        export_family(m, "nemotron_h")
     assert "nemotron_h: attn: NemotronH's attention is global, without positional encoding" in str(e.value)
 
 
@@ -79,7 +80,7 @@ def test_nemotron_h_export_refuses_an_unclamped_mamba2():
     m = hybridc.load("model nemotron_h\ndim 64\nvocab 100\noutput logits\nnorm rms eps=1e-5\ndropout 0\n"
                      "mamba2 state=16 head_dim=16\nlayers mamba2 x2\n")
     with pytest.raises(hybridc.HybridcError) as e:
-        hybridc.hf.export_family(m, "nemotron_h")
+        export_family(m, "nemotron_h")
     assert "nemotron_h: mamba2 dt_min=0: NemotronH clamps dt at time_step_min" in str(e.value), str(e.value)
 
 

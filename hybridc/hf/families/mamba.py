@@ -85,8 +85,9 @@ def config(model, family: str, inner_norm: str) -> dict:
         want = "no inner norms" if inner_norm == "none" else f"inner_norm={inner_norm}"
         refuse(f"mamba inner_norm={s.inner_norm}", f"{family}'s mixer has {want}")
     width = s.width(model.dim)
-    if width % model.dim:
-        refuse(f"mamba width {width}", f"{family}'s inner width is an integer expand x hidden_size")
+    if s.inner is not None:
+        fix = f": write expand={width // model.dim}" if width % model.dim == 0 else ""
+        refuse(f"mamba inner={s.inner}", f"{family}'s inner width is an integer expand x hidden_size{fix}")
     if model.norm_eps is None:
         refuse("norm eps", f"{family} has one layer_norm_epsilon: write `norm rms eps=X`")
     if model.pad_token is not None:
