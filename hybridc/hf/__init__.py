@@ -8,6 +8,7 @@ One module per family in `hybridc/hf/families/` (listed in `FAMILIES`, by transf
 - `tensors(cfg: HFConfig, model: Model, ours: list[str]) -> list[Map]`: every tensor conversion for that config
   (`convert.py`); `ours` are hybridc's tensor names for the model (the structure comes from `model`, the names of
   each layer's parameters from `ours`);
+- optionally `UNUSED_TENSORS`: regexes of checkpoint tensors transformers does not load either (not read);
 - `to_config(model: Model) -> dict`: config.json for a model of this family, raising `NotExpressible` naming the
   part that has no equivalent (export; `save_hf` then checks `to_hyb(to_config(m)) == m`).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from pathlib import Path
 
 from ..errors import HybridcError, suggest
@@ -106,6 +108,13 @@ def load_hf(path):
     return _read(Checkpoint(path))[2]
 
 
+def _hf_shapes(ck, fam) -> dict:
+    """The checkpoint's tensor shapes, less those the family leaves unread on purpose (`UNUSED_TENSORS`: regexes of
+    tensors transformers does not load either, e.g. Qwen3-Next's multi-token-prediction head `mtp.*`)."""
+    drop = [re.compile(p) for p in getattr(fam, "UNUSED_TENSORS", ())]
+    return {n: s for n, s in ck.shapes().items() if not any(p.match(n) for p in drop)}
+
+
 def _adapter(net):
     """The framework side for `net`: a torch module, a JAX model (init/apply), or a dict of arrays."""
     from .. import registry
@@ -141,7 +150,7 @@ def load_hf_weights(net, path, dtype: str | None = None, *, progress: bool = Fal
     cfg, fam, model = _read(ck)
     shapes = side.shapes(net)
     maps = fam.tensors(cfg, model, list(shapes))
-    plan_shapes(maps, ck.shapes(), shapes, source_name=str(ck.dir), where=ck.where())
+    plan_shapes(maps, _hf_shapes(ck, fam), shapes, source_name=str(ck.dir), where=ck.where())
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise HybridcError(f"dtype {dtype!r}: valid dtypes are fp32, bf16, fp16")
     tag = DTYPE_NAMES[dtype] if dtype is not None else ck.dtype()
@@ -182,7 +191,7 @@ def convert_checkpoint(path, out, *, progress: bool = True) -> str:
     side = NumpySide()
     shapes = side.model_shapes(model)
     maps = fam.tensors(cfg, model, list(shapes))
-    plan_shapes(maps, ck.shapes(), shapes, source_name=str(ck.dir), where=ck.where())
+    plan_shapes(maps, _hf_shapes(ck, fam), shapes, source_name=str(ck.dir), where=ck.where())
     out_arrays = {}
     bar = _progress(ck) if progress else None
     try:

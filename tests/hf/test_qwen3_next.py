@@ -10,6 +10,7 @@ tf = pytest.importorskip("transformers")
 qn = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
 
 import hybridc  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 from _harness import check_family  # noqa: E402
 
 D, V = 64, 100
@@ -61,9 +62,10 @@ def test_qwen3_next_refuses(tmp_path, field, value, words):
     assert field in str(e.value) and words in str(e.value)
 
 
-def test_qwen3_next_dense_tied_interval(tmp_path):
+def test_qwen3_next_dense_tied_interval(tmp_path, torch_kernels):
     """No experts (every layer an MLP), tied embeddings, the older `full_attention_interval` spelling: the structure
-    (parameter count) and export's config, without weights."""
+    (parameter count), export's config, and a checkpoint holding the multi-token-prediction head (`mtp.*`, which
+    transformers does not load either) loads with the same logits."""
     data = config(num_experts=0, tie_word_embeddings=True, num_hidden_layers=4, layer_types=None).to_dict()
     data.pop("layer_types")
     data |= {"full_attention_interval": 2, "architectures": ["Qwen3NextForCausalLM"]}
@@ -77,3 +79,12 @@ def test_qwen3_next_dense_tied_interval(tmp_path):
     assert hybridc.describe(m)["params"] == sum(p.numel() for p in hf.parameters())
     _, back = hybridc.hf.export_family(m)
     assert back["num_experts"] == 0 and back["tie_word_embeddings"] and back["layer_types"][1] == "full_attention"
+
+    hf.save_pretrained(tmp_path / "ck")
+    tensors = load_file(tmp_path / "ck" / "model.safetensors")
+    save_file(tensors | {"mtp.fc.weight": torch.ones(D, 2 * D)}, tmp_path / "ck" / "model.safetensors",
+              metadata={"format": "pt"})
+    ours = hybridc.load_hf_weights(hybridc.build(m, backend="torch"), tmp_path / "ck").eval()
+    x = torch.randint(0, V, (1, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf.eval()(input_ids=x).logits, rtol=1e-5, atol=1e-5)

@@ -33,6 +33,7 @@ IGNORED = {
     "mtp_num_hidden_layers": "the multi-token-prediction head, which transformers does not build (no logits change)",
     "mtp_use_dedicated_embeddings": "the multi-token-prediction head, which transformers does not build",
 }
+UNUSED_TENSORS = (r"mtp\.",)  # the multi-token-prediction head: transformers does not load it either
 KINDS = {"linear_attention": "gated_delta_net", "full_attention": "attn"}
 
 
