@@ -3,6 +3,7 @@ encoding, Granite's attention_multiplier), the top-2 MoE plus the shared MLP on 
 residual and logits multipliers, tied embeddings, a padding token (tests/hf/_harness.py); the dense form
 (`num_local_experts=0`, the shared MLP alone) with RoPE on the structure; refused configs."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ import hybridc  # noqa: E402
 from _harness import check_family  # noqa: E402
 
 D, V = 64, 100
+ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
 GRANITE = dict(embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=0.5, attention_multiplier=0.015625)
 
 
@@ -71,3 +73,28 @@ def test_granite_refuses(tmp_path, field, value, words):
     with pytest.raises(hybridc.HybridcError) as e:
         hybridc.import_hf(tmp_path / "config.json")
     assert field in str(e.value) and words in str(e.value)
+
+
+def test_granite_4_h_small_config(tmp_path):
+    """Granite-4.0-H-Small's published config.json (older spellings: `mamba` / `attention` layer types, rope_theta at
+    the top level, normalization_function) imports to the zoo file's model: 32,207,337,984 parameters (transformers'
+    count, tests/zoo), the same active count."""
+    attn = (5, 15, 25, 35)
+    data = {"architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid", "vocab_size": 100352,
+            "hidden_size": 4096, "intermediate_size": 768, "shared_intermediate_size": 1536, "num_local_experts": 72,
+            "num_experts_per_tok": 10, "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "layer_types": ["attention" if i in attn else "mamba" for i in range(40)], "mamba_n_heads": 128,
+            "mamba_d_head": 64, "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_expand": 2,
+            "mamba_chunk_size": 256, "mamba_conv_bias": True, "mamba_proj_bias": False, "attention_bias": False,
+            "attention_dropout": 0.0, "position_embedding_type": "nope", "rope_theta": 10000, "rope_scaling": None,
+            "embedding_multiplier": 12, "residual_multiplier": 0.22, "logits_scaling": 16,
+            "attention_multiplier": 0.0078125, "rms_norm_eps": 1e-5, "normalization_function": "rmsnorm",
+            "hidden_act": "silu", "tie_word_embeddings": True, "max_position_embeddings": 131072,
+            "pad_token_id": 100256, "bos_token_id": 100257, "eos_token_id": 100257, "torch_dtype": "bfloat16",
+            "initializer_range": 0.1, "use_cache": True, "output_router_logits": False, "router_aux_loss_coef": 0.0}
+    (tmp_path / "config.json").write_text(json.dumps(data, indent=2))
+    text = hybridc.import_hf(tmp_path / "config.json")
+    assert "pad_token 100256" in text and "logit_scale 0.0625" in text and "scale=0.0078125" in text
+    ours = hybridc.describe(hybridc.load(text))
+    zoo = hybridc.describe(hybridc.load(open(ZOO / "granite_4.0_h_small.hyb").read()))
+    assert ours["params"] == zoo["params"] == 32_207_337_984 and ours["active_params"] == zoo["active_params"]

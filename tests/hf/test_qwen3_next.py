@@ -2,6 +2,7 @@
 per-head zero-centred QK-norm) layers, the sparse MoE with its sigmoid-gated shared expert and a dense MLP layer
 (`mlp_only_layers`), a padding token, a sharded checkpoint (tests/hf/_harness.py)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 from _harness import check_family  # noqa: E402
 
 D, V = 64, 100
+ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
 
 
 @pytest.fixture
@@ -88,3 +90,24 @@ def test_qwen3_next_dense_tied_interval(tmp_path, torch_kernels):
     x = torch.randint(0, V, (1, 7), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(ours(x), hf.eval()(input_ids=x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_qwen3_next_80b_config(tmp_path):
+    """Qwen3-Next-80B-A3B's published config.json (older spellings: rope_theta, partial_rotary_factor and
+    full_attention_interval at the top level) imports to the zoo file's model: 79,674,391,296 parameters (transformers'
+    count, tests/zoo), the same active count."""
+    data = {"architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next", "vocab_size": 151936,
+            "hidden_size": 2048, "num_hidden_layers": 48, "full_attention_interval": 4, "intermediate_size": 5120,
+            "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256, "attention_bias": False,
+            "attention_dropout": 0.0, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+            "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "num_experts": 512,
+            "num_experts_per_tok": 10, "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+            "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [], "rms_norm_eps": 1e-6,
+            "hidden_act": "silu", "rope_theta": 10000000, "partial_rotary_factor": 0.25, "rope_scaling": None,
+            "max_position_embeddings": 262144, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+            "use_cache": True, "bos_token_id": 151643, "eos_token_id": 151645, "initializer_range": 0.02,
+            "output_router_logits": False, "router_aux_loss_coef": 0.001}
+    (tmp_path / "config.json").write_text(json.dumps(data, indent=2))
+    ours = hybridc.describe(hybridc.load_hf(tmp_path / "config.json"))
+    zoo = hybridc.describe(hybridc.load(open(ZOO / "qwen3_next_80b_a3b.hyb").read()))
+    assert ours["params"] == zoo["params"] == 79_674_391_296 and ours["active_params"] == zoo["active_params"]
