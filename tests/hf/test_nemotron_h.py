@@ -42,6 +42,19 @@ def config_file(tmp_path, drop=(), **fields):
     return path
 
 
+def test_nemotron_h_multi_token_prediction_tensors_are_left_unread(tmp_path):
+    """Checkpoints with num_nextn_predict_layers hold mtp.* tensors transformers does not load: neither does hybridc."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    tf.NemotronHForCausalLM(tiny(num_nextn_predict_layers=1)).save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    save_file(tensors | {"mtp.layers.0.norm.weight": torch.ones(D)}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    net = hybridc.load_hf_weights(hybridc.build(hybridc.load_hf(tmp_path), backend="torch"), tmp_path)
+    assert torch.equal(net.state_dict()["embed.weight"], tensors["backbone.embeddings.weight"])
+
+
 def test_nemotron_h_older_spellings_read_the_same(tmp_path):
     want = hybridc.import_hf(config_file(tmp_path / "new"))
     old = config_file(tmp_path / "old", drop=("layers_block_type", "n_groups", "conv_kernel", "time_step_min"),

@@ -53,6 +53,7 @@ IGNORED = {
                          "moe_shared_expert_intermediate_size", "moe_latent_size", "moe_shared_expert_overlap",
                          "num_experts_per_tok", "routed_scaling_factor", "n_group", "topk_group", "norm_topk_prob")},
 }
+UNUSED_TENSORS = (r"mtp\.",)  # the multi-token-prediction layers transformers does not load (`mtp.*`)
 KINDS = {"linear_attention": "mamba2", "mamba": "mamba2", "full_attention": "attn", "attention": "attn", "mlp": "mlp"}
 BACK = {"mamba2": "linear_attention", "attn": "full_attention", "mlp": "mlp"}
 PATTERN = {"M": "linear_attention", "*": "full_attention", "-": "mlp", "E": "moe"}
