@@ -22,6 +22,12 @@ from torch.func import functional_call
 from hybridc.sharing import adapter_shapes, in_width
 
 
+def _unbatched(biases: dict) -> dict:
+    """Per-token biases (B, ..., out) of a batch of one without its batch axis: F.linear folds a contiguous (1, L, in)
+    input to (L, in) and then needs a bias broadcastable to (L, out) (a (1, L, out) one raises)."""
+    return {k: v[0] if v.shape[0] == 1 else v for k, v in biases.items()}
+
+
 def build_block(make_norm, make_mixer, make_ffn, mixer_spec, ffn_spec, site, *, dim: int, norm: str,
                 impl: str) -> dict:
     """The shared modules of one block: the norm and mixer read D (2D with input=concat); the mixer writes D."""
@@ -99,9 +105,10 @@ class SharedSite(nn.Module):
                 return y, new
             return fn(xn, state, ctx)
         if step:
-            y, new = functional_call(self.mixer, {k: v[:, None] for k, v in biases.items()}, (xn[:, None], state, ctx))
+            y, new = functional_call(self.mixer, _unbatched({k: v[:, None] for k, v in biases.items()}),
+                                     (xn[:, None], state, ctx))
             return y[:, 0], new
-        return functional_call(self.mixer, biases, (xn, state, ctx))
+        return functional_call(self.mixer, _unbatched(biases), (xn, state, ctx))
 
     def _ffn(self, h, state, ctx, step: bool):
         biases = self._biases(self.ffn, h, ())
@@ -113,7 +120,7 @@ class SharedSite(nn.Module):
                 biases[f"{name}.bias"] = part if base is None else part + base
         if not biases:
             return (self.ffn.step if step else self.ffn)(h, state, ctx)
-        return functional_call(self.ffn, biases, (h, state, ctx))
+        return functional_call(self.ffn, _unbatched(biases), (h, state, ctx))
 
     def _run(self, x, state, ctx, step: bool):
         ctx = {} if ctx is None else ctx

@@ -188,7 +188,7 @@ def hybrid_types(model, family: str, mixer: str) -> list[str]:
     return types
 
 
-def shared_parts(model, family: str):
+def shared_parts(model, family: str, ffn_bias: bool = False):
     """(attention spec, FFN spec) of the shared block, refusing what the family's has not."""
     sites = [l for l in model.layers if l.site is not None]
     if not sites:
@@ -196,9 +196,10 @@ def shared_parts(model, family: str):
     if len({(l.mixers[0], l.ffn) for l in sites}) > 1:  # pragma: no cover -- a shared block has one spec
         refuse("share", f"{family}'s shared blocks have one set of options")
     a, f = sites[0].mixers[0], sites[0].ffn
-    if f is None or not f.gated or f.bias or f.experts or f.act not in ACT_BACK or f.gate_scale != 1 or \
+    if f is None or not f.gated or f.bias != ffn_bias or f.experts or f.act not in ACT_BACK or f.gate_scale != 1 or \
             f.down_scale != 1:
-        refuse("ffn", f"{family}'s shared block ends in a gated MLP without biases, experts or scales")
+        refuse("ffn", f"{family}'s shared block ends in a gated MLP without experts or scales, with biases "
+                      f"{'on' if ffn_bias else 'off'}")
     if a.window is not None or a.qk_norm not in ("none", False) or a.gate or a.softcap or a.kv_reuse or \
             a.qkv_bias or a.o_bias or a.scale != (a.head_dim / 2) ** -0.5 or \
             any(getattr(a, k) != 1.0 for k in ("in_scale", "key_scale", "out_scale")):
