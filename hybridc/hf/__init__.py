@@ -87,8 +87,10 @@ def _read(ck):
     cfg.finish(fam.IGNORED)
     try:
         model = load(text, f"<{fam.MODEL_TYPE} import>")
-    except HybridcError as e:  # the family module wrote a program hybridc rejects: a bug, shown with its text
-        raise HybridcError(f"import of {ck.config_path} produced an invalid program (a hybridc bug):\n{e}\n{text}") from None
+    except HybridcError as e:  # values the family module passed on that hybridc's checks refuse (e.g. a width of 0)
+        raise HybridcError(f"the config's values make an invalid hybridc model:\n{e}",
+                           source_name=str(ck.config_path),
+                           hint="the program the config reads as:\n" + text) from None
     return cfg, fam, model
 
 
