@@ -10,8 +10,8 @@ scripts. Batch 4, d_model 256 at the layers' natural widths, fp32:
     gated_delta_rule   Gated DeltaNet defaults: H4, K64, V128 (expand_v 2)
     rwkv7              RWKV-7: H4, K64, V64
     linear_recurrence  RG-LRU: W = 256
-JAX "auto" is: for the selective scan and the linear recurrence the C++ kernels torch uses, as XLA custom calls
-("cpp"); for SSD and the delta family "scan_chunk" (the lax.scan forward when not differentiated, the chunked
+JAX "auto" is: for the selective scan, the linear recurrence and SSD the C++ kernels torch uses, as XLA custom
+calls ("cpp"); for the delta family "scan_chunk" (the lax.scan forward when not differentiated, the chunked
 form's forward and VJP under jax.grad) (each measured fastest, see the kernel modules). Each JAX callable is ``jax.jit``-ed; times exclude compilation
 (the first call; the forward+backward's is printed) and wait for the result (``block_until_ready``). fwd = the
 kernel's outputs; fwd+bwd = gradients of a fixed random linear functional of all outputs w.r.t. every float input.

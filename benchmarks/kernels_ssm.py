@@ -4,7 +4,8 @@
 
 Batch 4, d_model 256 at the layers' natural widths, fp32:
     selective scan (Mamba-1): E = 512 channels, N = 16                      impl "cpp" (fused C++ kernel)
-    SSD (Mamba-2):            E = 512 = 8 heads x 64, N = 128, G = 1, chunk 256    impl "chunk"
+    SSD (Mamba-2):            E = 512 = 8 heads x 64, N = 128, G = 1, chunk 256    impls "cpp" (fused C++, auto) and
+                                                                                  "chunk" (torch)
     linear recurrence (RG-LRU): W = 256                              impls "cpp" (C++ scan) and "chunk" (torch)
 Times are medians of --reps runs after one warm-up; tokens/s = batch * length / time. Ratios are measured in the
 same run. The sequential references (and transformers' selective scan paths) are timed once at --ref-length (1024)
@@ -188,10 +189,14 @@ def bench_ssd(lengths, reps):
             measured[(length, "ref")] = _median_seconds(_fwd(run("reference")), 1, warmup=0)
             measured[(length, "ref_fb")] = _median_seconds(_fwd_bwd(run("reference"), leaves), 1, warmup=0)
             continue
+        ref, ref_fb = _extrapolated(measured, length, "ref"), _extrapolated(measured, length, "ref_fb")
+        if _cpp_library.available():
+            fwd = _median_seconds(_fwd(run("cpp")), reps)
+            fb = _median_seconds(_fwd_bwd(run("cpp"), leaves), reps)
+            table.add(length, "ours (cpp, auto)", (fwd, False), ref, (fb, False), ref_fb)
         fwd = _median_seconds(_fwd(run("chunk")), reps)
         fb = _median_seconds(_fwd_bwd(run("chunk"), leaves), reps)
-        ref, ref_fb = _extrapolated(measured, length, "ref"), _extrapolated(measured, length, "ref_fb")
-        table.add(length, "ours (chunk)", (fwd, False), ref, (fb, False), ref_fb)
+        table.add(length, "ours (chunk, torch)", (fwd, False), ref, (fb, False), ref_fb)
         table.add(length, "reference (loop)", ref, ref, ref_fb, ref_fb)
     table.print()
 
