@@ -49,7 +49,8 @@ def _bad(tmp_path, **fields):
     ("attention_dropout", 0.1, "no dropout"),
     ("num_experts_per_tok", 5, "between 1 and num_experts"),
     ("attn_layer_offset", 4, "below the period"),
-], ids=["act", "dropout", "top_k", "offset"])
+    ("sliding_window", 4096, "only null"),
+], ids=["act", "dropout", "top_k", "offset", "window"])
 def test_jamba_bad_config(tmp_path, field, value, why):
     msg = _bad(tmp_path, **{field: value})
     assert f"'{field}'" in msg and why in msg and "config.json" in msg, msg

@@ -50,6 +50,8 @@ def to_hyb(cfg) -> str:
     kv = cfg.get("num_key_value_heads", None) or heads
     eps = cfg.get("rms_norm_eps", 1e-6)
     zero(cfg, "attention_dropout")
+    if cfg.get("sliding_window", None) is not None:  # older (remote-code) configs wrote it; transformers' has none
+        cfg.fail("sliding_window", "JambaAttention is global in transformers: only null is expressible")
     act = cfg.get("hidden_act", "silu")
     if act not in ("silu", "swish"):
         cfg.fail("hidden_act", "Jamba's Mamba mixer uses hidden_act too, and hybridc's Mamba has SiLU only")
