@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
+from hybridc.hf import export_family  # noqa: E402
 from _harness import check_family  # noqa: E402
 
 D, V = 64, 100
@@ -19,7 +20,7 @@ GRANITE = dict(embedding_multiplier=12.0, residual_multiplier=0.22, logits_scali
 
 
 def config(**kw):
-    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=3, layer_types=["mamba", "attention", "mamba"],
+    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=2, layer_types=["mamba", "attention"],
                 num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
                 intermediate_size=32, shared_intermediate_size=96, mamba_n_heads=8, mamba_d_head=16, mamba_n_groups=2,
                 mamba_d_state=16, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=8, position_embedding_type="nope",
@@ -33,9 +34,9 @@ def test_granite_moe_hybrid(tmp_path):
     torch.manual_seed(0)
     hf = tf.GraniteMoeHybridForCausalLM(cfg)
     assert [(b.mamba is not None, b.self_attn is not None, b.block_sparse_moe is not None) for b in hf.model.layers] \
-        == [(True, False, True), (False, True, True), (True, False, True)]
+        == [(True, False, True), (False, True, True)]
     check_family(hf, tmp_path, vocab=V,
-                 expect_in_text=("layers mamba2 attn mamba2", "pad_token 0", "tie_embeddings true", "embed_scale 12",
+                 expect_in_text=("layers mamba2 attn\n", "pad_token 0", "tie_embeddings true", "embed_scale 12",
                                  "residual_scale 0.22", "logit_scale 2", "scale=0.015625", "shared_hidden=96",
                                  "groups=2"))
 
@@ -54,14 +55,14 @@ def test_granite_dense_rope(tmp_path):
     hf = tf.GraniteMoeHybridForCausalLM(tf.GraniteMoeHybridConfig.from_dict(data))
     assert hf.model.layers[0].block_sparse_moe is None and hf.model.rotary_emb is not None
     assert hybridc.describe(m)["params"] == sum(p.numel() for p in hf.parameters())
-    _, back = hybridc.hf.export_family(m)
+    _, back = export_family(m)
     assert back["num_local_experts"] == 0 and back["position_embedding_type"] == "rope"
 
 
 @pytest.mark.parametrize("field, value, words", [
     ("hidden_act", "gelu", "convolution"),
     ("position_embedding_type", "rope", "yarn"),
-    ("layer_types", ["mamba", "sliding_attention", "mamba"], "full_attention"),
+    ("layer_types", ["mamba", "sliding_attention"], "full_attention"),
     ("attention_dropout", 0.1, "dropout"),
 ])
 def test_granite_refuses(tmp_path, field, value, words):
@@ -98,3 +99,12 @@ def test_granite_4_h_small_config(tmp_path):
     ours = hybridc.describe(hybridc.load(text))
     zoo = hybridc.describe(hybridc.load(open(ZOO / "granite_4.0_h_small.hyb").read()))
     assert ours["params"] == zoo["params"] == 32_207_337_984 and ours["active_params"] == zoo["active_params"]
+
+
+def test_granite_export_refuses():
+    """Export names the part GraniteMoeHybrid has no equivalent for (Qwen3-Next's gated shared expert)."""
+    m = hybridc.load("dim 64; vocab 100; output logits; norm rms eps=1e-5; dropout 0; ffn after=all act=silu "
+                     "gated=true hidden=32 experts=4 top_k=2 shared_experts=1 shared_gate=true; mamba2 state=16 "
+                     "head_dim=16; attn heads=4 head_dim=16 window=none qk_norm=none; layers mamba2 attn")
+    with pytest.raises(hybridc.HybridcError, match="granitemoehybrid: ffn experts: .*ungated shared MLP"):
+        export_family(m, "granitemoehybrid")

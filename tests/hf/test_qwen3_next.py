@@ -11,6 +11,7 @@ tf = pytest.importorskip("transformers")
 qn = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")
 
 import hybridc  # noqa: E402
+from hybridc.hf import export_family  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from _harness import check_family  # noqa: E402
 
@@ -27,8 +28,8 @@ def torch_kernels(monkeypatch):
 
 
 def config(**kw):
-    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=3,
-                layer_types=["linear_attention", "full_attention", "linear_attention"], num_attention_heads=4,
+    base = dict(vocab_size=V, hidden_size=D, num_hidden_layers=2, layer_types=["linear_attention", "full_attention"],
+                num_attention_heads=4,
                 num_key_value_heads=2, head_dim=16, intermediate_size=96, linear_num_key_heads=2,
                 linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16, linear_conv_kernel_dim=4,
                 num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=48,
@@ -43,17 +44,16 @@ def test_qwen3_next(tmp_path, torch_kernels):
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     hf = qn.Qwen3NextForCausalLM(cfg)
-    assert [type(b.mlp).__name__ for b in hf.model.layers] == ["Qwen3NextSparseMoeBlock", "Qwen3NextMLP",
-                                                              "Qwen3NextSparseMoeBlock"]
+    assert [type(b.mlp).__name__ for b in hf.model.layers] == ["Qwen3NextSparseMoeBlock", "Qwen3NextMLP"]
     check_family(hf, tmp_path, vocab=V, shard=True,
-                 expect_in_text=("layers gated_delta_net attn gated_delta_net", "pad_token 0", "v_heads=4",
+                 expect_in_text=("layers gated_delta_net attn\n", "pad_token 0", "v_heads=4",
                                  "shared_gate=true", "zero_centered=true", "rope_fraction=0.25"))
 
 
 @pytest.mark.parametrize("field, value, words", [
     ("hidden_act", "gelu", "short convolution"),
     ("rope_parameters", {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}, "yarn"),
-    ("layer_types", ["linear_attention", "sliding_attention", "linear_attention"], "full_attention"),
+    ("layer_types", ["linear_attention", "sliding_attention"], "full_attention"),
     ("attention_dropout", 0.1, "dropout"),
 ])
 def test_qwen3_next_refuses(tmp_path, field, value, words):
@@ -79,7 +79,7 @@ def test_qwen3_next_dense_tied_interval(tmp_path, torch_kernels):
     torch.manual_seed(0)
     hf = qn.Qwen3NextForCausalLM(tf.Qwen3NextConfig.from_dict(data))
     assert hybridc.describe(m)["params"] == sum(p.numel() for p in hf.parameters())
-    _, back = hybridc.hf.export_family(m)
+    _, back = export_family(m)
     assert back["num_experts"] == 0 and back["tie_word_embeddings"] and back["layer_types"][1] == "full_attention"
 
     hf.save_pretrained(tmp_path / "ck")
@@ -111,3 +111,12 @@ def test_qwen3_next_80b_config(tmp_path):
     ours = hybridc.describe(hybridc.load_hf(tmp_path / "config.json"))
     zoo = hybridc.describe(hybridc.load(open(ZOO / "qwen3_next_80b_a3b.hyb").read()))
     assert ours["params"] == zoo["params"] == 79_674_391_296 and ours["active_params"] == zoo["active_params"]
+
+
+def test_qwen3_next_export_refuses():
+    """Export names the part Qwen3-Next has no equivalent for."""
+    m = hybridc.load("dim 64; vocab 100; output logits; norm rms eps=1e-6 zero_centered=true; dropout 0; "
+                     "ffn after=all act=silu gated=true bias=false hidden=96; gated_delta_net heads=2 head_dim=16; "
+                     "attn heads=4 head_dim=16 rope=true gate=true window=32; layers gated_delta_net attn")
+    with pytest.raises(hybridc.HybridcError, match="qwen3_next: attn: .*global"):
+        export_family(m, "qwen3_next")
