@@ -12,7 +12,7 @@ tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
 from hybridc.hf import export_family  # noqa: E402
-from _harness import check_family  # noqa: E402
+from _harness import check_family, ids, perturb  # noqa: E402
 
 D, V = 64, 100
 ZOO = Path(__file__).resolve().parents[2] / "examples" / "zoo"
@@ -43,7 +43,7 @@ def test_granite_moe_hybrid(tmp_path):
 
 def test_granite_dense_rope(tmp_path):
     """No experts (the shared MLP alone), RoPE, attention biases, the older `layers_block_type` spelling: the
-    structure (parameter count) and export's config, without weights."""
+    structure (parameter count), export's config and the logits (torch only)."""
     data = config(num_local_experts=0, position_embedding_type="rope", attention_bias=True,
                   attention_multiplier=0.25).to_dict()
     data["layers_block_type"] = data.pop("layer_types")
@@ -57,6 +57,12 @@ def test_granite_dense_rope(tmp_path):
     assert hybridc.describe(m)["params"] == sum(p.numel() for p in hf.parameters())
     _, back = export_family(m)
     assert back["num_local_experts"] == 0 and back["position_embedding_type"] == "rope"
+
+    perturb(hf)
+    hf.save_pretrained(tmp_path / "ck")
+    ours = hybridc.load_hf_weights(hybridc.build(m, backend="torch"), tmp_path / "ck").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids(V)), hf.eval()(input_ids=ids(V)).logits, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("field, value, words", [
