@@ -10,6 +10,7 @@ tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
 from _harness import check_family  # noqa: E402
+from hybridc.hf import export_family  # noqa: E402
 
 D, V = 64, 100
 
@@ -54,3 +55,11 @@ def _bad(tmp_path, **fields):
 def test_jamba_bad_config(tmp_path, field, value, why):
     msg = _bad(tmp_path, **{field: value})
     assert f"'{field}'" in msg and why in msg and "config.json" in msg, msg
+
+
+def test_jamba_export_refuses_what_it_has_not():
+    m = hybridc.load("model jamba; dim 64; vocab 100; output logits; norm rms eps=1e-6; dropout 0; "
+                     "ffn after=all act=silu gated=true bias=false hidden=96; mamba inner_norm=weighted eps=1e-6; "
+                     "attn heads=4 head_dim=16 rope=true window=none; layers mamba attn mamba")
+    with pytest.raises(hybridc.HybridcError, match="jamba: attn: Jamba's attention is global, no positional"):
+        export_family(m, "jamba")

@@ -10,6 +10,7 @@ tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
 from _harness import check_family  # noqa: E402
+from hybridc.hf import export_family  # noqa: E402
 
 D, V = 64, 100
 TYPES = ["mamba", "hybrid", "mamba", "hybrid", "hybrid"]
@@ -65,3 +66,12 @@ def _bad(tmp_path, **fields):
 def test_zamba2_bad_config(tmp_path, field, value, why):
     msg = _bad(tmp_path, **{field: value})
     assert f"'{field}'" in msg and why in msg and "config.json" in msg, msg
+
+
+def test_zamba2_export_refuses_what_it_has_not():
+    m = hybridc.load("model zamba2; dim 64; vocab 100; output logits; tie_embeddings true; norm rms eps=1e-5; "
+                     "dropout 0; ffn gated=true hidden=96; mamba2 state=16 head_dim=32 chunk=8; attn heads=4 "
+                     "head_dim=32 window=none qk_norm=none scale=0.25; layers mamba2 attn mamba2; "
+                     "share attn input=concat lora=4 lora_on=attn into=next")
+    with pytest.raises(hybridc.HybridcError, match="zamba2: share lora: Zamba2's shared MLP always has"):
+        export_family(m, "zamba2")

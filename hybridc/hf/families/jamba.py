@@ -144,7 +144,8 @@ def to_config(model) -> dict:
     if attn_at is None:
         refuse("layers", "Jamba places attention at i % attn_layer_period == attn_layer_offset")
     cfg = {"vocab_size": model.vocab, "hidden_size": model.dim, "num_hidden_layers": n,
-           "tie_word_embeddings": model.tie_embeddings, "rms_norm_eps": eps, "pad_token_id": getattr(model, "pad_token", None),
+           "tie_word_embeddings": model.tie_embeddings, "rms_norm_eps": eps,
+           "pad_token_id": getattr(model, "pad_token", None),
            "intermediate_size": f.hidden, "hidden_act": "silu", "attention_dropout": 0.0,
            "attn_layer_period": attn_at[0], "attn_layer_offset": attn_at[1]}
     if moe is None:

@@ -12,9 +12,10 @@ bias=false hidden=<intermediate_size>`.
 Tensors (transformers' layer j, p its Mamba's hybridc position, s = p - 1 its call site): `model.embed_tokens` ->
 `embed`, `model.final_layernorm` -> `norm_f`; `model.layers.j.{mamba, mamba_decoder.mamba}.*` -> `layers.p.mixer.*`
 (per-head `x_proj_weight` (H, R + 2N, P), `dt_proj_weight`, `dt_proj_bias`, `A_log`, `D`; with one head reshaped to
-hybridc's single-head `x_proj.weight` ..., and in_proj's interleaved x/z rows put in [x; z] order), their `input_layernorm` -> `layers.p.norm`; `model.layers.j.linear` ->
-`layers.s.linear`; the shared block (stored once, at the first hybrid layer; transformers ties the others to it):
-`shared_transf.input_layernorm` (each hybrid layer's own with untied embeddings) -> `layers.s.norm` (over 2D), `self_attn.*` -> `mixer.*`, `pre_ff_layernorm` ->
+hybridc's single-head `x_proj.weight` ..., and in_proj's interleaved x/z rows put in [x; z] order), their
+`input_layernorm` -> `layers.p.norm`; `model.layers.j.linear` -> `layers.s.linear`; the shared block (stored once, at
+the first hybrid layer, transformers tying the others to it; each hybrid layer's own with untied embeddings):
+`shared_transf.input_layernorm` -> `layers.s.norm` (over 2D), `self_attn.*` -> `mixer.*`, `pre_ff_layernorm` ->
 `ffn_norm`, `feed_forward.{gate,up,down}_proj` -> `ffn.{gate,up,down}`.
 """
 from __future__ import annotations

@@ -128,9 +128,10 @@ def tensors(cfg, model, ours) -> list:
 
 
 def _site(S: str, L: str, o: str, k: int, mine: list[str], ffn) -> list:
-    """One call site: its linear and adapters, and the block's own tensors where hybridc stores them (its first site)."""
+    """One call site: its linear and adapters, and its block's tensors where hybridc stores them (the first site)."""
     table = {o + "linear.weight": L + "linear.weight", o + "norm.weight": S + "input_layernorm.weight",
-             o + "ffn_norm.weight": S + "pre_ff_layernorm.weight", o + "ffn.down.weight": S + "feed_forward.down_proj.weight",
+             o + "ffn_norm.weight": S + "pre_ff_layernorm.weight",
+             o + "ffn.down.weight": S + "feed_forward.down_proj.weight",
              o + "ffn.down.bias": S + "feed_forward.down_proj.bias"}
     for w in "qkv":
         for x, y in (("a", "0"), ("b", "1")):
