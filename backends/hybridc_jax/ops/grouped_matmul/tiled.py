@@ -36,12 +36,18 @@ def _visits(group_sizes, m: int, t: int):
     return vg, start, jnp.minimum(t, gs[vg] - vc * t), vend[-1]
 
 
+def _window(x, start, end, t: int):
+    """The T-row window of x from row `start` (the last T rows when fewer are left) -> (its first row, the window,
+    which of its rows lie in [start, end) (T,))."""
+    s = jnp.minimum(start, x.shape[0] - t)
+    r = s + jnp.arange(t)
+    return s, lax.dynamic_slice_in_dim(x, s, t), (r >= start) & (r < end)
+
+
 def _frame(i, x, visits, t: int):
     """Visit i: (its T-row window's first row, the window of x, which window rows are the visit's (T,))."""
-    vg, start, rows, _ = visits
-    s = jnp.minimum(start[i], x.shape[0] - t)  # a visit near the end reads the last T rows
-    r = s + jnp.arange(t)
-    return s, lax.dynamic_slice_in_dim(x, s, t), (r >= start[i]) & (r < start[i] + rows[i])
+    _, start, rows, _ = visits
+    return _window(x, start[i], start[i] + rows[i], t)
 
 
 def _gmm(x, w, visits, t: int, trans: bool):
@@ -91,21 +97,29 @@ _grouped.defvjp(_grouped_fwd, _grouped_bwd)
 def tiled_ffn(x, rows, scale, w_in, w_out, group_sizes, act):
     """Forward only: both products of each visit while its rows are in cache. Sorted slot m (of group g, token
     rows[m], weight scale[m]) adds scale[m] * w_out[g] @ act(w_in[g] @ x[rows[m]]) to y[rows[m]]: x (T, D),
-    rows, scale (M,), w_in (G, H, D), w_out (G, N, F), act (..., H) -> (..., F) => y (T, N). Each visit gathers its
-    T rows of x and scatter-adds its outputs (window rows outside the visit add zeros)."""
-    t = _tile(rows.shape[0], w_in.shape[0])
-    visits = _visits(group_sizes, rows.shape[0], t)
+    rows, scale (M,), w_in (G, H, D), w_out (G, N, F), act (..., H) -> (..., F) => y (T, N). A loop over the
+    non-empty groups (each group's weights sliced once), inside it a loop over the group's visits: each gathers its
+    T rows of x and scatter-adds its outputs (window rows outside the group add zeros)."""
+    m, t = rows.shape[0], _tile(rows.shape[0], w_in.shape[0])
+    gs = group_sizes.astype(jnp.int32)  # (G,)
+    used = jnp.nonzero(gs > 0, size=min(w_in.shape[0], m), fill_value=0)[0]  # (U,) the non-empty groups
+    first = jnp.cumsum(gs) - gs  # (G,) each group's first row
     w_in, w_out = w_in.astype(x.dtype), w_out.astype(x.dtype)
 
-    def body(i, y):
-        s, tok, mine = _frame(i, rows, visits, t)  # (T,) tokens of the visit's window
-        st = jnp.where(mine, lax.dynamic_slice_in_dim(scale, s, t), 0).astype(x.dtype)  # (T,)
-        g = visits[0][i]
-        h = act(lax.dot_general(x[tok], w_in[g], (((1,), (1,)), ((), ()))))  # (T, F)
-        yt = lax.dot_general(h * st[:, None], w_out[g], (((1,), (1,)), ((), ())))  # (T, N)
-        return y.at[tok].add(yt, mode="promise_in_bounds")
+    def group(j, y):
+        g = used[j]
+        wi, wo, start, end = w_in[g], w_out[g], first[g], first[g] + gs[g]  # (H, D), (N, F)
 
-    return lax.fori_loop(0, visits[3], body, jnp.zeros((x.shape[0], w_out.shape[1]), x.dtype))
+        def visit(c, y):
+            s, tok, mine = _window(rows, start + c * t, end, t)  # (T,) tokens of the visit's window
+            st = jnp.where(mine, lax.dynamic_slice_in_dim(scale, s, t), 0).astype(x.dtype)  # (T,)
+            h = act(lax.dot_general(x[tok], wi, (((1,), (1,)), ((), ()))))  # (T, F)
+            yt = lax.dot_general(h * st[:, None], wo, (((1,), (1,)), ((), ())))  # (T, N)
+            return y.at[tok].add(yt, mode="promise_in_bounds")
+
+        return lax.fori_loop(0, (gs[g] + t - 1) // t, visit, y)
+
+    return lax.fori_loop(0, jnp.count_nonzero(gs), group, jnp.zeros((x.shape[0], w_out.shape[1]), x.dtype))
 
 
 def tiled_matmul(x, w, group_sizes):
