@@ -1,12 +1,12 @@
 """The JAX rows of `benchmarks/moe.py --jax`: `hybridc_jax.layers.moe` at the torch layer's weights and input.
 
-Forward (jitted `apply`) and forward+backward (jitted `grad` of sum(y) w.r.t. the input and every parameter), min over
-`reps` after one compiling call; on CPU the grouped products run as the tiled loop (`hybridc_jax.ops.grouped_matmul`).
+`layer_calls`: forward (jitted `apply`) and forward+backward (jitted `grad` of sum(y) w.r.t. the input and every
+parameter), timed by benchmarks/moe.py in the same rounds as torch's; on CPU the grouped products run as the tiled
+loops (`hybridc_jax.ops.grouped_matmul`).
 `decoders`: the jitted one-token `step` (and the router's product alone) for the decoding rows.
 """
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 
@@ -21,18 +21,8 @@ def _spec(weights: dict, top_k: int | None = None) -> SimpleNamespace:
                            gate_scale=1.0, down_scale=1.0)
 
 
-def _best(fn, reps: int) -> float:
-    fn()  # compile
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def rows(weights: dict, x, reps: int) -> list[tuple[str, float, float]]:
-    """[(label, forward seconds, forward+backward seconds)] for the JAX layer."""
+def layer_calls(weights: dict, x) -> dict:
+    """{label: (forward call, forward+backward call)} of the JAX layer, compiled (no-argument calls)."""
     import jax
     import jax.numpy as jnp
 
@@ -43,9 +33,8 @@ def rows(weights: dict, x, reps: int) -> list[tuple[str, float, float]]:
     xj = jnp.asarray(x)
     fwd = jax.jit(lambda p, x: moe.apply(p, x, spec)[0])
     grad = jax.jit(jax.grad(lambda p, x: jnp.sum(moe.apply(p, x, spec)[0]), (0, 1)))
-    f = _best(lambda: jax.block_until_ready(fwd(params, xj)), reps)
-    b = _best(lambda: jax.block_until_ready(grad(params, xj)), reps)
-    return [(f"jax ({jax.default_backend()}, tiled)", f, b)]
+    return {f"jax ({jax.default_backend()}, tiled)": (lambda: jax.block_until_ready(fwd(params, xj)),
+                                                      lambda: jax.block_until_ready(grad(params, xj)))}
 
 
 def decoders(weights: dict, x, top_k: int) -> dict:

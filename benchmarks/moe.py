@@ -1,6 +1,7 @@
 """The mixture-of-experts layer on CPU, against transformers' experts implementations and the dense FFN of its width.
 
     python -m benchmarks.moe [--reps 3] [--threads 2] [--jax] [--skip-eager] [--only layer|decode]
+                             [--clock wall|process]
 
 Layer: batch 4, sequence 512, dim 512, 64 experts, top-8, expert hidden 256 (SwiGLU experts, softmax router, top-k
 renormalised: Mixtral's block), fp32. Forward (no grad) and forward+backward (a sum of the output; gradients of the
@@ -20,9 +21,10 @@ Decoding: one token, batch 1, dim 256, top-10, expert hidden 128, `step` at 512 
 routing at dim 256), torch and (--jax) JAX side by side: the time should not grow with the experts beyond the router
 (its E x D product, also shown).
 
-`--jax`: the JAX rows from `benchmarks._moe_jax.rows(weights, x, reps)` (the torch layer's state dict as numpy arrays
-and the input -> [(label, fwd_s, fwdbwd_s)]) and its decoding calls (`_moe_jax.decoders`). `--only layer|decode`: one
-of the two tables.
+`--jax`: the JAX rows, in the same rounds as torch's (`benchmarks._moe_jax`: `layer_calls` and `decoders` take the
+torch layer's state dict as numpy arrays and the input). `--only layer|decode`: one of the two tables. `--threads N`
+limits torch (and XLA to one thread when N is 1). `--clock process`: CPU time of this process instead of wall time,
+robust to other jobs on a shared machine (meaningful with --threads 1; at 2 threads spin-waiting counts).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import argparse
 import os
 import time
 import warnings
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -39,6 +42,7 @@ from hybridc_torch.layers.moe import MoE
 
 B, L, DIM, E, K, FH = 4, 512, 512, 64, 8, 256
 DEC_DIM, DEC_K, DEC_F = 256, 10, 128
+CLOCK, CLOCK_NAME = time.perf_counter, "wall clock"  # --clock process: time.process_time
 
 
 def moe_spec(experts: int, top_k: int, hidden: int) -> SimpleNamespace:
@@ -78,16 +82,17 @@ def _call(fn, x, backward: bool):
     _out(fn(x)).sum().backward()
 
 
-def timed_round_robin(fns: dict, x, reps: int, backward: bool) -> dict:
-    """{label: min seconds}: one warm-up call each, then reps rounds calling every candidate once per round."""
-    for fn in fns.values():
-        _call(fn, x, backward)
-    best = {k: float("inf") for k in fns}
+def timed_round_robin(calls: dict, reps: int) -> dict:
+    """{label: min seconds of CLOCK}: one warm-up call each, then reps rounds calling every candidate once per
+    round."""
+    for call in calls.values():
+        call()
+    best = {k: float("inf") for k in calls}
     for _ in range(reps):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            _call(fn, x, backward)
-            best[k] = min(best[k], time.perf_counter() - t)
+        for k, call in calls.items():
+            t = CLOCK()
+            call()
+            best[k] = min(best[k], CLOCK() - t)
     return best
 
 
@@ -109,36 +114,36 @@ def layer_rows(reps: int, skip_eager: bool, jax: bool) -> None:
             if k.startswith("hf"):
                 err = (_out(fn(x)) - ours(x)[0]).abs().max().item()
                 assert err < 1e-4, (k, err)
-    fwd = timed_round_robin(fns, x, reps, backward=False)
-    fb = timed_round_robin(fns, x, reps, backward=True)
-    rows = [(k, fwd[k], fb[k]) for k in fns]
-    if jax:
-        from ._moe_jax import rows as jax_rows
+    calls = {k: (partial(_call, fn, x, False), partial(_call, fn, x, True)) for k, fn in fns.items()}
+    if jax:  # in the same rounds as torch's
+        from ._moe_jax import layer_calls
 
-        weights = {k: v.detach().numpy() for k, v in ours.state_dict().items()}
-        rows += list(jax_rows(weights, x.detach().numpy(), reps))
+        calls |= layer_calls({k: v.detach().numpy() for k, v in ours.state_dict().items()}, x.detach().numpy())
+    fwd = timed_round_robin({k: c[0] for k, c in calls.items()}, reps)
+    fb = timed_round_robin({k: c[1] for k, c in calls.items()}, reps)
     ref_f, ref_b = fwd["ours (auto)"], fb["ours (auto)"]
-    print(f"MoE layer B{B} L{L} D{DIM} E{E} top-{K} F{FH}, fp32, {torch.get_num_threads()} threads "
+    print(f"MoE layer B{B} L{L} D{DIM} E{E} top-{K} F{FH}, fp32, {torch.get_num_threads()} threads, {CLOCK_NAME} "
           f"(load average {os.getloadavg()[0]:.1f}); ratio = other / ours (auto), >1: ours faster")
     print(f"{'':24s} {'fwd ms':>9s} {'ratio':>7s} {'f+b ms':>9s} {'ratio':>7s}")
-    for k, f, b in rows:
-        print(f"{k:24s} {f * 1e3:9.1f} {f / ref_f:7.2f} {b * 1e3:9.1f} {b / ref_b:7.2f}")
+    for k in calls:
+        print(f"{k:24s} {fwd[k] * 1e3:9.1f} {fwd[k] / ref_f:7.2f} {fb[k] * 1e3:9.1f} {fb[k] / ref_b:7.2f}")
     print(f"ours / dense FFN of the active width: fwd {ref_f / fwd['dense FFN h=2048']:.2f}x, "
           f"f+b {ref_b / fb['dense FFN h=2048']:.2f}x (target <= 2)")
 
 
 def _per_call(fns: dict, reps: int, n: int = 200) -> dict:
-    """{label: min seconds per call}: 20 warm-up calls each, then reps rounds of n calls of every candidate in turn."""
+    """{label: min seconds of CLOCK per call}: 20 warm-up calls each, then reps rounds of n calls of every candidate
+    in turn."""
     for fn in fns.values():
         for _ in range(20):
             fn()
     best = {k: float("inf") for k in fns}
     for _ in range(reps):
         for k, fn in fns.items():
-            t = time.perf_counter()
+            t = CLOCK()
             for _ in range(n):
                 fn()
-            best[k] = min(best[k], (time.perf_counter() - t) / n)
+            best[k] = min(best[k], (CLOCK() - t) / n)
     return best
 
 
@@ -157,7 +162,8 @@ def decode_rows(reps: int, jax: bool) -> None:
             fns |= decoders({k: v.detach().numpy() for k, v in layer.state_dict().items()}, x.numpy(), DEC_K)
         with torch.no_grad():
             res[experts] = _per_call(fns, reps)
-    print(f"\ndecoding one token, batch 1, D{DEC_DIM} top-{DEC_K} F{DEC_F} (step, us; router = its E x D product)")
+    print(f"\ndecoding one token, batch 1, D{DEC_DIM} top-{DEC_K} F{DEC_F}, {CLOCK_NAME} (step, us; router = its E x D "
+          "product)")
     names = [k.split()[0] for k in res[64] if k.endswith("step")]
     print(f"{'experts':>8s}" + "".join(f" {n + ' step':>11s} {'router':>7s} {'- router':>9s}" for n in names))
     for experts, r in res.items():
@@ -176,9 +182,17 @@ def main(argv=None) -> None:
     ap.add_argument("--jax", action="store_true", help="add the JAX rows (benchmarks/_moe_jax.py)")
     ap.add_argument("--skip-eager", action="store_true", help="leave out transformers' eager loop (slow)")
     ap.add_argument("--only", choices=("layer", "decode"), default=None, help="run one of the two tables")
+    ap.add_argument("--clock", choices=("wall", "process"), default="wall",
+                    help="process: the CPU time of this process's threads (robust to other jobs; use with --threads 1)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+        if args.threads == 1:  # XLA: one thread (read when jax starts; more than one: its own pool)
+            flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            os.environ["XLA_FLAGS"] = f"{flags} {os.environ.get('XLA_FLAGS', '')}".strip()
+    if args.clock == "process":
+        global CLOCK, CLOCK_NAME
+        CLOCK, CLOCK_NAME = time.process_time, "CPU time"
     warnings.filterwarnings("ignore")
     if args.only != "decode":
         layer_rows(args.reps, args.skip_eager, args.jax)
