@@ -12,19 +12,22 @@
 // T x T "attention" blocks do ~T / N times more arithmetic. Mamba-1's selective scan (selective_scan.cpp) pays one
 // exp per state element; here the exp is once per (step, head).
 //
-// Vectorisation: across the head dim P, R vectors of W lanes per block (BW = R W lanes: p0 .. p0 + BW); the loop
-// over the state index n broadcasts B_t[n] and C_t[n] (shared by all lanes). State of a block: [N][R] vectors.
-// dt (softplus, bias) and a_t for a tile of steps are computed first, W steps per vector.
+// Vectorisation: across the head dim P, R vectors of W lanes per block (BW = R W lanes: p0 .. p0 + BW; R = 4 for
+// P = 64 with AVX-512, one block per head). The state is walked in passes of NC rows n at a time whose [NC][R]
+// vectors stay in registers across a tile of steps (forward: 4 rows, 32 steps; backward: 2 rows, one chunk of K
+// steps), so a step's update costs no state loads or stores; B_t[n] and C_t[n] are scalar broadcasts (shared by all
+// lanes); y accumulates over the passes in the tile. dt (softplus, bias) and a_t for a tile are computed first, W
+// steps per vector.
 //
 // Work split: one task per (batch, head, block range s of S); tasks are pulled by run_tasks' threads.
 // The forward stores the state every K steps when a backward will follow. The backward walks chunks of K steps in
-// reverse; per chunk it visits the task's blocks one after the other (each keeps its adjoint state dS between
-// chunks), recomputing the chunk's K + 1 states from the checkpoint, then running the adjoint (newest step first):
+// reverse; per chunk and block, for each pass of NC rows it recomputes those rows' K + 1 states from the checkpoint,
+// then runs the adjoint (newest step first) with their dS rows in registers:
 //     dS  += dy_t C_t^T;  dC_t = S_t^T dy_t;  dB_t = dS^T (dt_t x_t);  g_t = dS B_t (d/d(dt x));  ga_t = <dS, S_{t-1}>
 //     dx_t = dt_t g_t + D dy_t;  d dt_t = <g_t, x_t> + ga_t a_t A_h;  dA_h += ga_t a_t dt_t;  dS = a_t dS
-// dB, dC, d dt and dA (sums over the lanes of a head) are accumulated lane-wise over the task's blocks and reduced
-// across lanes once per chunk into the task's own slot (summed over the S slots by the caller): no races,
-// deterministic.
+// dB_t and dC_t (sums over the lanes of a head) are reduced per (step, pass) by a shuffle tree (lane_sums) and added
+// into the task's own slot; g, ga and <g, x> are accumulated lane-wise and reduced once per chunk. Each task writes
+// only its own slots (summed over the S slots and the heads of a group by the caller): no races, deterministic.
 //
 // Layouts (all contiguous, scalar_t = float or double; H heads, G groups, head h reads group h / (H / G)):
 //   x, y, dy, dx : [Bt, L, H, P]     dt, ddt_part : [Bt, L, H] / [Bt, H, S, L]     Bm, Cm : [Bt, L, G, N]
