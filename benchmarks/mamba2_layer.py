@@ -1,6 +1,6 @@
 """The Mamba-2 layer on CPU against transformers' ``Mamba2Mixer`` (its pure-torch path), issue 16's target shape.
 
-    python -m benchmarks.mamba2_layer [--lengths 1024] [--rounds 3] [--reps 2] [--threads 2] [--no-jax]
+    python -m benchmarks.mamba2_layer [--lengths 1024] [--rounds 3] [--reps 2] [--threads 2] [--no-jax] [--cpu-time]
 
 d_model 256, expand 2 (E = 512), head_dim 64 (H = 8), state 64, groups 1, chunk 256, batch 4, fp32. Contenders, all
 with the same weights (transformers' parameter names equal ours; outputs checked equal before timing):
@@ -11,7 +11,9 @@ with the same weights (transformers' parameter names equal ours; outputs checked
                          on the lax.scan forward + chunked backward (HYBRIDC_KERNEL=ssd=scan_chunk at trace time)
 forward = no grad; forward+backward = a sum of the output, gradients of the input and every parameter. The machine is
 shared: every contender is timed once per round (min over --reps calls, after a warm-up), --rounds rounds, and the
-minimum over rounds is kept; ratios are of those minima, from the same run.
+minimum over rounds is kept; ratios are of those minima, from the same run. --cpu-time (with --threads 1 and
+--no-jax) times the process's CPU time instead of the wall clock: the work each contender does, much less sensitive
+to other processes' load than wall time (which counts the time a loaded machine takes the core away).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import hybridc
 from hybridc_torch.model import make_mixer
 
 B, DIM, HEAD_DIM, STATE = 4, 256, 64, 64
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
 PROGRAM = f"dim {DIM}\nlayers mamba2(head_dim={HEAD_DIM}, state={STATE})\n"
 
 
@@ -61,9 +64,9 @@ def _timed(fn, x, params, reps, backward):
     _run(fn, x, params, backward)  # warm-up
     best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t = CLOCK()
         _run(fn, x, params, backward)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, CLOCK() - t)
     return best
 
 
@@ -158,12 +161,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true", help="process CPU time instead of wall time (torch rows)")
     opts = ap.parse_args()
+    if opts.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
     torch.set_num_threads(opts.threads)
     warnings.simplefilter("ignore")
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"# Mamba-2 layer: torch {torch.__version__}, {opts.threads} threads, B={B}, d_model={DIM}, "
-          f"head_dim={HEAD_DIM}, state={STATE}, fp32{load}")
+          f"head_dim={HEAD_DIM}, state={STATE}, fp32, {'CPU' if opts.cpu_time else 'wall'} time{load}")
     t0 = time.perf_counter()
     for L in opts.lengths:
         bench_length(L, opts.rounds, opts.reps, not opts.no_jax)
