@@ -10,8 +10,10 @@ A parallel block runs two mixers on the same normed input and fuses them: `gate`
 `sum` (Falcon-H1): `ssm + attn`.
 Meta tokens (Hymba) are prepended to the stream before the first block and removed before the output.
 
-Decoding: `state = model.init_state(B)`; `y, state = model(x, state=state)` (prefill, any number of chunks);
-`y_t, state = model.step(x_t, state)`. The state is `{"pos": int, "layers": [block states]}`.
+Decoding: `state = model.init_state(B, max_len=N)`; `y, state = model(x, state=state)` (prefill, any number of
+chunks); `y_t, state = model.step(x_t, state)`. The state is `{"pos": int, "max_len": int or None, "layers": [block
+states]}`; attention caches are fixed buffers written in place (layers/attn.py): a state is consumed by the call
+that returns the next one.
 
 A kind's layer is `hybridc_torch.layers.<kind>.LAYER`, built as `LAYER(dim, spec, impl=impl)`; every mixer runs as
 `mixer(x, state, ctx) -> (y, new_state)` (`step` alike), where ctx holds the positions (`pos`, `pos_offset`, `meta`).
@@ -224,10 +226,13 @@ class HybridBase(nn.Module):
         cap = self.cfg.logit_softcap
         return z if cap is None else cap * torch.tanh(z / cap)
 
-    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
-        """Zero decoding state: position 0, each block's empty caches / zero recurrent states."""
+    def init_state(self, batch_size: int, device=None, dtype=torch.float32, *, max_len: int | None = None) -> dict:
+        """Zero decoding state: position 0, each block's empty caches / zero recurrent states. max_len: the stream
+        length (meta tokens included) global attention caches are sized for, in one buffer (decoding past it is an
+        error); None: those caches double when full."""
         device = device if device is not None else self.norm_f.weight.device
-        return {"pos": 0, "layers": [blk.init_state(batch_size, device, dtype) for blk in self.layers]}
+        return {"pos": 0, "max_len": max_len,
+                "layers": [blk.init_state(batch_size, device, dtype) for blk in self.layers]}
 
     # --- forward / decoding ------------------------------------------------------------------------------------
     def forward(self, x, state=None):
@@ -241,7 +246,9 @@ class HybridBase(nn.Module):
         if m and pos == 0:
             h = torch.cat([self.meta_tokens.to(h.dtype).expand(h.shape[0], -1, -1), h], dim=1)  # (B, M+L, D)
         h = self.drop(h)
-        ctx, v_first = {"pos": pos, "pos_offset": pos, "meta": m, "embed": h}, None  # embed: shared input=concat
+        max_len = None if state is None else state.get("max_len")
+        ctx = {"pos": pos, "pos_offset": pos, "meta": m, "embed": h, "max_len": max_len}  # embed: shared input=concat
+        v_first = None
         states = []
         for i, blk in enumerate(self.layers):
             h, st, v_first = blk(h, None if state is None else state["layers"][i], ctx, v_first)
@@ -251,7 +258,7 @@ class HybridBase(nn.Module):
         y = self._out(h, last_only=True)
         if state is None:
             return y
-        return y, {"pos": pos + x.shape[1] + (m if pos == 0 else 0), "layers": states}
+        return y, {"pos": pos + x.shape[1] + (m if pos == 0 else 0), "max_len": max_len, "layers": states}
 
     def step(self, x_t, state):
         """One step: x_t (B, F) or (B,) ids -> (y_t, new_state); y_t (B, D) or (B, V) logits."""
@@ -259,13 +266,14 @@ class HybridBase(nn.Module):
             y, state = self.forward(x_t[:, None], state)
             return (y[:, -1] if y.dim() == 3 else y), state
         h = self._embed(x_t)  # (B, D)
-        ctx, v_first = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens, "embed": h}, None
+        ctx, v_first = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens, "embed": h,
+                        "max_len": state.get("max_len")}, None
         states = []
         for i, blk in enumerate(self.layers):
             h, st, v_first = blk.step(h, state["layers"][i], ctx, v_first)
             states.append(st)
         y = self._out(h, last_only=False)
-        return y, {"pos": state["pos"] + 1, "layers": states}
+        return y, {"pos": state["pos"] + 1, "max_len": state.get("max_len"), "layers": states}
 
     def aux_losses(self) -> dict | None:
         """The MoE layers' aux losses of the last forward in training mode (or with a layer's `aux` flag set):

@@ -198,12 +198,13 @@ def rand_x(length=L, seed=1):
     return torch.randn(B, length, DIM, generator=torch.Generator().manual_seed(seed))
 
 
-def torch_decode(layer, x, L1):
-    """Prefill x[:, :L1] into the KV cache, then step the rest. Returns (y (B, L, D), final state)."""
-    y0, state = layer(x[:, :L1], layer.init_state(B), {"pos": 0})
+def torch_decode(layer, x, L1, max_len=L):
+    """Prefill x[:, :L1] into the KV cache, then step the rest (max_len: the global cache's slots, None: growing).
+    Returns (y (B, L, D), final state)."""
+    y0, state = layer(x[:, :L1], layer.init_state(B), {"pos": 0, "max_len": max_len})
     ys = [y0]
     for t in range(L1, x.shape[1]):
-        y_t, state = layer.step(x[:, t], state, {"pos": t})
+        y_t, state = layer.step(x[:, t], state, {"pos": t, "max_len": max_len})
         ys.append(y_t[:, None])
     return torch.cat(ys, dim=1), state
 
@@ -218,6 +219,28 @@ def test_decoding_equals_forward_and_caps_the_cache(spec_id, L1):
     torch.testing.assert_close(y_dec, y_full, atol=1e-5, rtol=1e-5)
     window = SPECS[spec_id].window
     assert state["k"].shape[2] == state["v"].shape[2] == (L if window is None else min(L, window))
+
+
+@pytest.mark.parametrize("spec_id", list(SPECS))
+def test_growing_cache_doubles_and_decodes(spec_id):
+    """Without max_len the cache grows by doubling (a window's up to its ring of `window` slots) and decodes alike;
+    a one-token step writes in place: the buffers keep their storage between doublings."""
+    layer, x = make(spec_id), rand_x()
+    with torch.no_grad():
+        y_dec, state = torch_decode(layer, x, 1, max_len=None)
+        y_full, _ = layer(x)
+        window = SPECS[spec_id].window
+        assert state["k"].shape[2] == (16 if window is None else window)  # 1, 2, 4, 8, 16 slots for 9 positions
+        ptr = state["k"].data_ptr()
+        _, state = layer.step(x[:, 0], state, {"pos": L})
+        assert state["k"].data_ptr() == ptr
+    torch.testing.assert_close(y_dec, y_full, atol=1e-5, rtol=1e-5)
+
+
+def test_decoding_past_max_len_is_an_error():
+    layer, x = make("attn-H4-E8-global"), rand_x()
+    with torch.no_grad(), pytest.raises(ValueError, match=r"position 4 is past max_len=4.*init_state"):
+        torch_decode(layer, x[:, :5], 2, max_len=4)
 
 
 @pytest.mark.parametrize("spec_id", list(SPECS))

@@ -72,7 +72,7 @@ def test_prefill_plus_steps_equals_forward(name, split):
     x = inputs(m, length=13)
     with torch.no_grad():
         full = net(x)
-        state = net.init_state(2)
+        state = net.init_state(2, max_len=13 + m.meta_tokens)
         ys = []
         if split:
             y, state = net(x[:, :split], state=state)
@@ -89,9 +89,8 @@ def test_prefill_plus_steps_equals_forward(name, split):
 def test_state_bytes_window_and_meta():
     m, net = make("layers attn(window=4) attn(window=none) mamba; meta_tokens 2")
     with torch.no_grad():
-        _, st = net(inputs(m, b=1, length=9), state=net.init_state(1))
-    assert [s["mixer"]["k"].shape[2] for s in st["layers"][:2]] == [4, 9]
-    assert [s["mixer"]["meta_k"].shape[2] for s in st["layers"][:2]] == [2, 2]
+        _, st = net(inputs(m, b=1, length=9), state=net.init_state(1, max_len=11))
+    assert [s["mixer"]["k"].shape[2] for s in st["layers"][:2]] == [2 + 4, 2 + 9]  # meta slots, then window / all
     assert state_bytes(st) == hybridc.describe(m, context=9)["state_bytes"]
 
 

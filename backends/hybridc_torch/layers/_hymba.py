@@ -32,13 +32,6 @@ class HymbaHeads(Attention):
                 delattr(self, name)
         self.v_dim = v_dim
 
-    def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
-        if self.spec.kv_reuse:
-            return {}
-        k = torch.zeros(batch_size, self.g, 0, self.e, device=device, dtype=dtype)
-        v = torch.zeros(batch_size, self.g, 0, self.v_dim, device=device, dtype=dtype)
-        return {"meta_k": k, "meta_v": v, "k": k.clone(), "v": v.clone()}
-
     def heads(self, q, k, v, pos):
         """(B, L, H*hd), (B, L, G*hd) and (B, L, G*Ev) or None -> (B, H, L, hd), (B, G, L, hd), (B, G, L, Ev)."""
         b, l, _ = q.shape

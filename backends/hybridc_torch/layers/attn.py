@@ -6,7 +6,10 @@ arXiv:2408.00118: scores -> c*tanh(scores/c)), which SDPA cannot do, an explicit
 gate is Qwen3-Next's (transformers' Qwen3NextAttention): q_proj gives, per head, E query channels then E gate
 channels, and the heads' output is multiplied by sigmoid(gate) before o_proj. Meta tokens (Hymba, Dong et al. 2024,
 arXiv:2411.13676) are the first `ctx["meta"]` positions of the stream; every query sees them, also through a window.
-Decoding keeps a KV cache: the meta tokens' keys/values and the last `window` keys/values (all of them when global).
+Decoding keeps a KV cache in fixed buffers written in place (`kv_slots`): slots [0, M) hold the meta tokens, then a
+ring buffer of `window` slots (position p in slot M + (p - M) % window), or for global attention one slot per position
+(p in slot p) up to the model state's `max_len` (an error past it), or, without max_len, a buffer that doubles when
+full. A one-token step writes its key into its slot and attends to the filled slots (a view: no copy, no mask).
 RoPE is the rotate-half form (Su et al. 2021, as in transformers' Llama), on the first `rope_dim` channels of each head
 with frequencies from that width (transformers' `partial_rotary_factor`, e.g. Qwen3-Next's apply_rotary_pos_emb).
 
@@ -86,10 +89,10 @@ class Attention(nn.Module):
                 self.k_norm = make_norm("rms", width(self.g), QK_EPS if eps is None else eps, zc)
 
     def init_state(self, batch_size: int, device=None, dtype=torch.float32) -> dict:
+        """Empty KV buffers (B, G, 0, E); the first write sizes them (`reserve`). None with kv_reuse."""
         if self.spec.kv_reuse:  # no cache of its own: the first layer of its group holds it
             return {}
-        empty = torch.zeros(batch_size, self.g, 0, self.e, device=device, dtype=dtype)
-        return {"meta_k": empty, "meta_v": empty.clone(), "k": empty.clone(), "v": empty.clone()}
+        return empty_cache(batch_size, self.g, self.e, getattr(self, "v_dim", self.e), device, dtype)
 
     def _qkv(self, x, pos):
         """-> q (B, H, L, E), k, v (B, G, L, E), gate (B, L, H*E) or None."""
@@ -139,15 +142,14 @@ class Attention(nn.Module):
         The keys/values attended (cache + new, with their positions) are left in ctx["kv"] for the next attention
         layers; with kv_reuse (Hymba's cross-layer KV sharing) k, v are None, the ones left there are read and no
         cache is kept."""
-        n_meta = ctx.get("meta", 0)
+        n_meta, start = ctx.get("meta", 0), ctx.get("pos", 0)
+        if state is not None and q.shape[2] == 1 and start >= n_meta:  # one decoding step
+            return self._attend_step(q, k, v, start, state, ctx)
         if self.spec.kv_reuse:
             k_all, v_all, k_pos = ctx["kv"]
         elif state is not None:
-            r, m, start = state["k"].shape[2], state["meta_k"].shape[2], int(pos[0])
-            past = torch.arange(start - r, start, device=q.device)
-            k_all = torch.cat([state["meta_k"], state["k"], k], dim=2)  # (B, G, S, E)
-            v_all = torch.cat([state["meta_v"], state["v"], v], dim=2)  # (B, G, S, Ev)
-            k_pos = torch.cat([torch.arange(m, device=q.device), past, pos])
+            state = reserve(state, start + q.shape[2], n_meta, self.spec.window, ctx.get("max_len"))
+            k_all, v_all, k_pos = self._with_cache(state, k, v, pos, n_meta)
         else:
             k_all, v_all, k_pos = k, v, pos
         if not self.spec.kv_reuse:
@@ -156,7 +158,48 @@ class Attention(nn.Module):
         y = y.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)  # (B, L, H*Ev)
         if state is None:
             return y, None
-        return y, ({} if self.spec.kv_reuse else self._update(state, k, v, pos, n_meta))
+        if not self.spec.kv_reuse and self.spec.window is not None:
+            write_ring(state, k, v, pos, n_meta, self.spec.window)
+        return y, ({} if self.spec.kv_reuse else state)
+
+    def _with_cache(self, state, k, v, pos, n_meta):
+        """Keys/values a chunk at positions pos (L,) attends: global: written in place first, then the filled
+        prefix (a view); windowed: the filled slots, then the chunk's own (the ring is written after attending,
+        since the chunk may overwrite slots its first queries see). -> (k_all, v_all, k_pos (S,))."""
+        start, end = int(pos[0]), int(pos[-1]) + 1
+        if self.spec.window is None:
+            state["k"][:, :, start:end], state["v"][:, :, start:end] = k, v
+            return state["k"][:, :, :end], state["v"][:, :, :end], torch.arange(end, device=k.device)
+        filled = min(start, n_meta + self.spec.window)
+        slot = torch.arange(filled, device=k.device)
+        slot_pos = torch.where(slot < n_meta, slot, start - 1 - torch.remainder(start - 1 - slot, self.spec.window))
+        return (torch.cat([state["k"][:, :, :filled], k], dim=2), torch.cat([state["v"][:, :, :filled], v], dim=2),
+                torch.cat([slot_pos, pos]))
+
+    def _attend_step(self, q, k, v, pos: int, state, ctx):
+        """One query at stream position pos: write its key/value into its slot, attend every filled slot.
+
+        q (B, H, 1, E), k, v (B, G, 1, E) -> (y (B, 1, H*Ev), state). The H = G * rep query heads of a kv head are
+        its `rep` queries: no repeated keys; the slots hold exactly the visible keys (meta, window or all)."""
+        n_meta, window = ctx.get("meta", 0), self.spec.window
+        if self.spec.kv_reuse:
+            k_all, v_all, _ = ctx["kv"]
+        else:
+            state = reserve(state, pos + 1, n_meta, window, ctx.get("max_len"))
+            slot = pos if window is None else n_meta + (pos - n_meta) % window
+            state["k"][:, :, slot:slot + 1], state["v"][:, :, slot:slot + 1] = k, v
+            filled = pos + 1 if window is None else min(pos + 1, n_meta + window)
+            k_all, v_all = state["k"][:, :, :filled], state["v"][:, :, :filled]  # (B, G, S, E), views
+            ctx["kv"] = (k_all, v_all, None)
+        b, g = q.shape[0], k_all.shape[1]
+        qg = q.reshape(b, g, -1, q.shape[-1])  # (B, G, rep, E)
+        cap, scale = self.spec.softcap, self.spec.scale
+        if cap is None:
+            y = F.scaled_dot_product_attention(qg, k_all, v_all, scale=scale)  # (B, G, rep, Ev)
+        else:
+            s = (qg @ k_all.transpose(-1, -2)) * (self.e ** -0.5 if scale is None else scale)  # (B, G, rep, S)
+            y = (cap * torch.tanh(s / cap)).softmax(dim=-1) @ v_all
+        return y.reshape(b, 1, -1), ({} if self.spec.kv_reuse else state)  # (B, 1, H*Ev)
 
     def _attend(self, q, k, v, q_pos, k_pos, n_meta):
         rep = self.h // self.g
@@ -172,22 +215,59 @@ class Attention(nn.Module):
         s = (cap * torch.tanh(s / cap)).masked_fill(~mask, float("-inf"))
         return s.softmax(dim=-1) @ v
 
-    def _update(self, state, k, v, pos, n_meta):
-        """Append the new keys/values: meta tokens to the meta cache, the rest to the (window-capped) cache."""
-        is_meta = pos < n_meta
-        nm = int(is_meta.sum())
-        meta_k = torch.cat([state["meta_k"], k[:, :, :nm]], dim=2)
-        meta_v = torch.cat([state["meta_v"], v[:, :, :nm]], dim=2)
-        new_k = torch.cat([state["k"], k[:, :, nm:]], dim=2)
-        new_v = torch.cat([state["v"], v[:, :, nm:]], dim=2)
-        w = self.spec.window
-        if w is not None and new_k.shape[2] > w:
-            new_k, new_v = new_k[:, :, -w:], new_v[:, :, -w:]
-        return {"meta_k": meta_k, "meta_v": meta_v, "k": new_k, "v": new_v}
-
     def step(self, x_t, state, ctx=None):
         y, new = self.forward(x_t[:, None], state, ctx)
         return y[:, 0], new
+
+
+def empty_cache(batch: int, g: int, e: int, ev: int, device=None, dtype=torch.float32) -> dict:
+    """KV buffers of no slots: k (B, G, 0, E), v (B, G, 0, Ev)."""
+    return {"k": torch.zeros(batch, g, 0, e, device=device, dtype=dtype),
+            "v": torch.zeros(batch, g, 0, ev, device=device, dtype=dtype)}
+
+
+def kv_slots(end: int, n_meta: int, window, max_len) -> int:
+    """Slots a cache needs once stream positions [0, end) are written: M + window (ring), or `max_len` (global, given
+    one), or `end` (global, growing)."""
+    if window is not None:
+        return min(end, n_meta + window) if max_len is None else n_meta + window
+    if max_len is None:
+        return end
+    if end > max_len:
+        raise ValueError(f"attn: decoding position {end - 1} is past max_len={max_len}: the global attention cache "
+                         f"holds max_len positions (meta tokens included); pass a larger init_state(..., max_len=) "
+                         f"or none (the cache then doubles when full)")
+    return max_len
+
+
+def reserve(state: dict, end: int, n_meta: int, window, max_len) -> dict:
+    """The state with buffers of at least `kv_slots` slots: unchanged when they fit, else new buffers (the needed
+    size with max_len; else double the old, a window's capped at M + window) holding the old slots in place. In
+    place: the state dict is updated and returned."""
+    need, have = kv_slots(end, n_meta, window, max_len), state["k"].shape[2]
+    if need <= have:
+        return state
+    size = need if max_len is not None else max(need, 2 * have)
+    size = size if window is None else min(size, n_meta + window)
+    for name in ("k", "v"):
+        old = state[name]
+        new = old.new_zeros(old.shape[0], old.shape[1], size, old.shape[3])
+        new[:, :, :have] = old
+        state[name] = new
+    return state
+
+
+def write_ring(state: dict, k, v, pos, n_meta: int, window: int):
+    """Write a chunk's keys/values at positions pos (L,) into a windowed cache: meta tokens to their slots, the last
+    `window` others to theirs (M + (p - M) % window, distinct)."""
+    nm = int((pos < n_meta).sum())
+    if nm:
+        state["k"][:, :, :nm], state["v"][:, :, :nm] = k[:, :, :nm], v[:, :, :nm]
+    keep = min(k.shape[2] - nm, window)
+    if keep > 0:
+        slots = n_meta + torch.remainder(pos[-keep:] - n_meta, window)  # (keep,)
+        state["k"].index_copy_(2, slots, k[:, :, -keep:])
+        state["v"].index_copy_(2, slots, v[:, :, -keep:])
 
 
 LAYER = Attention
