@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.selective_scan import selective_scan, selective_scan_step
-from ._conv import causal_conv1d
+from ._conv import causal_conv1d, causal_conv1d_step
 
 __all__ = ["Mamba", "inner_width", "init_dt_bias", "recurrent_dtype", "LAYER", "OP"]
 
@@ -137,8 +137,8 @@ class Mamba(nn.Module):
 
     def step(self, x_t, state, ctx=None):
         xi, z = self._split_in(self.in_proj(x_t))  # (B, E) each
-        xc, conv_state = causal_conv1d(xi[..., None], self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
-        xc = F.silu(xc[..., 0])  # (B, E)
+        xc, conv_state = causal_conv1d_step(xi, self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
+        xc = F.silu(xc)  # (B, E)
         dt, B, C = self._ssm_inputs(xc)  # (B, E), (B, [H,] N) twice
         D, dt_bias = self._D_and_dt_bias()
         y, ssm_state = selective_scan_step(

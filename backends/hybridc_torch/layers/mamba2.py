@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops.ssd import ssd, ssd_step
-from ._conv import causal_conv1d
+from ._conv import causal_conv1d, causal_conv1d_step
 from .mamba import init_dt_bias, recurrent_dtype
 
 __all__ = ["Mamba2", "RMSNormGated", "LAYER", "OP"]
@@ -144,8 +144,8 @@ class Mamba2(nn.Module):
 
     def step(self, x_t, state, ctx=None):
         z, xBC, dt = self._split(self._project(x_t))  # (B, E), (B, X), (B, H)
-        xBC, conv_state = causal_conv1d(xBC[..., None], self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
-        xs, B, C = self._heads(F.silu(xBC[..., 0]))  # (B, H, P), (B, G, N), (B, G, N)
+        xBC, conv_state = causal_conv1d_step(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, state["conv"])
+        xs, B, C = self._heads(F.silu(xBC))  # (B, H, P), (B, G, N), (B, G, N)
         dt, dt_bias, softplus = self._dt(dt)
         y, ssm_state = ssd_step(state["ssm"], xs, dt, self._A(), B, C, D=self.D, dt_bias=dt_bias,
                                 dt_softplus=softplus)  # (B, H, P), (B, H, P, N)
