@@ -101,6 +101,35 @@ def test_torch_cpp_options(small_checkpoints, option):
 
 
 @needs_torch_cpp
+@pytest.mark.parametrize("groups", [1, 2], ids=lambda g: f"G{g}")
+def test_torch_cpp_strided_views(small_checkpoints, groups):
+    """x, B, C as the layer passes them (channel-major views of one conv output, read in place by the kernel) and dt
+    as a slice of a wider projection: values and the gradients through the views equal the reference's."""
+    batch, length, heads, head_dim, state = 2, 2 * K + 5, 4, 5, 3
+    E, GN = heads * head_dim, groups * state
+    g = torch.Generator().manual_seed(12)
+    xBC = torch.randn(batch, E + 2 * GN, length, generator=g)  # (B, X, L)
+    zdt = torch.randn(batch, length, 7 + heads, generator=g)  # dt is its last H columns
+    rest = _inputs(batch, length, heads, head_dim, groups, state, h0=True, seed=13)
+
+    def run(impl):
+        leaves = [xBC.clone().requires_grad_(), zdt.clone().requires_grad_()]
+        x, Bm, Cm = leaves[0].transpose(1, 2).split([E, GN, GN], dim=-1)  # (B, L, X) views, channel stride L
+        kw = dict(rest, x=x.unflatten(-1, (heads, head_dim)), B=Bm.unflatten(-1, (groups, state)),
+                  C=Cm.unflatten(-1, (groups, state)), dt=leaves[1][..., 7:])
+        y, final = _entry(impl)(**kw)
+        w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+        return y, final, torch.autograd.grad((y * w).sum() + final.sum(), leaves)
+
+    y, final, grads = run("cpp")
+    y_r, final_r, grads_r = run("reference")
+    close_scaled(y, y_r)
+    close_scaled(final, final_r)
+    for a, b in zip(grads, grads_r):
+        close_scaled(a, b, 1e-4, 1e-4)
+
+
+@needs_torch_cpp
 def test_torch_cpp_dtypes_no_grad_and_empty(small_checkpoints):
     kw = _inputs(2, 11, 2, 3, 1, 4, h0=True, dtype=F64)
     compare(_entry("reference"), _entry("cpp"), kw, 2, rtol=1e-10, atol=1e-10)  # fp64: exact exp and softplus

@@ -137,7 +137,7 @@ ffi::Error SsdForward(ffi::AnyBuffer x, ffi::AnyBuffer dt, ffi::AnyBuffer bias, 
     if (xd[0] * xd[1] * xd[2] * xd[3] == 0) return ffi::Error::Success();
     hybridc_ssd_forward(code, (int)nthreads, (int)softplus, ptr(x), ptr(dt), ptr(bias), ptr(A), ptr(Bm), ptr(Cm),
                         ptr(Dv), ptr(h0), rptr(y), rptr(last), rptr(ckpt), xd[0], xd[1], xd[2], xd[3], bd[3], bd[2],
-                        S, K);
+                        S, K, nullptr);
     return ffi::Error::Success();
 }
 
@@ -157,7 +157,7 @@ ffi::Error SsdBackward(ffi::AnyBuffer x, ffi::AnyBuffer dt, ffi::AnyBuffer bias,
     hybridc_ssd_backward(code, (int)nthreads, (int)softplus, ptr(x), ptr(dt), ptr(bias), ptr(A), ptr(Bm), ptr(Cm),
                          ptr(Dv), ptr(ckpt), ptr(dy), ptr(dlast), rptr(dx), rptr(ddt_part), rptr(dA_part),
                          rptr(dB_part), rptr(dC_part), rptr(dD_part), rptr(dh0), xd[0], xd[1], xd[2], xd[3], bd[3],
-                         bd[2], S, K);
+                         bd[2], S, K, nullptr);
     return ffi::Error::Success();
 }
 

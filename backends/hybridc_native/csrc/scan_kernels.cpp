@@ -21,6 +21,6 @@
 extern "C" {
 
 // The version of every entry point's signature in this library; bump it on any change (the bindings check it).
-int hybridc_ss_abi_version() { return 6; }
+int hybridc_ss_abi_version() { return 7; }
 
 }  // extern "C"

@@ -29,7 +29,8 @@
 // into the task's own slot; g, ga and <g, x> are accumulated lane-wise and reduced once per chunk. Each task writes
 // only its own slots (summed over the S slots and the heads of a group by the caller): no races, deterministic.
 //
-// Layouts (all contiguous, scalar_t = float or double; H heads, G groups, head h reads group h / (H / G)):
+// Layouts (contiguous unless strides are given for x, dt, Bm, Cm; scalar_t = float or double; H heads, G groups,
+// head h reads group h / (H / G)):
 //   x, y, dy, dx : [Bt, L, H, P]     dt, ddt_part : [Bt, L, H] / [Bt, H, S, L]     Bm, Cm : [Bt, L, G, N]
 //   A, bias : [H]     Dv : [H, P]     h0, last, dlast, dh0 : [Bt, H, P, N]     dA_part : [Bt, H, S]
 //   dD_part : [Bt, H, P]     dB_part, dC_part : [Bt, H, S, L, N]     ckpt : [Bt, H, nK, N, NB BW] (nK = ceil(L / K),
@@ -52,8 +53,23 @@ template <typename T> struct SSDArgs {
     const T *dy, *dlast;
     T *dx, *ddt_part, *dA_part, *dB_part, *dC_part, *dD_part, *dh0;
     int64_t Bt, L, H, P, N, G, S, K;
+    // element strides (batch, step, channel) of x (channel h P + p), dt (channel h), Bm and Cm (channel g N + n)
+    int64_t sx[3], sdt[3], sB[3], sC[3];
     bool softplus;
 };
+
+// strides: 12 values (x, dt, Bm, Cm: batch, step, channel), or null for the contiguous layouts
+template <typename T> static void ssd_strides(SSDArgs<T> &a, const int64_t *st) {
+    const int64_t def[12] = {a.L * a.H * a.P, a.H * a.P, 1, a.L * a.H, a.H, 1,
+                             a.L * a.G * a.N, a.G * a.N, 1, a.L * a.G * a.N, a.G * a.N, 1};
+    const int64_t *v = st ? st : def;
+    for (int i = 0; i < 3; ++i) {
+        a.sx[i] = v[i];
+        a.sdt[i] = v[3 + i];
+        a.sB[i] = v[6 + i];
+        a.sC[i] = v[9 + i];
+    }
+}
 
 // vectors per block: enough lanes to cover P, at most 4 vectors (the per-lane state of a step stays in registers)
 template <typename T> static int ssd_vectors(int64_t P) {
@@ -72,7 +88,7 @@ template <typename T> struct SSDTask {
         alignas(64) T raw[W];
         for (int j0 = 0; j0 < len; j0 += W) {
             for (int l = 0; l < W; ++l)
-                raw[l] = j0 + l < len ? a.dt[(b * a.L + t0 + j0 + l) * a.H + h] + bias : T(0);
+                raw[l] = j0 + l < len ? a.dt[b * a.sdt[0] + (t0 + j0 + l) * a.sdt[1] + h * a.sdt[2]] + bias : T(0);
             V d = vload<V>(raw), sg = splat<V>(T(1));
             if (a.softplus) vsoftplus(d, d, sg);
             vstore(dtb + j0, d);
@@ -80,12 +96,21 @@ template <typename T> struct SSDTask {
             if (sgb) vstore(sgb + j0, sg);
         }
     }
-    // rows of a [Bt, L, H, P] array: steps [t0, t0 + len), lanes [p0, p0 + nl) -> tile[j * BW + l] (zero padded)
-    void load_tile(T *tile, const T *src, int64_t t0, int len, int64_t p0, int nl) const {
-        for (int j = 0; j < len; ++j) {
-            const T *s = src + ((b * a.L + t0 + j) * a.H + h) * a.P + p0;
-            std::memcpy(tile + j * BW, s, sizeof(T) * nl);
-            if (nl < BW) std::fill(tile + j * BW + nl, tile + (j + 1) * BW, T(0));
+    // a [Bt, L, H, P] array (strides st: batch, step, channel h P + p; null: contiguous), steps [t0, t0 + len),
+    // lanes [p0, p0 + nl) -> tile[j * BW + l] (zero padded). Channel-major sources (step stride 1, as the layer's
+    // view of its conv output) are read one lane's run of steps at a time.
+    void load_tile(T *tile, const T *src, const int64_t *st, int64_t t0, int len, int64_t p0, int nl) const {
+        if (nl < BW)
+            for (int j = 0; j < len; ++j) std::fill(tile + j * BW + nl, tile + (j + 1) * BW, T(0));
+        if (!st || st[2] == 1) {
+            const int64_t s0 = st ? st[0] : a.L * a.H * a.P, s1 = st ? st[1] : a.H * a.P;
+            for (int j = 0; j < len; ++j)
+                std::memcpy(tile + j * BW, src + b * s0 + (t0 + j) * s1 + h * a.P + p0, sizeof(T) * nl);
+            return;
+        }
+        for (int l = 0; l < nl; ++l) {
+            const T *s = src + b * st[0] + t0 * st[1] + (h * a.P + p0 + l) * st[2];
+            for (int j = 0; j < len; ++j) tile[j * BW + l] = s[j * st[1]];
         }
     }
     void store_tile(T *dst, const T *tile, int64_t t0, int len, int64_t p0, int nl) const {
@@ -171,9 +196,9 @@ ssd_fwd_rows(const SSDArgs<T> &a, const SSDTask<T> &tk, typename Vec<T>::V *st, 
     V hs[NC][R];
     for (int i = 0; i < NC; ++i)
         for (int r = 0; r < R; ++r) hs[i][r] = st[(n0 + i) * R + r];
-    const T *__restrict Bp = a.Bm + ((tk.b * a.L + t0) * a.G + tk.g) * N + n0;
-    const T *__restrict Cp = a.Cm + ((tk.b * a.L + t0) * a.G + tk.g) * N + n0;
-    const int64_t rs = a.G * N;  // row stride of B, C
+    const T *__restrict Bp = a.Bm + tk.b * a.sB[0] + t0 * a.sB[1] + (tk.g * N + n0) * a.sB[2];
+    const T *__restrict Cp = a.Cm + tk.b * a.sC[0] + t0 * a.sC[1] + (tk.g * N + n0) * a.sC[2];
+    const int64_t bt = a.sB[1], bc = a.sB[2], ct = a.sC[1], cc = a.sC[2];
     for (int j = 0; j < len; ++j) {
         if (a.ckpt && (t0 + j) % K == 0) {
             V *ck = reinterpret_cast<V *>(tk.ckpt_at((t0 + j) / K, blk)) + n0 * R;
@@ -188,7 +213,7 @@ ssd_fwd_rows(const SSDArgs<T> &a, const SSDTask<T> &tk, typename Vec<T>::V *st, 
         }
 #pragma GCC unroll 8
         for (int i = 0; i < NC; ++i) {
-            const T Bn = Bp[j * rs + i], Cn = Cp[j * rs + i];
+            const T Bn = Bp[j * bt + i * bc], Cn = Cp[j * ct + i * cc];
 #pragma GCC unroll 4
             for (int r = 0; r < R; ++r) {
                 hs[i][r] = e * hs[i][r] + dtx[r] * Bn;
@@ -224,7 +249,7 @@ template <typename T, int R> static void ssd_fwd_task(const SSDArgs<T> &a, int64
         for (int64_t t0 = 0; t0 < L; t0 += TC) {
             const int len = static_cast<int>(std::min<int64_t>(TC, L - t0));
             tk.decays(t0, len, dtb, eb, nullptr);
-            tk.load_tile(xt.data(), a.x, t0, len, p0, nl);
+            tk.load_tile(xt.data(), a.x, a.sx, t0, len, p0, nl);
             for (int j = 0; j < len; ++j)
                 for (int r = 0; r < R; ++r) {
                     const V xv = vload<V>(xt.data() + j * BW + r * W);
@@ -257,9 +282,9 @@ ssd_bwd_rows(const SSDArgs<T> &a, const SSDTask<T> &tk, SSDBwdBuf<T> &bf, typena
     using V = typename Vec<T>::V;
     constexpr int W = Vec<T>::W, BW = R * W, NR = NC * R;
     const int64_t N = a.N;
-    const T *__restrict Bp = a.Bm + ((tk.b * a.L + t0) * a.G + tk.g) * N + n0;
-    const T *__restrict Cp = a.Cm + ((tk.b * a.L + t0) * a.G + tk.g) * N + n0;
-    const int64_t rs = a.G * N;
+    const T *__restrict Bp = a.Bm + tk.b * a.sB[0] + t0 * a.sB[1] + (tk.g * N + n0) * a.sB[2];
+    const T *__restrict Cp = a.Cm + tk.b * a.sC[0] + t0 * a.sC[1] + (tk.g * N + n0) * a.sC[2];
+    const int64_t bt = a.sB[1], bc = a.sB[2], ct = a.sC[1], cc = a.sC[2];
     V *__restrict hb = bf.hb.data();
     {
         const V *ck = reinterpret_cast<const V *>(tk.ckpt_at(k, blk)) + n0 * R;
@@ -269,7 +294,7 @@ ssd_bwd_rows(const SSDArgs<T> &a, const SSDTask<T> &tk, SSDBwdBuf<T> &bf, typena
         for (int j = 0; j < len; ++j) {
             const V e = splat<V>(bf.eb[j]);
             for (int i = 0; i < NC; ++i) {
-                const T Bn = Bp[j * rs + i];
+                const T Bn = Bp[j * bt + i * bc];
                 for (int r = 0; r < R; ++r) {
                     hs[i][r] = e * hs[i][r] + vload<V>(bf.dtxt.data() + j * BW + r * W) * Bn;
                     hb[(j + 1) * NR + i * R + r] = hs[i][r];
@@ -292,7 +317,7 @@ ssd_bwd_rows(const SSDArgs<T> &a, const SSDTask<T> &tk, SSDBwdBuf<T> &bf, typena
         const V *__restrict hn = hb + (j + 1) * NR;
 #pragma GCC unroll 8
         for (int i = 0; i < NC; ++i) {
-            const T Bn = Bp[j * rs + i], Cn = Cp[j * rs + i];
+            const T Bn = Bp[j * bt + i * bc], Cn = Cp[j * ct + i * cc];
             V dB = {}, dC = {};
 #pragma GCC unroll 4
             for (int r = 0; r < R; ++r) {
@@ -364,8 +389,8 @@ template <typename T, int R> static void ssd_bwd_task(const SSDArgs<T> &a, int64
         for (int64_t i = 0; i < nb; ++i) {
             const int64_t blk = blk0 + i, p0 = blk * BW;
             const int nl = static_cast<int>(std::min<int64_t>(BW, a.P - p0));
-            tk.load_tile(bf.xt.data(), a.x, t0, len, p0, nl);
-            tk.load_tile(bf.gt.data(), a.dy, t0, len, p0, nl);
+            tk.load_tile(bf.xt.data(), a.x, a.sx, t0, len, p0, nl);
+            tk.load_tile(bf.gt.data(), a.dy, nullptr, t0, len, p0, nl);
             for (int j = 0; j < len; ++j)
                 for (int r = 0; r < R; ++r)
                     vstore(bf.dtxt.data() + j * BW + r * W, bf.dtb[j] * vload<V>(bf.xt.data() + j * BW + r * W));
@@ -441,16 +466,18 @@ int hybridc_ssd_block(int dtype, int64_t P) {
 }
 
 // dtype: 0 = float32, 1 = float64. bias, Dv, h0 may be null; ckpt may be null (no backward will follow); last may be
-// null. y = S_t C_t + D x_t with dt = softplus(dt + bias) (softplus != 0) or dt + bias.
+// null. y = S_t C_t + D x_t with dt = softplus(dt + bias) (softplus != 0) or dt + bias. strides: the element strides
+// of x, dt, Bm, Cm (12 values: batch, step, channel each; see SSDArgs), or null when all four are contiguous.
 void hybridc_ssd_forward(int dtype, int nthreads, int softplus, const void *x, const void *dt, const void *bias,
                          const void *A, const void *Bm, const void *Cm, const void *Dv, const void *h0, void *y,
                          void *last, void *ckpt, int64_t Bt, int64_t L, int64_t H, int64_t P, int64_t N, int64_t G,
-                         int64_t S, int64_t K) {
+                         int64_t S, int64_t K, const int64_t *strides) {
 #define HYBRIDC_SSD_ARGS(T)                                                                                 \
     SSDArgs<T> a{};                                                                                         \
     a.x = (const T *)x; a.dt = (const T *)dt; a.bias = (const T *)bias; a.A = (const T *)A;                 \
     a.Bm = (const T *)Bm; a.Cm = (const T *)Cm; a.Dv = (const T *)Dv; a.softplus = softplus != 0;           \
-    a.Bt = Bt; a.L = L; a.H = H; a.P = P; a.N = N; a.G = G; a.S = S; a.K = K;
+    a.Bt = Bt; a.L = L; a.H = H; a.P = P; a.N = N; a.G = G; a.S = S; a.K = K;                              \
+    ssd_strides(a, strides);
 #define HYBRIDC_SSD_FWD(T)                                                                                  \
     {                                                                                                       \
         HYBRIDC_SSD_ARGS(T)                                                                                 \
@@ -461,12 +488,13 @@ void hybridc_ssd_forward(int dtype, int nthreads, int softplus, const void *x, c
 #undef HYBRIDC_SSD_FWD
 }
 
-// ckpt from the forward; dlast and dh0 may be null. Every element of the other outputs is written.
+// ckpt from the forward; dlast and dh0 may be null; strides as in the forward (dy, dx contiguous). Every element of
+// the other outputs is written.
 void hybridc_ssd_backward(int dtype, int nthreads, int softplus, const void *x, const void *dt, const void *bias,
                           const void *A, const void *Bm, const void *Cm, const void *Dv, const void *ckpt,
                           const void *dy, const void *dlast, void *dx, void *ddt_part, void *dA_part, void *dB_part,
                           void *dC_part, void *dD_part, void *dh0, int64_t Bt, int64_t L, int64_t H, int64_t P,
-                          int64_t N, int64_t G, int64_t S, int64_t K) {
+                          int64_t N, int64_t G, int64_t S, int64_t K, const int64_t *strides) {
 #define HYBRIDC_SSD_BWD(T)                                                                                  \
     {                                                                                                       \
         HYBRIDC_SSD_ARGS(T)                                                                                 \

@@ -21,7 +21,7 @@ __all__ = ["load", "available", "ptr", "dtype_code", "CHECKPOINT_EVERY", "DELTA_
 
 _SRC = native.CSRC / "scan_kernels.cpp"
 CHECKPOINT_EVERY = 64  # K: the selective scan's forward stores the state every K steps for the backward's recomputation
-ABI = 6
+ABI = 7
 DELTA_CHECKPOINT_EVERY = 16  # the delta rule's backward recomputes chunks of this many steps ([K, V] states each)
 
 
@@ -48,9 +48,9 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.hybridc_dr_backward.restype = None
     lib.hybridc_ssd_block.argtypes = [i32, i64]
     lib.hybridc_ssd_block.restype = i32
-    lib.hybridc_ssd_forward.argtypes = [i32, i32, i32] + [vp] * 11 + [i64] * 8
+    lib.hybridc_ssd_forward.argtypes = [i32, i32, i32] + [vp] * 11 + [i64] * 8 + [vp]
     lib.hybridc_ssd_forward.restype = None
-    lib.hybridc_ssd_backward.argtypes = [i32, i32, i32] + [vp] * 17 + [i64] * 8
+    lib.hybridc_ssd_backward.argtypes = [i32, i32, i32] + [vp] * 17 + [i64] * 8 + [vp]
     lib.hybridc_ssd_backward.restype = None
     return lib
 

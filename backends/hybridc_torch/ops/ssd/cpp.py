@@ -15,6 +15,8 @@ Glossary of dimension letters:
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 
@@ -37,11 +39,29 @@ def _meta(x, state):
     return lib, block, nb, S, CHECKPOINT_EVERY
 
 
+def _flat_channels(t, acc):
+    """t (B, L, C1, C2) or (B, L, H) in the accumulation dtype, kept as a strided view when its channel dims flatten
+    to one stride (the layer's x, B, C: views of its channel-major conv output), else made contiguous."""
+    t = t.to(acc)
+    if t.dim() == 4 and t.shape[2] > 1 and t.stride(2) != t.shape[3] * t.stride(3):
+        t = t.contiguous()
+    return t
+
+
+def _strides(x, dt, Bm, Cm):
+    """The kernel's `strides` argument: (batch, step, channel) element strides of x, dt, B, C; None when all four are
+    contiguous."""
+    if all(t.is_contiguous() for t in (x, dt, Bm, Cm)):
+        return None
+    vals = [*x.stride()[:2], x.stride(3), *dt.stride(), *Bm.stride()[:2], Bm.stride(3), *Cm.stride()[:2], Cm.stride(3)]
+    return (ctypes.c_int64 * 12)(*vals)
+
+
 class _SSDFn(torch.autograd.Function):
     """(x, dt, bias, A, B, C, D, h0) -> (S_t C_t + D x_t, S_L), dt = softplus(dt + bias) in the kernel.
 
-    Tensors contiguous in the accumulation dtype: x (B, L, H, P); dt (B, L, H); bias, A (H,); B, C (B, L, G, N);
-    D (H, P); h0 (B, H, P, N). bias, D and h0 may be None.
+    Tensors in the accumulation dtype: x (B, L, H, P); dt (B, L, H); B, C (B, L, G, N) (strided views allowed, see
+    `_flat_channels`); bias, A (H,); D (H, P); h0 (B, H, P, N) contiguous. bias, D and h0 may be None.
     """
 
     @staticmethod
@@ -50,12 +70,12 @@ class _SSDFn(torch.autograd.Function):
         groups, state = Bm.shape[2], Bm.shape[3]
         lib, block, nb, S, K = _meta(x, state)
         need_grad = grad_enabled and any(ctx.needs_input_grad)
-        y = torch.empty_like(x)
+        y = x.new_empty(x.shape)  # contiguous (x may be a strided view)
         last = x.new_empty(batch, heads, head_dim, state)
         ckpt = x.new_empty(batch, heads, -(-length // K), state, nb * block) if need_grad else None
         lib.hybridc_ssd_forward(dtype_code(x), torch.get_num_threads(), int(softplus), ptr(x), ptr(dt), ptr(bias),
                                 ptr(A), ptr(Bm), ptr(Cm), ptr(Dv), ptr(h0), ptr(y), ptr(last), ptr(ckpt),
-                                batch, length, heads, head_dim, state, groups, S, K)
+                                batch, length, heads, head_dim, state, groups, S, K, _strides(x, dt, Bm, Cm))
         if need_grad:
             ctx.save_for_backward(x, dt, bias, A, Bm, Cm, Dv, ckpt)
             ctx.meta = (S, K, softplus, h0 is not None)
@@ -68,9 +88,9 @@ class _SSDFn(torch.autograd.Function):
         lib = _cpp_library.load()
         batch, length, heads, head_dim = x.shape
         groups, state = Bm.shape[2], Bm.shape[3]
-        dy = torch.zeros_like(x) if dy is None else dy.to(x.dtype).contiguous()
+        dy = x.new_zeros(x.shape) if dy is None else dy.to(x.dtype).contiguous()
         dlast = None if dlast is None else dlast.to(x.dtype).contiguous()
-        dx = torch.empty_like(x)
+        dx = x.new_empty(x.shape)
         ddt_part = x.new_empty(batch, heads, S, length)
         dA_part = x.new_empty(batch, heads, S)
         dB_part = x.new_empty(batch, heads, S, length, state)
@@ -80,7 +100,7 @@ class _SSDFn(torch.autograd.Function):
         lib.hybridc_ssd_backward(dtype_code(x), torch.get_num_threads(), int(softplus), ptr(x), ptr(dt), ptr(bias),
                                  ptr(A), ptr(Bm), ptr(Cm), ptr(Dv), ptr(ckpt), ptr(dy), ptr(dlast), ptr(dx),
                                  ptr(ddt_part), ptr(dA_part), ptr(dB_part), ptr(dC_part), ptr(dD_part), ptr(dh0),
-                                 batch, length, heads, head_dim, state, groups, S, K)
+                                 batch, length, heads, head_dim, state, groups, S, K, _strides(x, dt, Bm, Cm))
         ddt = ddt_part.sum(2).transpose(1, 2)  # (B, L, H)
         hg = heads // groups  # heads per group share B and C: sum their partials
 
@@ -109,8 +129,9 @@ def ssd_cpp(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_st
         return x.new_zeros(x.shape), S0
     c = lambda t: None if t is None else t.to(acc).contiguous()  # noqa: E731
     Dv = None if D is None else (D[:, None] if D.dim() == 1 else D).to(acc).expand(heads, head_dim).contiguous()
-    y, final = _SSDFn.apply(c(x), c(dt), c(dt_bias), c(A), c(B), c(C), Dv, c(initial_states), bool(dt_softplus),
-                             torch.is_grad_enabled())
+    xs, dts, Bs, Cs = (_flat_channels(t, acc) for t in (x, dt, B, C))  # no copies of the layer's views
+    y, final = _SSDFn.apply(xs, dts, c(dt_bias), c(A), Bs, Cs, Dv, c(initial_states), bool(dt_softplus),
+                            torch.is_grad_enabled())
     if z is not None:
         y = y * F.silu(z.to(acc))
     return y.to(x.dtype), final
