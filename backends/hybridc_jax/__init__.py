@@ -12,8 +12,9 @@ from __future__ import annotations
 import time
 
 from . import model as _m
+from .generate import generate, jit_step
 
-__all__ = ["backend", "build", "JaxModel"]
+__all__ = ["backend", "build", "generate", "jit_step", "JaxModel"]
 
 
 class JaxModel:

@@ -134,3 +134,24 @@ def test_jax_generate_equals_torch_greedy():
     sampled = jgenerate(jnet, params, jnp.asarray(p.numpy()), 5, temperature=1.0, top_k=3, top_p=0.8,
                         key=jax.random.PRNGKey(0))
     assert sampled.shape == (3, 10)
+
+
+def test_jax_jit_step_donates_the_state_and_equals_apply():
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    from hybridc_jax import jit_step
+
+    m, _ = make()
+    jnet = hybridc.build(m, backend="jax")
+    params = jnet.init(jax.random.PRNGKey(0))
+    x = jnp.asarray(prompt(b=2, length=7).numpy())
+    full = jnet.apply(params, x)
+    y, state = jnet.apply(params, x[:, :3], jnet.init_state(2, max_len=7), start=True)
+    step, ys = jit_step(jnet), [y]
+    for t in range(3, 7):
+        old = state
+        y_t, state = step(params, x[:, t], state)
+        ys.append(y_t[:, None])
+    assert old["layers"][1]["mixer"]["k"].is_deleted()  # donated: its buffers went to the new state
+    np.testing.assert_allclose(np.asarray(jnp.concatenate(ys, 1)), np.asarray(full), atol=1e-5, rtol=1e-5)
