@@ -13,11 +13,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..ops.attention import attention
 from .common import bias_init, linear, linear_init, rms_norm
 
 __all__ = ["init", "init_state", "apply", "step", "rope", "partial_rope", "cache_size"]
 
-KERNEL = ("xla", "jnp einsum + softmax attention, fused by XLA")  # no choice of implementation (describe --kernels)
+OP = "attention"  # the op a full sequence runs (describe --kernels); decoding keeps `_attend`, the masked form
 
 
 def rope(x, pos, base: float):
@@ -140,6 +141,11 @@ def _attend(q, k, v, mask, spec):
     return jnp.einsum("bhls,bhse->bhle", jax.nn.softmax(s, axis=-1), v)
 
 
+def score_scale(spec) -> float:
+    """The scores' scale: the spec's `scale`, else 1/sqrt(head_dim)."""
+    return spec.head_dim ** -0.5 if spec.scale is None else spec.scale
+
+
 def _mask(q_pos, k_pos, k_valid, n_meta: int, window):
     ok = k_valid[None, :] & (k_pos[None, :] <= q_pos[:, None])
     if window is None:
@@ -188,7 +194,10 @@ def attend_heads(q, k, v, q_pos, spec, state, ctx):
         k_pos, k_ok = jnp.concatenate([c_pos, q_pos]), jnp.concatenate([c_ok, jnp.ones((l,), bool)])
     if not spec.kv_reuse:
         ctx["kv"] = (k_all, v_all, k_pos, k_ok)
-    y = _attend(q, k_all, v_all, _mask(q_pos, k_pos, k_ok, n_meta, spec.window), spec)  # (B, H, L, Ev)
+    if state is None and k_all.shape[2] == l and (spec.window is None or n_meta == 0):  # causal-only mask
+        y = attention(q, k_all, v_all, score_scale(spec), spec.softcap, spec.window)  # (B, H, L, Ev), ops/attention
+    else:  # a cache, or meta tokens a window never hides: the masked form
+        y = _attend(q, k_all, v_all, _mask(q_pos, k_pos, k_ok, n_meta, spec.window), spec)  # (B, H, L, Ev)
     y = y.transpose(0, 2, 1, 3).reshape(b, l, -1)  # (B, L, H*Ev)
     if state is None:
         return y, None
