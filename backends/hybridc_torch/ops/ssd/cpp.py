@@ -2,11 +2,12 @@
 ``ops/_cpp_library.py``) wrapped in an autograd Function.
 
 Why this shape: SSD's decay is one scalar per (step, head), so a sequential step costs ~3 vector ops per state element
-with the [P, N] state in L1, against the chunked form's T x T blocks (~T / N times the arithmetic, plus the
-autograd graph's memory traffic). The kernel vectorises across the head dim P, fuses softplus(dt + bias), exp(dt A)
-and the D skip, and its backward is a fused reverse scan recomputing states from checkpoints stored every
-`checkpoint_every` steps. ``z`` (the optional silu gate) is applied here in torch. See the C++ file's header for the
-math of the adjoint, the layouts and the work split.
+(rows of the [P, N] state stay in registers across a tile of steps), against the chunked form's T x T blocks (~T / N
+times the arithmetic, plus the autograd graph's memory traffic): faster at every shape measured (benchmarks/RESULTS.md
+"Issue 16"). The kernel vectorises across the head dim P, fuses softplus(dt + bias), exp(dt A) and the D skip, reads
+x, dt, B and C through strides (the Mamba-2 layer's views of its conv output are not copied), and its backward is a
+fused reverse scan recomputing states from checkpoints stored every CHECKPOINT_EVERY steps. ``z`` (the optional silu
+gate) is applied here in torch. See the C++ file's header for the math of the adjoint, the layouts and the work split.
 
 Glossary of dimension letters:
     B: batch    L: sequence length    H: heads    P: head dim    G: groups of B/C (H % G == 0)    N: state size
