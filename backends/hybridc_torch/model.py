@@ -56,6 +56,11 @@ def _normed(norm, x):
     return x if norm is None else norm(x)
 
 
+def _residual(x, y, scale: float):
+    """x + scale * y, one op (no multiply by 1: a decoding step is a few dozen small ops per layer)."""
+    return x + y if scale == 1.0 else torch.add(x, y, alpha=scale)
+
+
 def layer_class(kind: str) -> type[nn.Module]:
     """The torch layer of an IR kind: `LAYER` of its module `hybridc_torch.layers.<kind>`."""
     return importlib.import_module(f"{__package__}.layers.{kind}").LAYER
@@ -173,11 +178,11 @@ class Block(nn.Module):
     def step(self, x_t, state, ctx=None, v_first=None):
         """x_t (B, D) -> (x_t (B, D), new_state, v_first)."""
         y, sm, v_first = run_mixer(self.mixer, _normed(self.norm, fed(x_t, ctx)), state["mixer"], ctx, v_first, step=True)
-        x_t = x_t + self.residual_scale * _normed(self.post_norm, y)
+        x_t = _residual(x_t, _normed(self.post_norm, y), self.residual_scale)
         new = {"mixer": sm}
         if self.has_ffn:
             y, new["ffn"] = self.ffn.step(_normed(self.ffn_norm, x_t), state["ffn"], ctx)
-            x_t = x_t + self.residual_scale * _normed(self.ffn_post_norm, y)
+            x_t = _residual(x_t, _normed(self.ffn_post_norm, y), self.residual_scale)
         return x_t, new, v_first
 
 

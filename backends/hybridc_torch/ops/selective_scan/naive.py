@@ -52,10 +52,10 @@ def selective_scan_step(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, delt
     u = u_t.to(acc)  # (B, D)
     dA = torch.exp(dt[..., None] * A.to(acc))  # (B, D, N)
     dBu = (dt * u)[..., None] * _expand_groups(B_t.to(acc), channels)  # (B, D, N)
-    new_state = dA * state.to(acc) + dBu  # (B, D, N)
+    new_state = torch.addcmul(dBu, dA, state.to(acc))  # (B, D, N): dA * state + dBu
     y = (new_state * _expand_groups(C_t.to(acc), channels)).sum(-1)  # (B, D)
     if D is not None:
-        y = y + D.to(acc) * u
+        y = torch.addcmul(y, D.to(acc), u)
     if z_t is not None:
         y = y * F.silu(z_t.to(acc))
     return y.to(u_t.dtype), new_state
