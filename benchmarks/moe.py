@@ -149,19 +149,23 @@ def _per_call(fns: dict, reps: int, n: int = 200) -> dict:
 
 def decode_rows(reps: int, jax: bool) -> None:
     """One decoding step, batch 1, at 64 and at 512 experts; the router's product alone beside it; torch and (--jax)
-    JAX side by side."""
-    res = {}
+    JAX side by side, all in the same rounds."""
+    fns = {}
     x = torch.randn(1, DEC_DIM, generator=torch.Generator().manual_seed(2))
     for experts in (64, 512):
         torch.manual_seed(0)
         layer = MoE(DEC_DIM, moe_spec(experts, DEC_K, DEC_F)).eval()
-        fns = {"torch step": lambda: layer.step(x, {}), "torch router": lambda: layer.router_logits(x)}
+        fns[experts, "torch step"], fns[experts, "torch router"] = partial(layer.step, x, {}), \
+            partial(layer.router_logits, x)
         if jax:
             from ._moe_jax import decoders
 
-            fns |= decoders({k: v.detach().numpy() for k, v in layer.state_dict().items()}, x.numpy(), DEC_K)
-        with torch.no_grad():
-            res[experts] = _per_call(fns, reps)
+            for k, call in decoders({k: v.detach().numpy() for k, v in layer.state_dict().items()}, x.numpy(),
+                                    DEC_K).items():
+                fns[experts, k] = call
+    with torch.no_grad():
+        best = _per_call(fns, reps)
+    res = {e: {k: v for (e2, k), v in best.items() if e2 == e} for e in (64, 512)}
     print(f"\ndecoding one token, batch 1, D{DEC_DIM} top-{DEC_K} F{DEC_F}, {CLOCK_NAME} (step, us; router = its E x D "
           "product)")
     names = [k.split()[0] for k in res[64] if k.endswith("step")]
