@@ -90,7 +90,11 @@ def test_large_scores_at_a_ragged_length():
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-3 * float(jnp.abs(e).max()))
 
 
-def test_auto_and_registry():
+@pytest.mark.parametrize("length,blockwise", [(256, False), (257, True)])
+def test_auto_runs_the_reference_up_to_one_block(length, blockwise):
+    q, k, v, _ = inputs(length, 2, 1)
+    jaxpr = str(jax.make_jaxpr(lambda q, k, v: attention(q, k, v, 0.3))(q, k, v))
+    assert ("while" in jaxpr) == blockwise  # the block form loops over key blocks
     assert OPS["attention"].choice("cpu")[0] == "block"
     assert set(OPS["attention"].impls) == {"reference", "block", "xla"}
 

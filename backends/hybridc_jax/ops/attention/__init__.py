@@ -7,9 +7,10 @@ Paper: Dao, "FlashAttention-2" (2023), Alg. 1-2; reference implementation: torch
     s_ij = scale * q_i . k_j, or softcap * tanh(scale * q_i . k_j / softcap) with a soft-cap (Gemma-2)
 
 Implementations: ``naive.py`` (``impl="reference"``: the dense [L, L] masked form the layer always ran, the
-oracle); ``block.py`` (``impl="block"``: blockwise, online softmax, only the key blocks a query block sees, a
-recomputing custom VJP: what ``auto`` picks); ``xla.py`` (``impl="xla"``: ``jax.nn.dot_product_attention``, which
-lowers on CPU but builds the dense mask and scores; no soft-cap, then it falls back to the reference).
+oracle; what ``auto`` runs up to one block, 256 tokens); ``block.py`` (``impl="block"``: blockwise, online softmax,
+only the key blocks a query block sees, a recomputing custom VJP: what ``auto`` picks past one block); ``xla.py``
+(``impl="xla"``: ``jax.nn.dot_product_attention``, which lowers on CPU but builds the dense mask and scores, slower
+than the reference there; no soft-cap, then it falls back to the reference).
 GQA's kv heads, RoPE, QK-norm and the projections stay in the layer (hybridc_jax/layers/attn.py); decoding with a
 cache and meta tokens (a mask that is not causal-only) keep the layer's own masked form.
 
@@ -21,12 +22,15 @@ import jax
 
 from hybridc_native.choice import Op
 
+from .block import BLOCK
+
 __all__ = ["attention", "OP"]
 
 
 def _auto(device: str) -> str:
-    """The blockwise form on every device (measured on CPU: benchmarks/attention.py, RESULTS.md "Issue 16: JAX
-    attention")."""
+    """The blockwise form on every device; `attention` runs the reference instead for a sequence of one block
+    (L <= block.BLOCK), where the blockwise form is the same dense product plus its loop (measured on CPU:
+    benchmarks/attention.py, RESULTS.md "Issue 16: JAX attention")."""
     return "block"
 
 
@@ -39,4 +43,7 @@ def attention(q, k, v, scale: float, softcap: float | None = None, window: int |
 
     scale: the score scale (the layer's 1/sqrt(E) or its `scale`); softcap: Gemma-2's soft-cap or None; window:
     keys i - window < j <= i, or None for global. impl: "auto", "block", "xla" or "reference"."""
-    return OP.pick(impl, jax.default_backend())(q, k, v, scale, softcap, window)
+    name, source = OP.resolve(impl, jax.default_backend())
+    if source == "auto" and name == "block" and q.shape[2] <= BLOCK:  # one block: the dense form
+        name = "reference"
+    return OP.get(name)(q, k, v, scale, softcap, window)
