@@ -1,4 +1,4 @@
-"""The whole check of a Hugging Face family through the user's path (shared by tests/hf/test_<family>.py).
+"""The whole check of a Hugging Face family through the user's path (shared by tests/hf/test_hf_<family>.py).
 
 A family test builds a tiny transformers model (every structural feature of the family present), and `check_family`:
 

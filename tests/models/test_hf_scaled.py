@@ -11,7 +11,7 @@ Falcon-H1 (FalconH1ForCausalLM): every layer a parallel block `mamba2|attn` with
 multipliers: embedding_multiplier -> `embed_scale`, lm_head_multiplier -> `logit_scale`, attention_in/out_multiplier
 and key_multiplier -> attn `in_scale out_scale key_scale`, ssm_in/out_multiplier -> mamba2 `in_scale out_scale`,
 ssm_multipliers (z, x, B, C, dt) -> mamba2 `z_scale x_scale b_scale c_scale dt_scale`, mlp_multipliers (gate, down)
--> ffn `gate_scale down_scale`; here module by module (the whole model: tests/hf/test_falcon_h1.py).
+-> ffn `gate_scale down_scale`; here module by module (the whole model: tests/hf/test_hf_falcon_h1.py).
 
 RecurrentGemma: the embedding normalizer and the final logit soft-cap, by unit (the whole model is another test's).
 """

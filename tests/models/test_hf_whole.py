@@ -1,5 +1,5 @@
 """The whole-model harness's own error (tests/models/_hf_whole.py): a wrong mapping lists every unmapped, unused and
-misshapen name (moved here from the Mamba check, which is now tests/hf/test_mamba.py)."""
+misshapen name (moved here from the Mamba check, which is now tests/hf/test_hf_mamba.py)."""
 import pytest
 
 torch = pytest.importorskip("torch")

@@ -118,4 +118,4 @@ def test_emitted_module_carries_the_pad_row(backend):
     assert ns["CONFIG"].pad_token == PAD
 
 
-# transformers' own padding_idx gradient (BambaForCausalLM through import-hf): tests/hf/test_checkpoints.py
+# transformers' own padding_idx gradient (BambaForCausalLM through import-hf): tests/hf/test_hf_checkpoints.py
