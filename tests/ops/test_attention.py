@@ -95,7 +95,7 @@ def test_auto_runs_the_reference_up_to_one_block(length, blockwise):
     q, k, v, _ = inputs(length, 2, 1)
     jaxpr = str(jax.make_jaxpr(lambda q, k, v: attention(q, k, v, 0.3))(q, k, v))
     assert ("while" in jaxpr) == blockwise  # the block form loops over key blocks
-    assert OPS["attention"].choice("cpu")[0] == "block"
+    assert OPS["attention"].choice("cpu")[0] == "block" and OPS["attention"].choice("gpu")[0] == "reference"
     assert set(OPS["attention"].impls) == {"reference", "block", "xla"}
 
 

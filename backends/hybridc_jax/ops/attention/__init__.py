@@ -7,10 +7,10 @@ Paper: Dao, "FlashAttention-2" (2023), Alg. 1-2; reference implementation: torch
     s_ij = scale * q_i . k_j, or softcap * tanh(scale * q_i . k_j / softcap) with a soft-cap (Gemma-2)
 
 Implementations: ``naive.py`` (``impl="reference"``: the dense [L, L] masked form the layer always ran, the
-oracle; what ``auto`` runs up to one block, 256 tokens); ``block.py`` (``impl="block"``: blockwise, online softmax,
-only the key blocks a query block sees, a recomputing custom VJP: what ``auto`` picks past one block); ``xla.py``
-(``impl="xla"``: ``jax.nn.dot_product_attention``, which lowers on CPU but builds the dense mask and scores, slower
-than the reference there; no soft-cap, then it falls back to the reference).
+oracle; what ``auto`` runs up to one block, 256 tokens, and off CPU); ``block.py`` (``impl="block"``: blockwise,
+online softmax, only the key blocks a query block sees, a recomputing custom VJP: what ``auto`` picks on CPU past
+one block); ``xla.py`` (``impl="xla"``: ``jax.nn.dot_product_attention``, which lowers on CPU but builds the dense
+mask and scores, slower than the reference there; no soft-cap, then it falls back to the reference).
 GQA's kv heads, RoPE, QK-norm and the projections stay in the layer (hybridc_jax/layers/attn.py); decoding with a
 cache and meta tokens (a mask that is not causal-only) keep the layer's own masked form.
 
@@ -28,10 +28,10 @@ __all__ = ["attention", "OP"]
 
 
 def _auto(device: str) -> str:
-    """The blockwise form on every device; `attention` runs the reference instead for a sequence of one block
-    (L <= block.BLOCK), where the blockwise form is the same dense product plus its loop (measured on CPU:
-    benchmarks/attention.py, RESULTS.md "Issue 16: JAX attention")."""
-    return "block"
+    """CPU: the blockwise form; `attention` runs the reference instead for a sequence of one block (L <= BLOCK),
+    where the blockwise form is the same dense product plus its loop (measured: benchmarks/attention.py, RESULTS.md
+    "Issue 16: JAX attention"). Other devices keep the dense form they ran before (not measured there yet)."""
+    return "block" if device == "cpu" else "reference"
 
 
 OP = Op("attention", __name__, {"reference": "naive:reference", "block": "block:block_attention",
