@@ -106,3 +106,17 @@ def test_long_sequence_bf16_gradients_finite():
     y_ref = naive.reference(*(a.astype(jnp.float32) for a in (q, k, v)), 0.3)
     assert y.dtype == jnp.bfloat16 and all(jnp.isfinite(g.astype(jnp.float32)).all() for g in grads)
     np.testing.assert_allclose(y.astype(jnp.float32), y_ref, atol=3e-2)
+
+
+@pytest.mark.parametrize("options", ["kv_heads=2 softcap=30 window=100", "rope=true scale=0.1"])
+def test_layer_past_one_block_matches_its_masked_form(options, monkeypatch):
+    """The attention layer over 300 tokens (auto: the blockwise form) against the same layer forced to the reference."""
+    import hybridc
+    from hybridc_jax.layers import attn
+
+    spec = hybridc.load(f"dim 64\nlayers attn(heads=4, {options.replace(' ', ', ')})\n").layers[0].mixers[0]
+    params = attn.init(64, spec, key=jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 300, 64))
+    fast = attn.apply(params, x, spec)[0]
+    monkeypatch.setenv("HYBRIDC_KERNEL", "attention=reference")
+    np.testing.assert_allclose(fast, attn.apply(params, x, spec)[0], rtol=1e-5, atol=1e-5)
