@@ -19,7 +19,7 @@ pytest.importorskip("jax")
 from hybridc_jax import ops  # noqa: E402
 
 OP_NAMES = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence",
-            "grouped_matmul"]
+            "grouped_matmul", "attention"]
 
 
 def test_ops_exposes_the_six_callables_and_their_ops():
@@ -38,7 +38,8 @@ def test_every_declared_impl_resolves(name):
     assert op.get("reference") is importlib.import_module(f"hybridc_jax.ops.{name}.naive").reference
     for impl, target in op.impls.items():
         module, _, attr = target.partition(":")
-        assert module in ("naive", "chunk", "cpp", "pallas", "ragged", "tiled"), (impl, target)  # last two: MoE
+        assert module in ("naive", "chunk", "cpp", "pallas", "ragged", "tiled", "block", "xla"), (impl, target)
+        # ragged/tiled: MoE's grouped matmul; block/xla: attention
         assert callable(op.get(impl)), (impl, target)
     assert op.auto("cpu") in op.impls and op.auto("gpu") in op.impls
 
