@@ -36,6 +36,27 @@ def ids(vocab: int, batch: int = 2, length: int = 11, seed: int = 0) -> torch.Te
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
+def written_config(tmp_path, cfg, drop=(), **fields):
+    """transformers' config `cfg` saved to tmp_path, its config.json then edited: `drop` keys removed, `fields` set."""
+    import json
+
+    cfg.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    data = {k: v for k, v in json.loads(path.read_text()).items() if k not in drop}
+    path.write_text(json.dumps(data | fields, indent=2))
+    return path
+
+
+def refused(tmp_path, cfg, drop=(), **fields) -> str:
+    """The message of the HybridcError `import_hf` raises for the edited config (see `written_config`)."""
+    import pytest
+
+    path = written_config(tmp_path, cfg, drop, **fields)
+    with pytest.raises(hybridc.HybridcError) as e:
+        hybridc.import_hf(path)
+    return str(e.value)
+
+
 def greedy_hf(hf, prompt, n: int):
     gc = hf.generation_config
     gc.eos_token_id, gc.bos_token_id = None, None  # no early stop: exactly n tokens

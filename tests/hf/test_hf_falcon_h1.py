@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family  # noqa: E402
+from _harness import check_family, written_config  # noqa: E402
 
 D, V = 64, 100
 MUP = dict(ssm_in_multiplier=0.6, ssm_out_multiplier=1.4, ssm_multipliers=[0.5, 1.5, 0.7, 1.3, 0.8],
@@ -41,10 +41,7 @@ def test_falcon_h1(tmp_path):
 
 
 def _written(tmp_path, **changes):
-    config().save_pretrained(tmp_path)
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | changes, indent=2))
-    return path
+    return written_config(tmp_path, config(), **changes)
 
 
 @pytest.mark.parametrize("field, value, words", [

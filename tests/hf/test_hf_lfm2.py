@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family  # noqa: E402
+from _harness import check_family, written_config  # noqa: E402
 
 D, V = 64, 100
 
@@ -34,11 +34,7 @@ def test_lfm2(tmp_path):
 
 
 def _written(tmp_path, **changes):
-    config().save_pretrained(tmp_path)
-    path = tmp_path / "config.json"
-    data = json.loads(path.read_text()) | changes
-    path.write_text(json.dumps(data, indent=2))
-    return path
+    return written_config(tmp_path, config(), **changes)
 
 
 @pytest.mark.parametrize("field, value, words", [

@@ -1,6 +1,5 @@
 """Mamba through `import-hf`: Mamba-1 blocks with biases on in_proj/out_proj, a tied head, a sharded checkpoint
 (tests/hf/_harness.py); a config hybridc cannot express is refused by field."""
-import json
 
 import pytest
 
@@ -8,7 +7,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family  # noqa: E402
+from _harness import check_family, refused  # noqa: E402
 
 D, V = 64, 100
 
@@ -28,12 +27,7 @@ def test_mamba(tmp_path):
 
 
 def bad(tmp_path, **fields):
-    tiny().save_pretrained(tmp_path)
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | fields, indent=2))
-    with pytest.raises(hybridc.HybridcError) as e:
-        hybridc.import_hf(path)
-    return str(e.value)
+    return refused(tmp_path, tiny(), **fields)
 
 
 def test_mamba_activation_hybridc_lacks_is_refused(tmp_path):

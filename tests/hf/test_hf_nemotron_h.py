@@ -1,7 +1,6 @@
 """NemotronH through `import-hf`: Mamba-2 (2 groups, dt clamped at time_step_min), attention (GQA, no positional
 encoding) and relu2 MLP blocks, one mixer per pre-norm block (tests/hf/_harness.py); older config spellings; the
 MoE block and other configs hybridc cannot express are refused by field."""
-import json
 
 import pytest
 
@@ -9,7 +8,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family  # noqa: E402
+from _harness import check_family, written_config  # noqa: E402
 from hybridc.hf import export_family  # noqa: E402
 
 D, V = 64, 100
@@ -35,11 +34,7 @@ def test_nemotron_h(tmp_path):
 
 
 def config_file(tmp_path, drop=(), **fields):
-    tiny().save_pretrained(tmp_path)
-    path = tmp_path / "config.json"
-    data = {k: v for k, v in json.loads(path.read_text()).items() if k not in drop}
-    path.write_text(json.dumps(data | fields, indent=2))
-    return path
+    return written_config(tmp_path, tiny(), drop, **fields)
 
 
 def test_nemotron_h_multi_token_prediction_tensors_are_left_unread(tmp_path):

@@ -1,7 +1,6 @@
 """Zamba through `import-hf`: two-head Mamba-1 layers, one shared attention block (concat(hidden, embeddings) in,
 (head_dim / 2) ** -0.5 scale, gated GELU MLP) called at two hybrid layers, each through its own `linear` into the
 next Mamba's input; a tied head and a padding token (tests/hf/_harness.py)."""
-import json
 
 import pytest
 
@@ -9,7 +8,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family  # noqa: E402
+from _harness import check_family, refused  # noqa: E402
 from hybridc.hf import export_family  # noqa: E402
 
 D, V = 64, 100
@@ -42,13 +41,7 @@ def test_zamba_one_head_untied(tmp_path):
 
 
 def _bad(tmp_path, **fields):
-    config().save_pretrained(tmp_path)
-    cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg.update(fields)
-    (tmp_path / "config.json").write_text(json.dumps(cfg, indent=2))
-    with pytest.raises(hybridc.HybridcError) as e:
-        hybridc.import_hf(tmp_path)
-    return str(e.value)
+    return refused(tmp_path, config(), **fields)
 
 
 @pytest.mark.parametrize("field,value,why", [
