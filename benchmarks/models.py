@@ -2,7 +2,7 @@
 same weights, side by side in one run (issue 16, "Whole-model benchmarks").
 
     python -m benchmarks.models [--only NAME ...] [--lengths 1024,4096] [--rounds 2] [--new 64] [--prompt 16]
-                                [--no-jax] [--cap 120] [--quick]
+                                [--threads 1] [--no-jax] [--cap 60] [--quick] [--memory-only] [--json FILE]
 
 Families (FAMILIES below; hidden 256, 8 layers, vocab 1024, fp32, random weights): mamba, mamba2, bamba (Mamba-2,
 attention 1 in 4), nemotron_h, falcon_h1, qwen3_next, jamba. Each model is built by hybridc from its `.hyb` program,
@@ -11,10 +11,10 @@ attention on CPU: sdpa). Before any timing the logits of batch 2 at the first le
 JAX against transformers: max |diff| printed, `ok` when within 2e-5 abs + 2e-5 rel).
 
 Measures (batch 2 unless said): forward (no grad); forward+backward (logits.sum() backward: gradients of every
-parameter); peak memory of one forward+backward (RSS high-water minus RSS before the call: the kernel's VmHWM is
-reset through /proc/self/clear_refs before each call, so every candidate and length gets its own peak; the call runs
-after the warm-up, so compiled code and allocator pools are already there); prefill tokens/s (batch 1, the first
-length, into a decoding state); greedy decoding tokens/s at batch 1 (`--prompt` tokens, `--new` new tokens, prefill
+parameter); peak memory of one forward+backward (RSS high-water minus RSS before the call: freed heap pages handed
+back first (malloc_trim), the kernel's VmHWM reset through /proc/self/clear_refs, so every candidate and length gets
+its own peak; the call runs after the warm-up, so compiled code is already there); prefill tokens/s (batch 1, the
+first length, into a decoding state); greedy decoding tokens/s at batch 1 (`--prompt` tokens, `--new` new tokens, prefill
 included, tokens compared with transformers' `generate(do_sample=False)`). JAX runs jitted: its compile time (first
 call minus the best call) is reported separately, never in a timing.
 
@@ -23,7 +23,8 @@ paths transformers' Mamba takes; and each family's memory is measured apart). Ti
 rounds with the candidates in turn within each round, the minimum kept, of the wall clock and of the process CPU time
 (time.process_time: all threads' work, much less sensitive to a loaded machine). A transformers call predicted to
 take more than --cap seconds is skipped and said so: its Mamba-1 backward (Mamba, Jamba) is a sequential Python scan
-(over 600 s at 1,024 tokens), so it is skipped outright.
+(over 600 s at 1,024 tokens), so it is skipped outright. The default run takes ~40 min on a loaded 2-core machine
+(`--lengths 1024`: ~15 min); results in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -78,6 +79,11 @@ def rss_kib(field: str) -> int:
 
 def peak_mib(fn) -> float:
     """RSS high-water of one call minus RSS before it (MiB)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back: glibc keeps them, hiding the next peak
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
     before = rss_kib("VmRSS")
@@ -270,12 +276,20 @@ def run_family(family: str, opts) -> dict:
                 t = prev[what]["transformers"]["wall"] * L / prev["L"]
                 if t > opts.cap:
                     skipped["transformers"] = f"predicted {t:.0f} s a call (> --cap {opts.cap:.0f} s): skipped"
-            row[what] = timed_race({n: f[k] for n, f in fns.items()}, opts.rounds, opts.cap, skipped)
+            if opts.memory_only:
+                skipped |= {n: "memory only" for n in fns} if what == "fwd" else {}
+                for n in set(fns) - set(skipped):
+                    fns[n][1]()  # warm-up (JAX: compile)
+                row[what] = {n: {"wall": 0.0, "cpu": 0.0, "first": 0.0} for n in set(fns) - set(skipped)}
+            else:
+                row[what] = timed_race({n: f[k] for n, f in fns.items()}, opts.rounds, opts.cap, skipped)
             row[what + "_skipped"] = skipped
         row["peak_mib"] = {n: peak_mib(f[1]) for n, f in fns.items() if n in row["fb"]}
         res["lengths"][L] = row
         prev = {"L": L, **{w: row[w] for w in ("fwd", "fb")}}
         print(f"  {family} L={L} done ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
+    if opts.memory_only:
+        return res
     L = opts.lengths[0]
     x1 = torch.randint(1, m.vocab, (1, L), generator=g)
     res["prefill"] = timed_race(prefill_fns(net, jnet, params, hf, x1), opts.rounds, opts.cap, {})
@@ -314,6 +328,20 @@ def time_table(results: list, what: str, title: str) -> list[str]:
     return lines
 
 
+def memory_table(results: list) -> list[str]:
+    out = ["\n#### Peak memory of one forward+backward (MiB: RSS high-water minus RSS before the call, after "
+           "malloc_trim)\n",
+           "| family | L | hybridc torch | hybridc JAX | transformers | tf/torch | tf/JAX |",
+           "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for L, row in r["lengths"].items():
+            p = row["peak_mib"]
+            cells = [f"{p[n]:,.0f}" if n in p else "-" for n in NAMES] + \
+                [ratio(p.get("transformers"), p.get(n)) for n in NAMES[:2]]
+            out.append(f"| {r['family']} | {L} | " + " | ".join(cells) + " |")
+    return out
+
+
 def report(results: list, opts, load0, load1, elapsed: float) -> str:
     import torch
     import transformers
@@ -336,6 +364,8 @@ def report(results: list, opts, load0, load1, elapsed: float) -> str:
                    f"{c['hybridc jax']['max_abs']:.1e} | {'yes' if ok else 'NO'} |" if "hybridc jax" in c else
                    f"| {r['family']} | {r['hf_class']} | {r['params']:,} | {c['hybridc torch']['max_abs']:.1e} | - | "
                    f"{'yes' if ok else 'NO'} |")
+    if opts.memory_only:
+        return "\n".join(out + memory_table(results))
     out += time_table(results, "fwd", "Forward")
     out += time_table(results, "fb", "Forward + backward (logits.sum())")
     notes = sorted({f"{r['family']}: transformers {why}" for r in results for row in r["lengths"].values()
@@ -343,18 +373,11 @@ def report(results: list, opts, load0, load1, elapsed: float) -> str:
                    {f"{r['family']}: transformers forward {why}" for r in results for row in r["lengths"].values()
                     for why in row["fwd_skipped"].values()})
     out += [f"- {n}" for n in notes]
-    out += ["\n#### Peak memory of one forward+backward (MiB: RSS high-water minus RSS before the call)\n",
-            "| family | L | hybridc torch | hybridc JAX | transformers | tf/torch | tf/JAX |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        for L, row in r["lengths"].items():
-            p = row["peak_mib"]
-            cells = [f"{p[n]:,.0f}" if n in p else "-" for n in NAMES]
-            out.append(f"| {r['family']} | {L} | " + " | ".join(cells) + f" | {ratio(p.get('transformers'), p.get(NAMES[0]))}"
-                       f" | {ratio(p.get('transformers'), p.get(NAMES[1]))} |")
+    out += memory_table(results)
     out += [f"\n#### Prefill (batch 1, into a decoding state) and greedy decoding (batch 1, prompt {opts.prompt}, "
             f"{opts.new} new tokens, prefill included): tokens/s from the min wall time\n",
-            "| family | prefill L | torch | JAX | transformers | tf/torch | tf/JAX | decode torch | JAX | transformers |"
-            " ours/tf torch | ours/tf JAX | tokens == transformers' |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| family | prefill L | torch | JAX | transformers | tf/torch | tf/JAX | decode torch | JAX | transformers"
+            " | ours/tf torch | ours/tf JAX | tokens == transformers' |", "|---" * 13 + "|"]
     for r in results:
         L, p, d = r["prefill_length"], r["prefill"], r["decode"]
         pre = {n: L / p[n]["wall"] for n in NAMES if n in p}
@@ -364,8 +387,7 @@ def report(results: list, opts, load0, load1, elapsed: float) -> str:
                    f" | {ratio(p['transformers']['wall'], p.get(NAMES[0], {}).get('wall'))} | "
                    f"{ratio(p['transformers']['wall'], p.get(NAMES[1], {}).get('wall'))} | " +
                    " | ".join(f"{dec[n]:,.0f}" if n in dec else "-" for n in NAMES) +
-                   f" | {ratio(dec.get(NAMES[0]), dec['transformers'])} | {ratio(dec.get(NAMES[1]), dec['transformers'])}"
-                   f" | {same} |")
+                   " | " + " | ".join(ratio(dec.get(n), dec["transformers"]) for n in NAMES[:2]) + f" | {same} |")
     if not opts.no_jax:
         out += ["\n#### JAX compile time (s: first call minus the best call; excluded from every timing above)\n",
                 "| family | " + " | ".join(f"fwd {L} | f+b {L}" for L in opts.lengths) + " | prefill | generate |",
@@ -390,6 +412,7 @@ def parse(argv=None):
     ap.add_argument("--cap", type=float, default=60.0, help="seconds: a slower transformers call is skipped")
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--quick", action="store_true", help="length 32, 1 round, 4 new tokens: a smoke run")
+    ap.add_argument("--memory-only", action="store_true", help="only the forward+backward peak memory table")
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
@@ -420,9 +443,9 @@ def main(argv=None) -> None:
         r = json.loads(line[7:])
         r["lengths"] = {int(k): v for k, v in r["lengths"].items()}
         results.append(r)
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump(results, f, indent=1)
+        if opts.json:  # after each family: a long run interrupted keeps what it measured
+            with open(opts.json, "w") as f:
+                json.dump(results, f, indent=1)
     print(report(results, opts, load0, os.getloadavg()[0], time.perf_counter() - t0))
 
 
