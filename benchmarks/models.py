@@ -13,9 +13,9 @@ JAX against transformers: max |diff| printed, `ok` when within 2e-5 abs + 2e-5 r
 Measures (batch 2 unless said): forward (no grad); forward+backward (logits.sum() backward: gradients of every
 parameter); peak memory of one forward+backward (RSS high-water minus RSS before the call: freed heap pages handed
 back first (malloc_trim), the kernel's VmHWM reset through /proc/self/clear_refs, so every candidate and length gets
-its own peak; the call runs after the warm-up, so compiled code is already there); prefill tokens/s (batch 1, the
-first length, into a decoding state); greedy decoding tokens/s at batch 1 (`--prompt` tokens, `--new` new tokens, prefill
-included, tokens compared with transformers' `generate(do_sample=False)`). JAX runs jitted: its compile time (first
+its own peak; the call runs after the warm-up, so compiled code is already there); prefill tokens/s (batch 1,
+the first length, into a decoding state); greedy decoding tokens/s at batch 1 (`--prompt` tokens, `--new` new
+tokens, prefill included, tokens compared with transformers' `generate(do_sample=False)`). JAX runs jitted: its compile time (first
 call minus the best call) is reported separately, never in a timing.
 
 Each family runs in a fresh subprocess (transformers' Qwen3-Next imports fla, whose Triton registration changes the
