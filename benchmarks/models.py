@@ -15,8 +15,8 @@ parameter); peak memory of one forward+backward (RSS high-water minus RSS before
 back first (malloc_trim), the kernel's VmHWM reset through /proc/self/clear_refs, so every candidate and length gets
 its own peak; the call runs after the warm-up, so compiled code is already there); prefill tokens/s (batch 1,
 the first length, into a decoding state); greedy decoding tokens/s at batch 1 (`--prompt` tokens, `--new` new
-tokens, prefill included, tokens compared with transformers' `generate(do_sample=False)`). JAX runs jitted: its compile time (first
-call minus the best call) is reported separately, never in a timing.
+tokens, prefill included, tokens compared with transformers' `generate(do_sample=False)`). JAX runs jitted: its
+compile time (first call minus the best call) is reported separately, never in a timing.
 
 Each family runs in a fresh subprocess (transformers' Qwen3-Next imports fla, whose Triton registration changes the
 paths transformers' Mamba takes; and each family's memory is measured apart). Timing: one warm-up call, then --rounds
