@@ -27,6 +27,8 @@ import torch
 import hybridc
 from hybridc_torch.model import make_mixer
 
+from benchmarks.layers import _run
+
 B, DIM, HEAD_DIM, STATE = 4, 256, 64, 64
 CLOCK = time.perf_counter  # --cpu-time: time.process_time
 PROGRAM = f"dim {DIM}\nlayers mamba2(head_dim={HEAD_DIM}, state={STATE})\n"
@@ -47,17 +49,6 @@ def _hf(layer, spec):
     hf = Mamba2Mixer(cfg, 0)
     hf.load_state_dict(layer.state_dict())
     return (lambda x: hf(x)), list(hf.parameters())  # CPU: torch_forward (no CUDA kernels)
-
-
-def _run(fn, x, params, backward):
-    if not backward:
-        with torch.no_grad():
-            fn(x)
-        return
-    x.grad = None
-    for p in params:
-        p.grad = None
-    fn(x).sum().backward()
 
 
 def _timed(fn, x, params, reps, backward):

@@ -168,7 +168,6 @@ def load_hf_weights(net, path, dtype: str | None = None, *, progress: bool = Fal
     finally:
         if bar is not None:
             bar.close()
-        ck.close()
     return sink.done()
 
 

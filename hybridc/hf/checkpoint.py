@@ -174,9 +174,6 @@ class Checkpoint:
         arr = np.memmap(e.file, dtype=NUMPY[e.dtype], mode="r", offset=e.start, shape=e.shape or (1,))
         return (arr if e.shape else arr.reshape(())), e.dtype
 
-    def close(self) -> None:
-        pass
-
 
 def as_float32(arr, dtype: str):
     """A checkpoint array as numpy float32 (bf16 bits widened exactly)."""

@@ -9,12 +9,11 @@ an array adapter `xp` (`XP` below). The same list then serves:
 - loading into torch or JAX (their adapters in `backends/hybridc_{torch,jax}/hf.py`), one tensor at a time;
 - exporting (the inverse functions), with numpy (`NumpyXP`) for a weights file or the framework's own arrays.
 
-Most maps are renames (`rename`); the others split a fused projection (`split`), permute or reshape a layout
-(`reshaped`, `transposed`), or re-index interleaved rows (`take`).
+Most maps are renames (`rename`); the others split a fused projection (`split`), re-index interleaved rows
+(`take`) or change a layout (`transform` with the adapter's permute/reshape).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -49,27 +48,6 @@ def split(hf: str, ours: Sequence[str], sizes: Sequence[int], axis: int = 0) -> 
     return Map((hf,), tuple(ours), lambda xp, ts: xp.split(ts[0], sizes, axis), lambda xp, ts: [xp.cat(ts, axis)])
 
 
-def fuse(hf: Sequence[str], ours: str, axis: int = 0, sizes: Sequence[int] | None = None) -> Map:
-    """Several transformers tensors concatenated into one of ours (the inverse of `split`)."""
-    hf = tuple(hf)
-
-    def back(xp, ts):
-        s = sizes if sizes is not None else [xp.shape(ts[0])[axis] // len(hf)] * len(hf)
-        return xp.split(ts[0], tuple(s), axis)
-
-    return Map(hf, (ours,), lambda xp, ts: [xp.cat(ts, axis)], back)
-
-
-def transposed(hf: str, ours: str, axes: Sequence[int]) -> Map:
-    axes = tuple(axes)
-    inv = tuple(sorted(range(len(axes)), key=lambda i: axes[i]))
-    return transform(hf, ours, lambda xp, t: xp.permute(t, axes), lambda xp, t: xp.permute(t, inv))
-
-
-def reshaped(hf: str, ours: str, our_shape: Sequence[int], hf_shape: Sequence[int]) -> Map:
-    return transform(hf, ours, lambda xp, t: xp.reshape(t, tuple(our_shape)), lambda xp, t: xp.reshape(t, tuple(hf_shape)))
-
-
 def take(hf: str, ours: str, index: Sequence[int], axis: int = 0) -> Map:
     """Rows re-indexed: ours = hf[index] along `axis` (`index` a permutation; the inverse permutation back)."""
     index = tuple(index)
@@ -77,18 +55,6 @@ def take(hf: str, ours: str, index: Sequence[int], axis: int = 0) -> Map:
     for i, j in enumerate(index):
         inv[j] = i
     return transform(hf, ours, lambda xp, t: xp.take(t, index, axis), lambda xp, t: xp.take(t, tuple(inv), axis))
-
-
-def renames(table: Sequence[tuple[str, str]], names: Sequence[str]) -> list[Map]:
-    """`rename` for each name that fully matches one of `table`'s regex patterns (replacement in `re.sub` syntax)."""
-    out = []
-    for name in names:
-        for pattern, repl in table:
-            m = re.fullmatch(pattern, name)
-            if m is not None:
-                out.append(rename(name, m.expand(repl)))
-                break
-    return out
 
 
 class XP:

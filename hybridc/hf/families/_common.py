@@ -7,7 +7,6 @@ Export side: `refuse` raises `NotExpressible` naming the part.
 from __future__ import annotations
 
 import math
-import re
 from typing import Iterable
 
 from .. import NotExpressible
@@ -78,12 +77,6 @@ def zero(cfg, *keys: str, default=0.0) -> None:
         v = cfg.get(k, default)
         if v not in (0, 0.0, None):
             cfg.fail(k, "hybridc has no dropout at this place; 0 is the only value it expresses exactly")
-
-
-def equal(cfg, key: str, want, default=None, why: str = "") -> None:
-    v = cfg.get(key, default)
-    if v != want:
-        cfg.fail(key, why or f"hybridc expresses only {want!r} here")
 
 
 def num(x: float) -> str:
@@ -165,11 +158,6 @@ def common_model(model, family: str, *, norm: str = "rms", zero_centered: bool =
             refuse(f"layer {i + 1} norm place", f"{family} has {place}-norm blocks")
         if layer.shared or layer.site is not None:
             refuse(f"layer {i + 1} (shared)", f"{family} shares no weights between layers")
-
-
-def number_of(pattern: str, name: str) -> int | None:
-    m = re.fullmatch(pattern, name)
-    return int(m[1]) if m else None
 
 
 def stacked_experts(hf_expert: str, n: int, ours: str) -> list[Map]:
