@@ -321,6 +321,9 @@ def _start(trainer, model, task, config, out, record, ckpt, progress) -> list[di
         raise UsageError(f"--batch {config.batch} must be a multiple of the {world} processes")
     if world > 1:
         record = {**record, "distributed": {"mode": getattr(trainer, "mode", None), "processes": world}}
+    mesh = getattr(trainer, "mesh", None)  # JAX --devices N: the mesh the run started on (a resume may use another)
+    if mesh is not None:
+        record = {**record, "mesh": {str(k): int(v) for k, v in dict(mesh.shape).items()}}
     if not main:
         progress = None
     train_seq, eval_seq = np.random.SeedSequence(config.seed).spawn(2)

@@ -96,6 +96,9 @@ def test_cli_devices_run_equals_a_one_device_run(tmp_path):
     for key in ("loss", "eval_loss", "accuracy"):
         np.testing.assert_allclose([r[key] for r in rows[0]], [r[key] for r in rows[1]], rtol=0, atol=1e-5)
     assert (tmp_path / "two" / "checkpoint" / "model.safetensors").is_file()
+    record = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert record["mesh"] == {"data": 1, "fsdp": 2}  # the mesh it ran on
+    assert "mesh" not in json.loads((tmp_path / "one" / "run.json").read_text())
 
 
 @pytest.mark.parametrize("extra, message", [
