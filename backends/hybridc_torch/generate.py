@@ -11,6 +11,8 @@ Glossary: B batch, T prompt length, V vocab.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["generate", "top_k_mask", "top_p_mask", "sample"]
@@ -56,9 +58,10 @@ def _pad_id(model, pad_id, stops) -> int:
 
 
 def _step_fn(model, compile: bool):
-    """model.step, or its torch.compile'd form (dynamic shapes: one graph for every position), kept on the model."""
+    """model.step with in-place state updates (the fused C++ Mamba steps), or the pure model.step's torch.compile'd
+    form (dynamic shapes: one graph for every position), kept on the model."""
     if not compile:
-        return model.step
+        return functools.partial(model.step, inplace=True)
     fn = model.__dict__.get("_compiled_step")
     if fn is None:
         fn = torch.compile(model.step, dynamic=True)

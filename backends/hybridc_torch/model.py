@@ -72,7 +72,10 @@ def make_mixer(spec, dim: int, impl: str) -> nn.Module:
 
 def run_mixer(mixer, x, state, ctx, v_first, step: bool = False):
     """Run a mixer's forward (or step) -> (y, new_state, v_first); mixers that carry RWKV-7's value residual take
-    and return v_first, the others pass it through."""
+    and return v_first, the others pass it through. With ctx["inplace"] (`model.step(..., inplace=True)`), a mixer
+    with `step_` updates its state in place and that same state is returned."""
+    if step and ctx is not None and ctx.get("inplace") and hasattr(mixer, "step_"):
+        return mixer.step_(x, state, ctx), state, v_first
     fn = mixer.step if step else mixer
     if getattr(mixer, "carries_v_first", False):
         return fn(x, state, ctx, v_first)
@@ -265,14 +268,15 @@ class HybridBase(nn.Module):
             return y
         return y, {"pos": pos + x.shape[1] + (m if pos == 0 else 0), "max_len": max_len, "layers": states}
 
-    def step(self, x_t, state):
-        """One step: x_t (B, F) or (B,) ids -> (y_t, new_state); y_t (B, D) or (B, V) logits."""
+    def step(self, x_t, state, *, inplace: bool = False):
+        """One step: x_t (B, F) or (B,) ids -> (y_t, new_state); y_t (B, D) or (B, V) logits. inplace: the mixers
+        that have one run their in-place `step_` (Mamba's fused C++ step; `generate` decodes so)."""
         if self.cfg.meta_tokens and state["pos"] == 0:
             y, state = self.forward(x_t[:, None], state)
             return (y[:, -1] if y.dim() == 3 else y), state
         h = self._embed(x_t)  # (B, D)
         ctx, v_first = {"pos": state["pos"], "pos_offset": state["pos"], "meta": self.cfg.meta_tokens, "embed": h,
-                        "max_len": state.get("max_len")}, None
+                        "max_len": state.get("max_len"), "inplace": inplace}, None
         states = []
         for i, blk in enumerate(self.layers):
             h, st, v_first = blk.step(h, state["layers"][i], ctx, v_first)

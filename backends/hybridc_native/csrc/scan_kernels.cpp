@@ -1,5 +1,6 @@
 // hybridc's CPU kernels, one shared library: the Mamba-1 selective scan (selective_scan.cpp), the RG-LRU diagonal
-// linear recurrence (linear_recurrence.cpp), the (gated) delta rule (delta_rule.cpp) and Mamba-2's SSD (ssd.cpp),
+// linear recurrence (linear_recurrence.cpp), the (gated) delta rule (delta_rule.cpp), Mamba-2's SSD (ssd.cpp) and
+// the fused one-token decoding steps of the Mamba-1 / Mamba-2 mixers (decode_step.cpp),
 // on the vector math and thread pool of vec_math.h. Each source's header comment gives its math, layouts and work
 // split.
 //
@@ -17,6 +18,9 @@
 #include "linear_recurrence.cpp"
 #include "delta_rule.cpp"
 #include "ssd.cpp"
+#include "causal_conv1d.cpp"
+#include "rms_norm_gated.cpp"
+#include "decode_step.cpp"
 
 extern "C" {
 

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import decode_step
+from ..ops.selective_scan import OP as OP_ENTRY
 from ..ops.selective_scan import selective_scan, selective_scan_step
 from ._conv import causal_conv1d, causal_conv1d_step
 
@@ -148,6 +150,35 @@ class Mamba(nn.Module):
         out = self.out_proj(y.to(x_t.dtype))  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
 
+    def step_(self, x_t, state, ctx=None):
+        """`step` writing the state in place (what `generate` runs): x_t (B, D) -> out (B, D). CPU fp32 runs the
+        fused C++ step between in_proj and out_proj (ops/decode_step.py); elsewhere the pure step, copied back."""
+        if self.heads != 1 or not decode_step.usable(OP_ENTRY, self.impl, x_t):
+            out, new = self.step(x_t, state, ctx)
+            state.update(new)
+            return out
+        conv_w, A, dt_proj_t = self._step_consts()
+        norms, eps = None, None
+        if self.inner_norm != "none":  # nn.RMSNorm: weight None when weightless, eps None for the dtype's
+            norms = (self.dt_layernorm.weight, self.b_layernorm.weight, self.c_layernorm.weight)
+            eps = self.dt_layernorm.eps
+        y = decode_step.mamba_step_(
+            self.in_proj(x_t), state, conv_w, self.conv1d.bias, self.x_proj.weight, dt_proj_t, self.dt_proj.bias, A,
+            self.D, norms, torch.finfo(torch.float32).eps if eps is None else eps)  # (B, E)
+        return self.out_proj(y)  # (B, D)
+
+    def _step_consts(self):
+        """(conv weight (E, K), A (E, N), dt_proj's weight transposed (R, E)) for the fused step, contiguous;
+        recomputed when a parameter changes (its storage or its version: optimiser steps, load_state_dict)."""
+        params = (self.conv1d.weight, self.A_log, self.dt_proj.weight)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = self.__dict__.get("_step_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, (self.conv1d.weight[:, 0].contiguous(), self._A().contiguous(),
+                                self.dt_proj.weight.t().contiguous()))
+            self.__dict__["_step_cache"] = cached
+        return cached[1]
 
 LAYER = Mamba
 OP = "selective_scan"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)

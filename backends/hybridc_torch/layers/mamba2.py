@@ -18,8 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import decode_step
+from ..ops.ssd import OP as OP_ENTRY
+from ..ops.causal_conv1d import causal_conv1d
+from ..ops.rms_norm_gated import rms_norm_gated
 from ..ops.ssd import ssd, ssd_step
-from ._conv import causal_conv1d, causal_conv1d_step
+from ._conv import causal_conv1d_step
 from .mamba import init_dt_bias, recurrent_dtype
 
 __all__ = ["Mamba2", "RMSNormGated", "LAYER", "OP"]
@@ -37,13 +41,7 @@ class RMSNormGated(nn.Module):
         self.group_size, self.eps, self.norm_before_gate = group_size, eps, norm_before_gate
 
     def forward(self, y, z):
-        acc = recurrent_dtype(y.dtype)
-        gate = F.silu(z.to(acc))  # (..., E)
-        h = y.to(acc) if self.norm_before_gate else y.to(acc) * gate  # (..., E)
-        hg = h.unflatten(-1, (-1, self.group_size))  # (..., G, E/G)
-        hg = hg * torch.rsqrt(hg.pow(2).mean(-1, keepdim=True) + self.eps)
-        out = self.weight * hg.flatten(-2)  # (..., E)
-        return (out * gate if self.norm_before_gate else out).to(y.dtype)
+        return rms_norm_gated(y, z, self.weight, self.group_size, self.eps, self.norm_before_gate)  # (..., E)
 
 
 class Mamba2(nn.Module):
@@ -114,8 +112,7 @@ class Mamba2(nn.Module):
         """y (..., E), z (..., E) -> norm(y, z), or y * silu(z) without out_norm (..., E)."""
         if self.norm is not None:
             return self.norm(y, z)
-        acc = recurrent_dtype(y.dtype)
-        return (y.to(acc) * F.silu(z.to(acc))).to(y.dtype)
+        return rms_norm_gated(y, z, None, y.shape[-1], 0.0)  # the gate alone
 
     def _dt(self, dt):
         """(dt, dt_bias, softplus) for the op: raw dt (the op adds the bias and takes softplus), or, with dt_min /
@@ -129,15 +126,16 @@ class Mamba2(nn.Module):
     def forward(self, x, state=None, ctx=None):
         z, xBC, dt = self._split(self._project(x))  # (B, L, E), (B, L, X), (B, L, H)
         conv_in = None if state is None else state["conv"]
-        xBC, conv_state = causal_conv1d(xBC.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, conv_in)
-        xs, B, C = self._heads(F.silu(xBC).transpose(1, 2))  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
+        xBC, conv_state = causal_conv1d(xBC, self.conv1d.weight[:, 0], self.conv1d.bias, conv_in, "silu")  # (B, L, X)
+        xs, B, C = self._heads(xBC)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
         dt, dt_bias, softplus = self._dt(dt)
         y, ssm_state = ssd(
             xs, dt, self._A(), B, C, self.chunk_size, D=self.D, dt_bias=dt_bias,
             initial_states=None if state is None else state["ssm"], dt_softplus=softplus,
             return_final_states=True, impl=self.impl,
         )  # (B, L, H, P), (B, H, P, N)
-        out = self.out_proj(self._gated(y.flatten(-2), z).to(x.dtype)) * self.out_scale  # (B, L, D)
+        out = self.out_proj(self._gated(y.flatten(-2), z).to(x.dtype))  # (B, L, D)
+        out = out * self.out_scale if self.out_scale != 1.0 else out
         if state is None:
             return out, None
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
@@ -151,6 +149,22 @@ class Mamba2(nn.Module):
                                 dt_softplus=softplus)  # (B, H, P), (B, H, P, N)
         out = self.out_proj(self._gated(y.flatten(-2), z).to(x_t.dtype)) * self.out_scale  # (B, D)
         return out, {"conv": conv_state.to(state["conv"].dtype), "ssm": ssm_state}
+
+    def step_(self, x_t, state, ctx=None):
+        """`step` writing the state in place (what `generate` runs): x_t (B, D) -> out (B, D). CPU fp32 runs the
+        fused C++ step between in_proj and out_proj (ops/decode_step.py); elsewhere the pure step, copied back."""
+        if not decode_step.usable(OP_ENTRY, self.impl, x_t):
+            out, new = self.step(x_t, state, ctx)
+            state.update(new)
+            return out
+        norm = self.norm
+        y = decode_step.mamba2_step_(
+            self._project(x_t), state, self.conv1d.weight[:, 0].contiguous(), self.conv1d.bias, self.dt_bias,
+            self.dt_min, float("inf") if self.dt_max is None else self.dt_max, self.A_log, self.D, self.num_heads,
+            self.n_groups, None if norm is None else norm.weight, 0 if norm is None else norm.group_size,
+            0.0 if norm is None else norm.eps, norm is not None and norm.norm_before_gate)  # (B, E)
+        out = self.out_proj(y)  # (B, D)
+        return out * self.out_scale if self.out_scale != 1.0 else out
 
 
 LAYER = Mamba2

@@ -1,6 +1,7 @@
 """The C++ CPU kernels library (``hybridc_native/csrc/scan_kernels.cpp``: selective scan, linear recurrence, (gated)
-delta rule), compiled on first use and loaded through ctypes. Shared with the JAX backend's XLA custom calls (the
-same sources); each op's ``cpp.py`` wraps its entry points in an autograd Function.
+delta rule, SSD, the fused Mamba decoding steps), compiled on first use and loaded through ctypes. Shared with the
+JAX backend's XLA custom calls (the same sources); each op's ``cpp.py`` wraps its entry points in an autograd
+Function (the decoding steps: ``ops/decode_step.py``).
 
 Build: plain C++ without torch headers (compiles in ~5-8 s with g++ 12, once), ``-O3 -march=native``, by
 `hybridc_native.build` (cached, keyed by source, flags, compiler and CPU; safe under concurrent first use). Set
@@ -52,6 +53,22 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.hybridc_ssd_forward.restype = None
     lib.hybridc_ssd_backward.argtypes = [i32, i32, i32] + [vp] * 17 + [i64] * 8 + [vp]
     lib.hybridc_ssd_backward.restype = None
+    f64 = ctypes.c_double  # the Mamba-2 layer's fused conv + silu and gated norm (ops/causal_conv1d, rms_norm_gated)
+    lib.hybridc_conv_kmax.restype = lib.hybridc_conv_rows.restype = i32
+    lib.hybridc_conv_forward.argtypes = [i32, i32, i32] + [vp] * 5 + [i64] * 6
+    lib.hybridc_conv_forward.restype = None
+    lib.hybridc_conv_backward.argtypes = [i32, i32, i32] + [vp] * 8 + [i64] * 8
+    lib.hybridc_conv_backward.restype = None
+    lib.hybridc_gnorm_forward.argtypes = [i32, i32, i32] + [vp] * 4 + [i64] * 3 + [f64] + [i64] * 3
+    lib.hybridc_gnorm_forward.restype = None
+    lib.hybridc_gnorm_backward.argtypes = [i32, i32, i32] + [vp] * 7 + [i64] * 3 + [f64] + [i64] * 4
+    lib.hybridc_gnorm_backward.restype = None
+    f64 = ctypes.c_double  # the fused decoding steps (decode_step.cpp; ops/decode_step.py)
+    lib.hybridc_step_mamba.argtypes = [vp, i64] + [vp] * 6 + [i32] + [vp] * 3 + [f64] + [vp] * 4 + [i64] * 5
+    lib.hybridc_step_mamba.restype = None
+    lib.hybridc_step_mamba2.argtypes = [vp, i64] + [vp] * 4 + [f64, f64] + [vp] * 3 + [i64, f64, i32] + [vp] * 2 \
+        + [i64] * 6
+    lib.hybridc_step_mamba2.restype = None
     return lib
 
 
