@@ -161,6 +161,62 @@ ffi::Error SsdBackward(ffi::AnyBuffer x, ffi::AnyBuffer dt, ffi::AnyBuffer bias,
     return ffi::Error::Success();
 }
 
+// The Mamba-2 layer's fused conv + silu (causal_conv1d.cpp): x, y, dy, dx [Bt, L, C] contiguous; w [C, K];
+// bias [C] or empty; h0, dh0 [Bt, C, K-1] or empty; dw_part [T, K + 1, C].
+ffi::Error ConvForward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias, ffi::AnyBuffer h0,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t silu, int64_t nthreads) {
+    const int code = dtype_code(x);
+    if (code < 0) return bad_dtype();
+    auto xd = x.dimensions(), wd = w.dimensions();
+    if (xd.size() != 3 || wd.size() != 2) return ffi::Error::InvalidArgument("causal_conv1d: bad operand ranks");
+    if (xd[0] * xd[1] * xd[2] == 0) return ffi::Error::Success();
+    hybridc_conv_forward(code, (int)nthreads, (int)silu, ptr(x), ptr(w), ptr(bias), ptr(h0), rptr(y), xd[0], xd[1],
+                         xd[2], wd[1], xd[1] * xd[2], xd[2]);
+    return ffi::Error::Success();
+}
+
+ffi::Error ConvBackward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::AnyBuffer bias, ffi::AnyBuffer h0, ffi::AnyBuffer dy,
+                        ffi::Result<ffi::AnyBuffer> dx, ffi::Result<ffi::AnyBuffer> dw_part,
+                        ffi::Result<ffi::AnyBuffer> dh0, int64_t silu, int64_t nthreads) {
+    const int code = dtype_code(x);
+    if (code < 0) return bad_dtype();
+    auto xd = x.dimensions(), wd = w.dimensions();
+    if (xd.size() != 3 || wd.size() != 2) return ffi::Error::InvalidArgument("causal_conv1d: bad operand ranks");
+    if (xd[0] * xd[1] * xd[2] == 0) return ffi::Error::Success();
+    hybridc_conv_backward(code, (int)nthreads, (int)silu, ptr(x), ptr(w), ptr(bias), ptr(h0), ptr(dy), rptr(dx),
+                          rptr(dw_part), rptr(dh0), xd[0], xd[1], xd[2], wd[1], xd[1] * xd[2], xd[2], xd[1] * xd[2],
+                          xd[2]);
+    return ffi::Error::Success();
+}
+
+// The gated RMSNorm (rms_norm_gated.cpp): y, z, out, dout, dy, dz [R, E] contiguous; w [E] or empty (mode 0);
+// dw_part [S, E] (empty in mode 0).
+ffi::Error NormForward(ffi::AnyBuffer y, ffi::AnyBuffer z, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> out,
+                       int64_t mode, int64_t group_size, double eps, int64_t splits, int64_t nthreads) {
+    const int code = dtype_code(y);
+    if (code < 0) return bad_dtype();
+    auto yd = y.dimensions();
+    if (yd.size() != 2) return ffi::Error::InvalidArgument("rms_norm_gated: y must be rank 2");
+    if (yd[0] * yd[1] == 0) return ffi::Error::Success();
+    hybridc_gnorm_forward(code, (int)nthreads, (int)mode, ptr(y), ptr(z), ptr(w), rptr(out), yd[0], yd[1], group_size,
+                          eps, yd[1], yd[1], splits);
+    return ffi::Error::Success();
+}
+
+ffi::Error NormBackward(ffi::AnyBuffer y, ffi::AnyBuffer z, ffi::AnyBuffer w, ffi::AnyBuffer dout,
+                        ffi::Result<ffi::AnyBuffer> dy, ffi::Result<ffi::AnyBuffer> dz,
+                        ffi::Result<ffi::AnyBuffer> dw_part, int64_t mode, int64_t group_size, double eps,
+                        int64_t splits, int64_t nthreads) {
+    const int code = dtype_code(y);
+    if (code < 0) return bad_dtype();
+    auto yd = y.dimensions();
+    if (yd.size() != 2) return ffi::Error::InvalidArgument("rms_norm_gated: y must be rank 2");
+    if (yd[0] * yd[1] == 0) return ffi::Error::Success();
+    hybridc_gnorm_backward(code, (int)nthreads, (int)mode, ptr(y), ptr(z), ptr(w), ptr(dout), rptr(dy), rptr(dz),
+                           rptr(dw_part), yd[0], yd[1], group_size, eps, yd[1], yd[1], yd[1], splits);
+    return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcDrForward, DrForward,
@@ -303,4 +359,54 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcSsdBackward, SsdBackward,
                                   .Attr<int64_t>("softplus")
                                   .Attr<int64_t>("splits")
                                   .Attr<int64_t>("checkpoint_every")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcConvForward, ConvForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Arg<ffi::AnyBuffer>()  // bias
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Ret<ffi::AnyBuffer>()  // y
+                                  .Attr<int64_t>("silu")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcConvBackward, ConvBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Arg<ffi::AnyBuffer>()  // bias
+                                  .Arg<ffi::AnyBuffer>()  // h0
+                                  .Arg<ffi::AnyBuffer>()  // dy
+                                  .Ret<ffi::AnyBuffer>()  // dx
+                                  .Ret<ffi::AnyBuffer>()  // dw_part
+                                  .Ret<ffi::AnyBuffer>()  // dh0
+                                  .Attr<int64_t>("silu")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcNormForward, NormForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // y
+                                  .Arg<ffi::AnyBuffer>()  // z
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Ret<ffi::AnyBuffer>()  // out
+                                  .Attr<int64_t>("mode")
+                                  .Attr<int64_t>("group_size")
+                                  .Attr<double>("eps")
+                                  .Attr<int64_t>("splits")
+                                  .Attr<int64_t>("nthreads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HybridcNormBackward, NormBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // y
+                                  .Arg<ffi::AnyBuffer>()  // z
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Arg<ffi::AnyBuffer>()  // dout
+                                  .Ret<ffi::AnyBuffer>()  // dy
+                                  .Ret<ffi::AnyBuffer>()  // dz
+                                  .Ret<ffi::AnyBuffer>()  // dw_part
+                                  .Attr<int64_t>("mode")
+                                  .Attr<int64_t>("group_size")
+                                  .Attr<double>("eps")
+                                  .Attr<int64_t>("splits")
                                   .Attr<int64_t>("nthreads"));

@@ -17,8 +17,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..ops.causal_conv1d import causal_conv1d as causal_conv1d_op
+from ..ops.rms_norm_gated import rms_norm_gated as rms_norm_gated_op
 from ..ops.ssd import ssd, ssd_step
-from ._conv import causal_conv1d, causal_conv1d_time_major, conv_init
+from ._conv import causal_conv1d, conv_init
 from .common import bias_init, linear, linear_init, recurrent_dtype
 from .mamba import init_dt_bias
 
@@ -31,14 +33,9 @@ NORM_EPS = 1e-5  # mamba_ssm Mamba2 builds its RMSNormGated with eps=1e-5
 
 def rms_norm_gated(weight, y, z, group_size: int, eps: float = NORM_EPS, norm_before_gate: bool = False):
     """Gated group RMSNorm, computed in fp32. norm_before_gate=False: weight * rmsnorm_groupwise(y * silu(z));
-    True: weight * rmsnorm_groupwise(y) * silu(z) (mamba_ssm's RMSNormGated)."""
-    acc = recurrent_dtype(y.dtype)
-    gate = jax.nn.silu(z.astype(acc))  # (..., E)
-    h = y.astype(acc) if norm_before_gate else y.astype(acc) * gate  # (..., E)
-    hg = h.reshape(h.shape[:-1] + (h.shape[-1] // group_size, group_size))  # (..., G, E/G)
-    hg = hg * jax.lax.rsqrt(jnp.mean(jnp.square(hg), axis=-1, keepdims=True) + eps)
-    out = weight * hg.reshape(h.shape)  # (..., E)
-    return (out * gate if norm_before_gate else out).astype(y.dtype)
+    True: weight * rmsnorm_groupwise(y) * silu(z) (mamba_ssm's RMSNormGated). The op ops/rms_norm_gated (fused C++
+    on CPU)."""
+    return rms_norm_gated_op(y, z, weight, group_size, eps, norm_before_gate)  # (..., E)
 
 
 def _dims(dim: int, spec) -> dict[str, int]:
@@ -120,8 +117,7 @@ def _out(params, y, z, d, spec, dtype):
         g = rms_norm_gated(params["norm.weight"], y, z, d["E"] // d["G"], eps=NORM_EPS if eps is None else eps,
                            norm_before_gate=bool(spec.norm_before_gate))
     else:
-        acc = recurrent_dtype(y.dtype)
-        g = y.astype(acc) * jax.nn.silu(z.astype(acc))
+        g = rms_norm_gated_op(y, z, None, d["E"], 0.0)  # the gate alone
     out = linear(params, "out_proj", g.astype(dtype))
     return out * spec.out_scale if spec.out_scale != 1.0 else out
 
@@ -142,8 +138,9 @@ def apply(params, x, spec, state=None, ctx=None):
     d = _dims(x.shape[-1], spec)
     z, xBC, dt = _split(_project(params, x, spec, d), d)  # (B, L, E), (B, L, X), (B, L, H)
     conv_in = None if state is None else state["conv"]
-    xBC, conv_state = causal_conv1d_time_major(xBC, params["conv1d.weight"][:, 0], params.get("conv1d.bias"), conv_in)
-    xs, B, C = _heads(jax.nn.silu(xBC), d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
+    xBC, conv_state = causal_conv1d_op(xBC, params["conv1d.weight"][:, 0], params.get("conv1d.bias"), conv_in,
+                                       "silu")  # (B, L, X)
+    xs, B, C = _heads(xBC, d)  # (B, L, H, P), (B, L, G, N), (B, L, G, N)
     dt, dt_bias, softplus = _dt(params, dt, spec)
     y, ssm_state = ssd(
         xs, dt, _A(params), B, C, int(spec.chunk), D=params["D"], dt_bias=dt_bias,

@@ -35,7 +35,9 @@ _SRC = Path(str(resources.files("hybridc_jax") / "csrc" / "xla_ffi.cpp"))
 _TARGETS = {"hybridc_ss_forward": "HybridcSsForward", "hybridc_ss_backward": "HybridcSsBackward",
             "hybridc_lr_forward": "HybridcLrForward", "hybridc_lr_backward": "HybridcLrBackward",
             "hybridc_dr_forward": "HybridcDrForward", "hybridc_dr_backward": "HybridcDrBackward",
-            "hybridc_ssd_forward": "HybridcSsdForward", "hybridc_ssd_backward": "HybridcSsdBackward"}
+            "hybridc_ssd_forward": "HybridcSsdForward", "hybridc_ssd_backward": "HybridcSsdBackward",
+            "hybridc_conv_forward": "HybridcConvForward", "hybridc_conv_backward": "HybridcConvBackward",
+            "hybridc_gnorm_forward": "HybridcNormForward", "hybridc_gnorm_backward": "HybridcNormBackward"}
 
 
 def _build() -> ctypes.CDLL:
@@ -46,6 +48,7 @@ def _build() -> ctypes.CDLL:
     lib.hybridc_ss_lanes.restype = ctypes.c_int
     lib.hybridc_ssd_block.argtypes = [ctypes.c_int, ctypes.c_int64]
     lib.hybridc_ssd_block.restype = ctypes.c_int
+    lib.hybridc_conv_kmax.restype = lib.hybridc_conv_rows.restype = ctypes.c_int
     for target, symbol in _TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     return lib

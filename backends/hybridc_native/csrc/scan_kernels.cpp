@@ -18,6 +18,8 @@
 #include "linear_recurrence.cpp"
 #include "delta_rule.cpp"
 #include "ssd.cpp"
+#include "causal_conv1d.cpp"
+#include "rms_norm_gated.cpp"
 #include "decode_step.cpp"
 
 extern "C" {

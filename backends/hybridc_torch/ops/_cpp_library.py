@@ -53,6 +53,16 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.hybridc_ssd_forward.restype = None
     lib.hybridc_ssd_backward.argtypes = [i32, i32, i32] + [vp] * 17 + [i64] * 8 + [vp]
     lib.hybridc_ssd_backward.restype = None
+    f64 = ctypes.c_double  # the Mamba-2 layer's fused conv + silu and gated norm (ops/causal_conv1d, rms_norm_gated)
+    lib.hybridc_conv_kmax.restype = lib.hybridc_conv_rows.restype = i32
+    lib.hybridc_conv_forward.argtypes = [i32, i32, i32] + [vp] * 5 + [i64] * 6
+    lib.hybridc_conv_forward.restype = None
+    lib.hybridc_conv_backward.argtypes = [i32, i32, i32] + [vp] * 8 + [i64] * 8
+    lib.hybridc_conv_backward.restype = None
+    lib.hybridc_gnorm_forward.argtypes = [i32, i32, i32] + [vp] * 4 + [i64] * 3 + [f64] + [i64] * 3
+    lib.hybridc_gnorm_forward.restype = None
+    lib.hybridc_gnorm_backward.argtypes = [i32, i32, i32] + [vp] * 7 + [i64] * 3 + [f64] + [i64] * 4
+    lib.hybridc_gnorm_backward.restype = None
     f64 = ctypes.c_double  # the fused decoding steps (decode_step.cpp; ops/decode_step.py)
     lib.hybridc_step_mamba.argtypes = [vp, i64] + [vp] * 6 + [i32] + [vp] * 3 + [f64] + [vp] * 4 + [i64] * 5
     lib.hybridc_step_mamba.restype = None
