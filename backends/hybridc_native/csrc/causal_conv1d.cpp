@@ -58,19 +58,6 @@ template <class V, typename T> static inline __attribute__((always_inline)) void
     std::memcpy(p, &v, sizeof(T) * n);
 }
 
-// silu(u) and silu'(u) through sigmoid(u) = 1 / (1 + exp(-u)), the reciprocal by one Newton step from the hardware
-// estimate where there is one (fp32 AVX-512: rel. error ~1e-7 instead of a division's ~20-cycle throughput)
-static inline __attribute__((always_inline)) VF conv_sigmoid(VF u) {
-    const VF d = 1.0f + vexp(-u);
-#if HYBRIDC_VBYTES == 64 && defined(__AVX512F__)
-    VF r = (VF)_mm512_rcp14_ps((__m512)d);
-    r = r * (2.0f - d * r);
-    return r * (2.0f - d * r);
-#else
-    return 1.0f / d;
-#endif
-}
-static inline VD conv_sigmoid(VD u) { return vsigmoid<double>(u); }
 
 // the K-1 rows before t = 0, time-major [K-1, Cp]: the conv state h0 of batch b transposed, or zeros
 template <typename T> static std::vector<T> conv_prefix(const ConvArgs<T> &a, int64_t b, int64_t K) {
@@ -99,14 +86,14 @@ template <typename T, int K> static void conv_fwd_task(const ConvArgs<T> &a, int
             V u = vload<V>(a.bp + c);
 #pragma GCC unroll 8
             for (int j = 0; j < K; ++j) u += vload<V>(a.wt + j * a.Cp + c) * vload<V>(row[j] + c);
-            if (a.silu) u = u * conv_sigmoid(u);
+            if (a.silu) u = u * vsigmoid_rcp(u);
             vstore(yt + c, u);
         }
         if (tail) {
             const int64_t c = nfull * W;
             V u = vload<V>(a.bp + c);
             for (int j = 0; j < K; ++j) u += vload<V>(a.wt + j * a.Cp + c) * load_n<V>(row[j] + c, (int)tail);
-            if (a.silu) u = u * conv_sigmoid(u);
+            if (a.silu) u = u * vsigmoid_rcp(u);
             store_n(yt + c, u, (int)tail);
         }
     }
@@ -143,7 +130,7 @@ template <typename T, int K> static void conv_bwd_task(const ConvArgs<T> &a, int
             if (a.silu) {
                 V u = vload<V>(a.bp + c);
                 for (int j = 0; j < K; ++j) u += vload<V>(a.wt + j * Cp + c) * xs[j];
-                const V sg = conv_sigmoid(u);
+                const V sg = vsigmoid_rcp(u);
                 d = d * sg * (T(1) + u * (T(1) - sg));
             }
             vstore(dus + c, d);

@@ -59,33 +59,32 @@ template <class V, typename T> static inline __attribute__((always_inline)) T hs
     return s;
 }
 
-template <typename T> static void norm_fwd_row(const NormArgs<T> &a, int64_t row) {
+// buf: 2 E scratch values (h, silu(z)) of this task
+template <typename T> static void norm_fwd_row(const NormArgs<T> &a, int64_t row, T *buf) {
     using V = typename Vec<T>::V;
     constexpr int W = Vec<T>::W;
     const T *y = a.y + row * a.sy, *z = a.z + row * a.sz;
-    T *out = a.out + row * a.E;
+    T *out = a.out + row * a.E, *hb = buf, *gb = buf + a.E;
     for (int64_t g0 = 0; g0 < a.E; g0 += a.gs) {
-        T r = 1;
-        if (a.mode != 0) {
-            V ss = {};
-            for (int64_t c = g0; c < g0 + a.gs; c += W) {
-                const int64_t n = g0 + a.gs - c;
-                V h = nload<V>(y + c, n);
-                if (a.mode == 1) {
-                    const V zv = nload<V>(z + c, n);
-                    h = h * zv * vsigmoid<T>(zv);
-                }
-                ss += h * h;
-            }
-            r = T(1) / std::sqrt(hsum<V, T>(ss) / T(a.gs) + T(a.eps));
-        }
-        for (int64_t c = g0; c < g0 + a.gs; c += W) {
+        V ss = {};
+        for (int64_t c = g0; c < g0 + a.gs; c += W) {  // sweep 1: h, the gate, sum h^2
             const int64_t n = g0 + a.gs - c;
-            const V zv = nload<V>(z + c, n);
-            const V gate = zv * vsigmoid<T>(zv);
-            V o = nload<V>(y + c, n) * gate;  // mode 0 and 1
-            if (a.mode == 1) o = o * r * nload<V>(a.w + c, n);
-            if (a.mode == 2) o = nload<V>(y + c, n) * r * nload<V>(a.w + c, n) * gate;
+            const V zv = nload<V>(z + c, n), yv = nload<V>(y + c, n);
+            const V gate = zv * vsigmoid_rcp(zv);
+            const V h = a.mode == 2 ? yv : yv * gate;
+            ss += h * h;
+            nstore(hb + c, h, n);
+            nstore(gb + c, gate, n);
+        }
+        if (a.mode == 0) {
+            for (int64_t c = g0; c < g0 + a.gs; c += W) nstore(out + c, nload<V>(hb + c, g0 + a.gs - c), g0 + a.gs - c);
+            continue;
+        }
+        const T r = T(1) / std::sqrt(hsum<V, T>(ss) / T(a.gs) + T(a.eps));
+        for (int64_t c = g0; c < g0 + a.gs; c += W) {  // sweep 2: out
+            const int64_t n = g0 + a.gs - c;
+            V o = nload<V>(hb + c, n) * r * nload<V>(a.w + c, n);
+            if (a.mode == 2) o = o * nload<V>(gb + c, n);
             nstore(out + c, o, n);
         }
     }
@@ -102,7 +101,7 @@ template <typename T> static void norm_bwd_row(const NormArgs<T> &a, int64_t row
         if (a.mode == 0) {
             for (int64_t c = g0; c < g0 + a.gs; c += W) {
                 const int64_t n = g0 + a.gs - c;
-                const V zv = nload<V>(z + c, n), s = vsigmoid<T>(zv), d = nload<V>(dout + c, n);
+                const V zv = nload<V>(z + c, n), s = vsigmoid_rcp(zv), d = nload<V>(dout + c, n);
                 nstore(dy + c, d * zv * s, n);
                 nstore(dz + c, d * nload<V>(y + c, n) * s * (T(1) + zv * (T(1) - s)), n);
             }
@@ -111,7 +110,7 @@ template <typename T> static void norm_bwd_row(const NormArgs<T> &a, int64_t row
         V ss = {}, sdh = {};
         for (int64_t c = g0; c < g0 + a.gs; c += W) {  // sweep 1: h, dn, sum h^2, sum dn h
             const int64_t n = g0 + a.gs - c;
-            const V zv = nload<V>(z + c, n), s = vsigmoid<T>(zv), yv = nload<V>(y + c, n);
+            const V zv = nload<V>(z + c, n), s = vsigmoid_rcp(zv), yv = nload<V>(y + c, n);
             const V wd = nload<V>(dout + c, n) * nload<V>(a.w + c, n);
             const V h = a.mode == 1 ? yv * zv * s : yv;
             const V dn = a.mode == 1 ? wd : wd * zv * s;
@@ -148,13 +147,13 @@ template <typename T> static void norm_bwd_row(const NormArgs<T> &a, int64_t row
 template <typename T> static void norm_run(const NormArgs<T> &a, int nthreads, bool backward) {
     run_tasks(a.S, nthreads, [&](int64_t s) {
         const int64_t r0 = a.rows * s / a.S, r1 = a.rows * (s + 1) / a.S;
+        std::vector<T> buf(3 * a.E + Vec<T>::W);
         if (!backward) {
-            for (int64_t row = r0; row < r1; ++row) norm_fwd_row(a, row);
+            for (int64_t row = r0; row < r1; ++row) norm_fwd_row(a, row, buf.data());
             return;
         }
         T *dw = a.dw_part + s * a.E;
         std::fill(dw, dw + a.E, T(0));
-        std::vector<T> buf(3 * a.E + Vec<T>::W);
         for (int64_t row = r0; row < r1; ++row) norm_bwd_row(a, row, buf.data(), dw);
     });
 }
