@@ -28,8 +28,12 @@ def bias_init(key, out_dim: int, in_dim: int) -> jax.Array:
 
 
 def linear(params: dict, name: str, x):
-    """x (..., in) @ W.T (+ b) with W = params[name + '.weight'] (out, in)."""
-    y = x @ params[f"{name}.weight"].T.astype(x.dtype)
+    """x (..., in) @ W.T (+ b) with W = params[name + '.weight'] (out, in).
+
+    The leading dims are flattened first: one (N, in) x (in, out) dot, whose weight gradient XLA:CPU then computes
+    without transposing the activations (measured: a SwiGLU FFN's forward+backward at (2, 1024, 256) 89 -> 52 ms)."""
+    w = params[f"{name}.weight"]
+    y = (x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) @ w.T.astype(x.dtype)).reshape(*x.shape[:-1], w.shape[0])
     b = params.get(f"{name}.bias")
     return y if b is None else y + b.astype(x.dtype)
 

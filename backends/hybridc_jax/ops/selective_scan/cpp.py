@@ -21,6 +21,7 @@ import numpy as np
 import hybridc_native as native
 
 from .._ffi_library import absent, acc_dtype, load, require, sds, threads
+from .._reduce import sum_axis
 
 __all__ = ["selective_scan_cpp", "CHECKPOINT_EVERY"]
 
@@ -76,7 +77,7 @@ def _selective_scan_bwd(softplus, K, res, cotangents):
     dbias = dbias_p.sum(0) if bias.size else jnp.zeros_like(bias)
     dD = dD_p.sum(0) if Dv.size else jnp.zeros_like(Dv)
     dh0 = dh0 if h0.size else jnp.zeros_like(h0)
-    return du, ddelta, dbias, dA_p.sum(0), dB_p.sum(2), dC_p.sum(2), dD, dz, dh0
+    return du, ddelta, dbias, dA_p.sum(0), sum_axis(dB_p, 2), sum_axis(dC_p, 2), dD, dz, dh0  # (XLA's sum: slow)
 
 
 _selective_scan.defvjp(_selective_scan_fwd, _selective_scan_bwd)

@@ -22,6 +22,7 @@ import numpy as np
 import hybridc_native as native
 
 from .._ffi_library import absent, acc_dtype, load, require, sds, threads
+from .._reduce import sum_axis
 
 __all__ = ["ssd_cpp", "CHECKPOINT_EVERY"]
 
@@ -70,10 +71,10 @@ def _ssd_bwd(softplus, K, res, cotangents):
     call = jax.ffi.ffi_call("hybridc_ssd_backward", tuple(sds(s, x.dtype) for s in shapes), vmap_method="sequential")
     dx, ddt_p, dA_p, dB_p, dC_p, dD_p, dh0 = call(x, dt, bias, A, Bm, Cm, Dv, ckpt, dy.astype(x.dtype),
                                                   dlast.astype(x.dtype), **meta)
-    ddt = ddt_p.sum(2).transpose(0, 2, 1)  # (B, L, H)
+    ddt = sum_axis(ddt_p, 2).transpose(0, 2, 1)  # (B, L, H)
 
     def per_group(part):  # (B, H, S, L, N) -> (B, L, G, N): heads of a group share B and C
-        return part.reshape(batch, groups, -1, length, state).sum(2).transpose(0, 2, 1, 3)
+        return sum_axis(part.reshape(batch, groups, -1, length, state), 2).transpose(0, 2, 1, 3)  # (XLA's sum: slow)
 
     dbias = ddt.sum((0, 1)) if bias.size else jnp.zeros_like(bias)
     dD = dD_p.sum(0) if Dv.size else jnp.zeros_like(Dv)
