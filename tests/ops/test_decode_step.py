@@ -1,6 +1,7 @@
 """The fused C++ decoding steps (ops/decode_step.py, hybridc_native/csrc/decode_step.cpp) against the layers' pure
-`step`: outputs and states after a prefill and a few in-place steps (`step_`), batch 1 and 3, odd channel and state
-counts (vector tails), every gate / norm / dt option; the state is written in place; other impls fall back."""
+`step`: outputs and states after a prefill and a few in-place steps (`step_`), batch 1 (the in/out projections in
+the kernel) and 3 (torch's), odd channel and state counts (vector tails), every gate / norm / dt / scale option; the
+state is written in place; other impls fall back."""
 from types import SimpleNamespace as NS
 
 import pytest
@@ -38,6 +39,8 @@ LAYERS = {  # id -> (layer class, dim, spec)
     "mamba2-N8-P8-H3-nonorm-projbias-mup-dtlimits": (Mamba2, 16, m2(
         16, state=8, heads=3, head_dim=8, conv=4, chunk=4, out_norm=False, proj_bias=True, in_scale=0.5,
         out_scale=2.0, z_scale=1.5, x_scale=0.7, b_scale=1.2, c_scale=0.9, dt_scale=1.1, dt_min=0.01, dt_max=0.05)),
+    "mamba2-N16-P16-G1-inscale-outscale": (Mamba2, 20, m2(20, state=16, heads=2, head_dim=16, conv=4, chunk=4,
+                                                          in_scale=0.5, out_scale=2.0)),
 }
 
 

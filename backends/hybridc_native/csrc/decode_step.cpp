@@ -70,6 +70,39 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+// y[0, M) = W x + bias (W [M, K] row-major; bias may be null): the in/out projections of a batch-1 step, four rows
+// at a time (four accumulators sharing each load of x; the weights stream from memory once)
+static void gemv(const float *W, const float *x, const float *bias, float *y, int64_t M, int64_t K) {
+    int64_t j = 0;
+    const int64_t Kv = K / SW * SW;
+    for (; j + 4 <= M; j += 4) {
+        const float *w0 = W + j * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+        VF a0 = splat<VF>(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t k = 0; k < Kv; k += SW) {
+            const VF xv = vload<VF>(x + k);
+            a0 += vload<VF>(w0 + k) * xv;
+            a1 += vload<VF>(w1 + k) * xv;
+            a2 += vload<VF>(w2 + k) * xv;
+            a3 += vload<VF>(w3 + k) * xv;
+        }
+        float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+        for (int64_t k = Kv; k < K; ++k) {
+            s0 += w0[k] * x[k]; s1 += w1[k] * x[k]; s2 += w2[k] * x[k]; s3 += w3[k] * x[k];
+        }
+        y[j] = s0; y[j + 1] = s1; y[j + 2] = s2; y[j + 3] = s3;
+    }
+    for (; j < M; ++j) y[j] = dot(W + j * K, x, K);
+    if (bias)
+        for (int64_t i = 0; i < M; ++i) y[i] += bias[i];
+}
+
+// The optional in/out projections around a step (batch-1 decoding: one call per layer instead of three).
+struct Proj {
+    const float *x, *in_w, *in_b, *out_w, *out_b;
+    float *out;
+    int64_t D;
+};
+
 static inline int64_t padded(int64_t n) { return (n + SW - 1) / SW * SW; }
 
 // v[0, n) = silu(v) (n a multiple of SW: the callers' buffers are padded)
@@ -124,9 +157,18 @@ struct MambaStep {
 
 // Per row: conv, silu, x_proj, norms, dt (rows of U, DT, DBL, GATE); then per channel e the state update of every
 // row.
-static void mamba_step(const MambaStep &a) {
+static void mamba_step(MambaStep a, const Proj &pr) {
     const int64_t E = a.E, N = a.N, R = a.R, J = R + 2 * N, Ep = padded(E);
-    std::vector<float> U(a.Bt * Ep, 0.0f), DT(a.Bt * Ep, 0.0f), GATE(a.Bt * Ep, 0.0f), DBL(a.Bt * J);
+    std::vector<float> U(a.Bt * Ep, 0.0f), DT(a.Bt * Ep, 0.0f), GATE(a.Bt * Ep, 0.0f), DBL(a.Bt * J), XZ, Y;
+    if (pr.in_w) {  // xz = in_proj(x) here
+        XZ.resize(a.Bt * 2 * E);
+        for (int64_t b = 0; b < a.Bt; ++b) gemv(pr.in_w, pr.x + b * pr.D, pr.in_b, XZ.data() + b * 2 * E, 2 * E, pr.D);
+        a.xz = XZ.data(), a.xz_stride = 2 * E;
+    }
+    if (pr.out_w) {  // y into a buffer, then out = out_proj(y)
+        Y.resize(a.Bt * E);
+        a.y = Y.data();
+    }
     for (int64_t b = 0; b < a.Bt; ++b) {
         const float *x = a.xz + b * a.xz_stride, *z = x + E;
         float *u = U.data() + b * Ep, *dt = DT.data() + b * Ep, *g = GATE.data() + b * Ep, *dbl = DBL.data() + b * J;
@@ -139,7 +181,7 @@ static void mamba_step(const MambaStep &a) {
             rmsnorm_inplace(dbl + R + N, N, a.c_norm_w, a.eps);
         }
         std::memcpy(dt, a.dt_bias, E * sizeof(float));
-        for (int64_t r = 0; r < R; ++r) {  // dt += dt_proj dt_in, a column of dt_proj (a row of its transpose) at a time
+        for (int64_t r = 0; r < R; ++r) {  // dt += dt_proj dt_in, a column of dt_proj (a row of its transpose) each
             const float *w = a.dtproj_t + r * E, c = dbl[r];
             int64_t e = 0;
             for (; e + SW <= E; e += SW) vstore(dt + e, vload<VF>(dt + e) + c * vload<VF>(w + e));
@@ -172,6 +214,8 @@ static void mamba_step(const MambaStep &a) {
             a.y[b * E + e] = ye * GATE[b * Ep + e];
         }
     }
+    if (pr.out_w)
+        for (int64_t b = 0; b < a.Bt; ++b) gemv(pr.out_w, a.y + b * E, pr.out_b, pr.out + b * pr.D, pr.D, E);
 }
 
 struct Mamba2Step {
@@ -182,9 +226,19 @@ struct Mamba2Step {
     int norm, norm_before_gate;
 };
 
-static void mamba2_step(const Mamba2Step &a) {
+static void mamba2_step(Mamba2Step a, const Proj &pr) {
     const int64_t E = a.H * a.P, GN = a.G * a.N, X = E + 2 * GN, P = a.P, N = a.N, hpg = a.H / a.G;
-    std::vector<float> xbc(padded(X), 0.0f), gate(padded(E), 0.0f);
+    std::vector<float> xbc(padded(X), 0.0f), gate(padded(E), 0.0f), ZX, Y;
+    if (pr.in_w) {
+        const int64_t W_ = E + X + a.H;
+        ZX.resize(a.Bt * W_);
+        for (int64_t b = 0; b < a.Bt; ++b) gemv(pr.in_w, pr.x + b * pr.D, pr.in_b, ZX.data() + b * W_, W_, pr.D);
+        a.zxbcdt = ZX.data(), a.stride = W_;
+    }
+    if (pr.out_w) {
+        Y.resize(a.Bt * E);
+        a.y = Y.data();
+    }
     for (int64_t b = 0; b < a.Bt; ++b) {
         const float *z = a.zxbcdt + b * a.stride, *dtr = z + E + X;
         conv_step(z + E, a.conv + b * X * (a.K - 1), a.conv_w, a.conv_b, X, a.K, xbc.data());
@@ -232,6 +286,8 @@ static void mamba2_step(const Mamba2Step &a) {
                 for (int64_t i = 0; i < a.group_size; ++i) v[i] *= gt[i];
         }
     }
+    if (pr.out_w)
+        for (int64_t b = 0; b < a.Bt; ++b) gemv(pr.out_w, a.y + b * E, pr.out_b, pr.out + b * pr.D, pr.D, E);
 }
 
 }  // namespace decode
@@ -239,14 +295,20 @@ static void mamba2_step(const Mamba2Step &a) {
 
 extern "C" {
 
+// Both steps take optional projections (x, in_w, in_b, out_w, out_b, out, D): with in_w, the in_proj output is
+// in_w x + in_b computed here from x (Bt, D) (xz / zxbcdt then unused); with out_w, out (Bt, D) = out_w y + out_b
+// is written instead of y. The torch layers pass them at batch 1 (a GEMV streaming the weights once; torch's GEMMs
+// at larger batches).
+
 // Mamba-1 step, fp32, in place on conv (Bt, E, K-1) and ssm (Bt, E, N); y (Bt, E). A = -exp(A_log) (E, N);
 // dtproj_t: dt_proj's weight transposed (R, E). conv_b, Dv and the three norm weights may be null; inner_norm != 0
-// applies the RMSNorms (eps) to dt_in, B and C (weights null: weightless).
+// applies the RMSNorms (eps) to dt_in, B and C (weights null: weightless). Projections (optional, proj_* below).
 void hybridc_step_mamba(const void *xz, int64_t xz_stride, void *conv, const void *conv_w, const void *conv_b,
                         const void *xproj, const void *dtproj_t, const void *dt_bias, int inner_norm,
                         const void *dt_norm_w, const void *b_norm_w, const void *c_norm_w, double eps,
                         const void *A, const void *Dv, void *ssm, void *y, int64_t Bt, int64_t E, int64_t N,
-                        int64_t R, int64_t K) {
+                        int64_t R, int64_t K, const void *x, const void *in_w, const void *in_b,
+                        const void *out_w, const void *out_b, void *out, int64_t D) {
     decode::MambaStep a{};
     a.xz = (const float *)xz; a.conv_w = (const float *)conv_w; a.conv_b = (const float *)conv_b;
     a.xproj = (const float *)xproj; a.dtproj_t = (const float *)dtproj_t; a.dt_bias = (const float *)dt_bias;
@@ -255,7 +317,8 @@ void hybridc_step_mamba(const void *xz, int64_t xz_stride, void *conv, const voi
     a.conv = (float *)conv; a.ssm = (float *)ssm; a.y = (float *)y;
     a.Bt = Bt; a.E = E; a.N = N; a.R = R; a.K = K; a.xz_stride = xz_stride;
     a.inner_norm = inner_norm; a.eps = (float)eps;
-    decode::mamba_step(a);
+    decode::mamba_step(a, decode::Proj{(const float *)x, (const float *)in_w, (const float *)in_b,
+                                       (const float *)out_w, (const float *)out_b, (float *)out, D});
 }
 
 // Mamba-2 step, fp32, in place on conv (Bt, X, K-1) and ssm (Bt, H, P, N); y (Bt, H P) gated (and normed when
@@ -263,7 +326,9 @@ void hybridc_step_mamba(const void *xz, int64_t xz_stride, void *conv, const voi
 void hybridc_step_mamba2(const void *zxbcdt, int64_t stride, void *conv, const void *conv_w, const void *conv_b,
                          const void *dt_bias, double dt_min, double dt_max, const void *A_log, const void *Dv,
                          const void *norm_w, int64_t group_size, double eps, int norm_before_gate, void *ssm,
-                         void *y, int64_t Bt, int64_t H, int64_t P, int64_t G, int64_t N, int64_t K) {
+                         void *y, int64_t Bt, int64_t H, int64_t P, int64_t G, int64_t N, int64_t K, const void *x,
+                         const void *in_w, const void *in_b, const void *out_w, const void *out_b, void *out,
+                         int64_t D) {
     decode::Mamba2Step a{};
     a.zxbcdt = (const float *)zxbcdt; a.conv_w = (const float *)conv_w; a.conv_b = (const float *)conv_b;
     a.dt_bias = (const float *)dt_bias; a.A_log = (const float *)A_log; a.Dv = (const float *)Dv;
@@ -271,7 +336,8 @@ void hybridc_step_mamba2(const void *zxbcdt, int64_t stride, void *conv, const v
     a.Bt = Bt; a.H = H; a.P = P; a.G = G; a.N = N; a.K = K; a.stride = stride; a.group_size = group_size;
     a.dt_min = (float)dt_min; a.dt_max = (float)dt_max; a.eps = (float)eps;
     a.norm = norm_w != nullptr; a.norm_before_gate = norm_before_gate;
-    decode::mamba2_step(a);
+    decode::mamba2_step(a, decode::Proj{(const float *)x, (const float *)in_w, (const float *)in_b,
+                                        (const float *)out_w, (const float *)out_b, (float *)out, D});
 }
 
 }  // extern "C"

@@ -162,10 +162,12 @@ class Mamba(nn.Module):
         if self.inner_norm != "none":  # nn.RMSNorm: weight None when weightless, eps None for the dtype's
             norms = (self.dt_layernorm.weight, self.b_layernorm.weight, self.c_layernorm.weight)
             eps = self.dt_layernorm.eps
+        inside = x_t.shape[0] <= decode_step.PROJ_MAX_BATCH  # the projections as GEMVs in the kernel
         y = decode_step.mamba_step_(
-            self.in_proj(x_t), state, conv_w, self.conv1d.bias, self.x_proj.weight, dt_proj_t, self.dt_proj.bias, A,
-            self.D, norms, torch.finfo(torch.float32).eps if eps is None else eps)  # (B, E)
-        return self.out_proj(y)  # (B, D)
+            x_t if inside else self.in_proj(x_t), state, conv_w, self.conv1d.bias, self.x_proj.weight, dt_proj_t,
+            self.dt_proj.bias, A, self.D, norms, torch.finfo(torch.float32).eps if eps is None else eps,
+            (self.in_proj, self.out_proj) if inside else None)  # (B, D) inside, else (B, E)
+        return y if inside else self.out_proj(y)  # (B, D)
 
     def _step_consts(self):
         """(conv weight (E, K), A (E, N), dt_proj's weight transposed (R, E)) for the fused step, contiguous;

@@ -158,12 +158,16 @@ class Mamba2(nn.Module):
             state.update(new)
             return out
         norm = self.norm
+        inside = x_t.shape[0] <= decode_step.PROJ_MAX_BATCH and all(v == 1.0 for v in self.mup)  # GEMVs in the kernel
+        if inside and self.in_scale != 1.0:
+            x_t = x_t * self.in_scale
         y = decode_step.mamba2_step_(
-            self._project(x_t), state, self.conv1d.weight[:, 0].contiguous(), self.conv1d.bias, self.dt_bias,
-            self.dt_min, float("inf") if self.dt_max is None else self.dt_max, self.A_log, self.D, self.num_heads,
-            self.n_groups, None if norm is None else norm.weight, 0 if norm is None else norm.group_size,
-            0.0 if norm is None else norm.eps, norm is not None and norm.norm_before_gate)  # (B, E)
-        out = self.out_proj(y)  # (B, D)
+            x_t if inside else self._project(x_t), state, self.conv1d.weight[:, 0].contiguous(), self.conv1d.bias,
+            self.dt_bias, self.dt_min, float("inf") if self.dt_max is None else self.dt_max, self.A_log, self.D,
+            self.num_heads, self.n_groups, None if norm is None else norm.weight,
+            0 if norm is None else norm.group_size, 0.0 if norm is None else norm.eps,
+            norm is not None and norm.norm_before_gate, (self.in_proj, self.out_proj) if inside else None)
+        out = y if inside else self.out_proj(y)  # (B, D)
         return out * self.out_scale if self.out_scale != 1.0 else out
 
 
