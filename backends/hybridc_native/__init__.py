@@ -10,6 +10,7 @@ the compiler core (``hybridc``) never imports this package.
     ssd.cpp                Mamba-2's SSD (scalar-decay state space), forward and backward  hybridc_ssd_*
     causal_conv1d.cpp      causal depthwise conv1d + bias + silu, time-major, forward and backward  hybridc_conv_*
     rms_norm_gated.cpp     Mamba-2's gated group RMSNorm, forward and backward      hybridc_gnorm_*
+    decode_step.cpp        fused one-token Mamba-1 / Mamba-2 decoding steps, states in place  hybridc_step_*
     vec_math.h             shared vector types and math (exp, log, softplus, sigmoid), the thread pool run_tasks
     scan_kernels.cpp       the library: one translation unit including the four recurrences (+ the ABI version)
 
