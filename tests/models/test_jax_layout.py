@@ -19,7 +19,7 @@ pytest.importorskip("jax")
 from hybridc_jax import ops  # noqa: E402
 
 OP_NAMES = ["selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence",
-            "grouped_matmul", "attention"]
+            "grouped_matmul", "attention", "causal_conv1d", "rms_norm_gated"]
 
 
 def test_ops_exposes_the_six_callables_and_their_ops():

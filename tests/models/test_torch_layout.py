@@ -18,7 +18,8 @@ from hybridc_native.choice import Op  # noqa: E402
 import hybridc_torch  # noqa: E402
 from hybridc_torch import ops  # noqa: E402
 
-OP_NAMES = ("selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence")
+OP_NAMES = ("selective_scan", "ssd", "delta_rule", "gated_delta_rule", "rwkv7", "linear_recurrence", "causal_conv1d",
+            "rms_norm_gated")
 ROOT = Path(hybridc_torch.__file__).resolve().parent
 
 
@@ -26,6 +27,7 @@ def test_ops_expose_the_six_entry_callables_and_their_ops():
     from hybridc_torch.ops import delta_rule, gated_delta_rule, linear_recurrence, rwkv7, selective_scan, ssd
 
     entries = dict(zip(OP_NAMES, (selective_scan, ssd, delta_rule, gated_delta_rule, rwkv7, linear_recurrence)))
+    entries.update(causal_conv1d=ops.causal_conv1d, rms_norm_gated=ops.rms_norm_gated)
     assert all(callable(f) and f.__name__ == name for name, f in entries.items())
     assert set(ops.OPS) == set(OP_NAMES)
     for name, op in ops.OPS.items():

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from hybridc_jax.ops import causal_conv1d as jconv
+from hybridc_jax.ops.causal_conv1d import OP as JAX_OP
+from hybridc_jax.ops.causal_conv1d import causal_conv1d as jax_conv
 from hybridc_torch.ops import _cpp_library
-from hybridc_torch.ops import causal_conv1d as tconv
+from hybridc_torch.ops.causal_conv1d import OP as TORCH_OP
+from hybridc_torch.ops.causal_conv1d import causal_conv1d as torch_conv
 from ops._jax_checks import needs_jax_cpp
 from ops._torch_checks import compare, needs_torch_cpp
 
@@ -42,7 +44,7 @@ def _inputs(length, batch, K, state, bias, dtype=torch.float32, seed=0):
 
 def _entry(impl, silu):
     def fn(**kw):
-        return tconv.causal_conv1d(**kw, activation="silu" if silu else None, impl=impl)
+        return torch_conv(**kw, activation="silu" if silu else None, impl=impl)
     return fn
 
 
@@ -77,7 +79,7 @@ def test_torch_cpp_portable_build(monkeypatch):
 @needs_torch_cpp
 def test_torch_auto_and_wide_kernels(monkeypatch):
     monkeypatch.delenv("HYBRIDC_KERNEL", raising=False)
-    assert tconv.OP.choice("cpu")[0] == "cpp" and tconv.OP.choice("cuda")[0] == "reference"
+    assert TORCH_OP.choice("cpu")[0] == "cpp" and TORCH_OP.choice("cuda")[0] == "reference"
     kw = _inputs(7, 1, 9, True, True, seed=5)  # past the kernel's widest conv: the reference runs
     compare(_entry("reference", True), _entry("cpp", True), kw)
 
@@ -87,7 +89,7 @@ def _jax_loss(impl, silu, cot):
     import jax.numpy as jnp
 
     def loss(x, w, b, h0):
-        y, state = jconv.causal_conv1d(x, w, b, h0, "silu" if silu else None, impl=impl)
+        y, state = jax_conv(x, w, b, h0, "silu" if silu else None, impl=impl)
         return jnp.sum(y * cot[0]) + jnp.sum(state * cot[1])
     return loss
 
@@ -115,4 +117,4 @@ def test_jax_cpp_matches_reference(case):
 @needs_jax_cpp
 def test_jax_auto_picks_cpp(monkeypatch):
     monkeypatch.delenv("HYBRIDC_KERNEL", raising=False)
-    assert jconv.OP.choice("cpu")[0] == "cpp" and jconv.OP.choice("gpu")[0] == "reference"
+    assert JAX_OP.choice("cpu")[0] == "cpp" and JAX_OP.choice("gpu")[0] == "reference"

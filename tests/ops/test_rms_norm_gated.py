@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from hybridc_jax.ops import rms_norm_gated as jnorm
-from hybridc_torch.ops import rms_norm_gated as tnorm
+from hybridc_jax.ops.rms_norm_gated import OP as JAX_OP
+from hybridc_jax.ops.rms_norm_gated import rms_norm_gated as jax_norm
+from hybridc_torch.ops.rms_norm_gated import OP as TORCH_OP
+from hybridc_torch.ops.rms_norm_gated import rms_norm_gated as torch_norm
 from ops._jax_checks import needs_jax_cpp
 from ops._torch_checks import compare, needs_torch_cpp
 
@@ -30,7 +32,7 @@ def _inputs(rows, batch, E, dtype=torch.float32, seed=0):
 def _entry(impl, mode, group_size):
     def fn(y, z, weight):
         w = None if mode == "gate-only" else weight
-        return tnorm.rms_norm_gated(y, z, w, group_size, 1e-5, mode == "before-gate", impl=impl)
+        return torch_norm(y, z, w, group_size, 1e-5, mode == "before-gate", impl=impl)
     return fn
 
 
@@ -52,7 +54,7 @@ def test_torch_cpp_fp64_and_auto(monkeypatch):
     compare(_entry("reference", "after-gate", 8), _entry("cpp", "after-gate", 8), kw, n_outputs=1, rtol=1e-10,
             atol=1e-12)
     monkeypatch.delenv("HYBRIDC_KERNEL", raising=False)
-    assert tnorm.OP.choice("cpu")[0] == "cpp" and tnorm.OP.choice("cuda")[0] == "reference"
+    assert TORCH_OP.choice("cpu")[0] == "cpp" and TORCH_OP.choice("cuda")[0] == "reference"
 
 
 @needs_jax_cpp
@@ -66,7 +68,7 @@ def test_jax_cpp_matches_reference(mode):
 
     def loss(impl):
         def f(y, z, w):
-            return jnp.sum(jnorm.rms_norm_gated(y, z, None if mode == "gate-only" else w, 8, 1e-5,
+            return jnp.sum(jax_norm(y, z, None if mode == "gate-only" else w, 8, 1e-5,
                                                 mode == "before-gate", impl=impl) * cot)
         return f
     args = (kw["y"], kw["z"], kw["weight"])
@@ -76,4 +78,4 @@ def test_jax_cpp_matches_reference(mode):
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-4, atol=1e-4)
     for g, r in zip(got[1], ref[1]):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
-    assert jnorm.OP.choice("cpu")[0] == "cpp"
+    assert JAX_OP.choice("cpu")[0] == "cpp"

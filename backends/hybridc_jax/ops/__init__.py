@@ -11,7 +11,8 @@
 Shared: ``_chunk.py`` (the chunked forms' frame, layout, triangular inverse, state pass and the scan_chunk pairing),
 ``_ffi_library.py`` (build, register and load the XLA FFI binding of the C++ kernels). Not a recurrence:
 ``grouped_matmul/`` (a mixture of experts' per-expert products: ragged_dot on GPU/TPU, a tiled loop on CPU) and
-``attention/`` (causal self-attention's scores, softmax and values: blockwise, skipping masked blocks).
+``attention/`` (causal self-attention's scores, softmax and values: blockwise, skipping masked blocks),
+``causal_conv1d/`` and ``rms_norm_gated/`` (the Mamba-2 layer's conv + silu and gated norm: C++ custom calls on CPU).
 
 ``from hybridc_jax.ops import selective_scan`` gives the entry callable; `OPS` maps an op name to its `Op` (its
 implementations and ``auto``, read by the dispatcher and by ``describe --kernels``). Precedence: an explicit
@@ -20,25 +21,30 @@ implementations and ``auto``, read by the dispatcher and by ``describe --kernels
 from __future__ import annotations
 
 from . import attention as _attention
+from . import causal_conv1d as _causal_conv1d
 from . import delta_rule as _delta_rule
 from . import gated_delta_rule as _gated_delta_rule
 from . import grouped_matmul as _grouped_matmul
 from . import linear_recurrence as _linear_recurrence
+from . import rms_norm_gated as _rms_norm_gated
 from . import rwkv7 as _rwkv7
 from . import selective_scan as _selective_scan
 from . import ssd as _ssd
 from .attention import attention
+from .causal_conv1d import causal_conv1d
 from .delta_rule import delta_rule, delta_rule_step
 from .gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from .grouped_matmul import grouped_matmul
 from .linear_recurrence import linear_recurrence, linear_recurrence_step
+from .rms_norm_gated import rms_norm_gated
 from .rwkv7 import rwkv7, rwkv7_step
 from .selective_scan import selective_scan, selective_scan_step
 from .ssd import ssd, ssd_step
 
 OPS = {mod.OP.name: mod.OP for mod in (_selective_scan, _ssd, _delta_rule, _gated_delta_rule, _rwkv7,
-                                       _linear_recurrence, _grouped_matmul, _attention)}
+                                       _linear_recurrence, _grouped_matmul, _attention,
+                                       _causal_conv1d, _rms_norm_gated)}
 
-__all__ = ["OPS", "attention", "delta_rule", "delta_rule_step", "gated_delta_rule", "gated_delta_rule_step",
+__all__ = ["OPS", "causal_conv1d", "rms_norm_gated", "attention", "delta_rule", "delta_rule_step", "gated_delta_rule", "gated_delta_rule_step",
            "grouped_matmul", "linear_recurrence", "linear_recurrence_step", "rwkv7", "rwkv7_step", "selective_scan",
            "selective_scan_step", "ssd", "ssd_step"]

@@ -6,6 +6,9 @@
     <op>/cpp.py        the fused C++ CPU kernel (``impl="cpp"``; the library: ``_cpp_library.py``)
     <op>/triton.py     the Triton GPU kernels (``impl="triton"``)
 
+Not a recurrence: ``causal_conv1d/`` and ``rms_norm_gated/`` (the Mamba-2 layer's conv + silu and gated norm around
+its SSD: fused C++ passes on CPU, the torch expressions elsewhere).
+
 Shared: ``_chunk.py`` (the chunked delta forms' opening, layout, triangular inverse, state pass),
 ``_cpp_library.py`` (build and load the C++ kernels), ``_triton.py`` (whether triton is installed).
 
@@ -15,23 +18,28 @@ implementations and ``auto``, read by the dispatcher and by ``describe --kernels
 """
 from __future__ import annotations
 
+from . import causal_conv1d as _causal_conv1d
 from . import delta_rule as _delta_rule
 from . import gated_delta_rule as _gated_delta_rule
 from . import linear_recurrence as _linear_recurrence
+from . import rms_norm_gated as _rms_norm_gated
 from . import rwkv7 as _rwkv7
 from . import selective_scan as _selective_scan
 from . import ssd as _ssd
 from ._triton import triton_available
+from .causal_conv1d import causal_conv1d
 from .delta_rule import delta_rule, delta_rule_step
 from .gated_delta_rule import gated_delta_rule, gated_delta_rule_step
 from .linear_recurrence import linear_recurrence, linear_recurrence_step
+from .rms_norm_gated import rms_norm_gated
 from .rwkv7 import rwkv7, rwkv7_step
 from .selective_scan import selective_scan, selective_scan_step
 from .ssd import ssd, ssd_step
 
 OPS = {mod.OP.name: mod.OP for mod in (_selective_scan, _ssd, _delta_rule, _gated_delta_rule, _rwkv7,
-                                       _linear_recurrence)}
+                                       _linear_recurrence,
+                                       _causal_conv1d, _rms_norm_gated)}
 
-__all__ = ["OPS", "delta_rule", "delta_rule_step", "gated_delta_rule", "gated_delta_rule_step", "linear_recurrence",
+__all__ = ["OPS", "causal_conv1d", "rms_norm_gated", "delta_rule", "delta_rule_step", "gated_delta_rule", "gated_delta_rule_step", "linear_recurrence",
            "linear_recurrence_step", "rwkv7", "rwkv7_step", "selective_scan", "selective_scan_step", "ssd", "ssd_step",
            "triton_available"]

@@ -1,5 +1,5 @@
-"""The causal depthwise conv1d (+ bias, + optional silu), the reference (``impl="reference"``): the JAX layers'
-time-major conv (``layers/_conv.causal_conv1d_time_major``), then silu.
+"""The causal depthwise conv1d (+ bias, + optional silu), the reference (``impl="reference"``): K shifted
+multiply-adds on the time-major layout (as ``layers/_conv.causal_conv1d_time_major``), then silu.
 
 Glossary of dimension letters:
     B: batch    L: sequence length    C: channels    K: conv width
@@ -23,7 +23,13 @@ def new_state(x, conv_state, K: int):
 
 def reference(x, weight, bias=None, conv_state=None, activation=None):
     """x (B, L, C); weight (C, K); bias (C,); conv_state (B, C, K-1). Returns (y (B, L, C), new conv_state)."""
-    from ...layers._conv import causal_conv1d_time_major
-
-    y, state = causal_conv1d_time_major(x, weight, bias, conv_state)
-    return (jax.nn.silu(y) if activation == "silu" else y), state
+    batch, length, channels = x.shape
+    keep = weight.shape[-1] - 1
+    if conv_state is None:
+        conv_state = jnp.zeros((batch, channels, keep), x.dtype)
+    xp = jnp.concatenate([conv_state.astype(x.dtype).transpose(0, 2, 1), x], axis=1)  # (B, K-1+L, C)
+    w = weight.astype(x.dtype)
+    y = sum(w[:, k] * xp[:, k:k + length] for k in range(keep + 1))  # (B, L, C), cross-correlation
+    if bias is not None:
+        y = y + bias.astype(x.dtype)
+    return (jax.nn.silu(y) if activation == "silu" else y), xp[:, xp.shape[1] - keep:].transpose(0, 2, 1)
