@@ -1,7 +1,7 @@
 """The fused C++ decoding steps (ops/decode_step.py, hybridc_native/csrc/decode_step.cpp) against the layers' pure
 `step`: outputs and states after a prefill and a few in-place steps (`step_`), batch 1 (the in/out projections in
 the kernel) and 3 (torch's), odd channel and state counts (vector tails), every gate / norm / dt / scale option; the
-state is written in place; other impls fall back."""
+state is written in place; other impls and autograd fall back."""
 from types import SimpleNamespace as NS
 
 import pytest
@@ -60,8 +60,8 @@ def _layer(layer_id):
 def test_fused_step_equals_pure_step(layer_id, batch, single_thread):
     layer, dim = _layer(layer_id)
     x = torch.randn(batch, 7, dim, generator=torch.Generator().manual_seed(1))
-    assert decode_step.usable(OP_ENTRY, "auto", x)
     with torch.no_grad():
+        assert decode_step.usable(OP_ENTRY, "auto", x)
         _, pure = layer(x[:, :3], layer.init_state(batch))
         fused = {k: v.clone() for k, v in pure.items()}
         for t in range(3, 7):
@@ -84,3 +84,4 @@ def test_other_impls_fall_back_to_the_pure_step(single_thread):
         y_pure, new = layer.step(x, layer.init_state(2))
         torch.testing.assert_close(layer.step_(x, state), y_pure, rtol=0, atol=0)
     assert all(torch.equal(state[k], new[k]) for k in new)
+    assert not decode_step.usable(OP_ENTRY, "auto", x)  # grad enabled: the differentiable pure step

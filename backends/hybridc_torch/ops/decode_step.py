@@ -24,9 +24,10 @@ PROJ_MAX_BATCH = 1  # up to this batch the layers pass in_proj / out_proj to the
 
 
 def usable(op, impl: str, x: torch.Tensor) -> bool:
-    """True when the fused step runs for input x: CPU fp32 and `op` (the layer's recurrence) resolving to "cpp"."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and op.resolve(impl, "cpu")[0] == "cpp" \
-        and _cpp_library.available()
+    """True when the fused step runs for input x: CPU fp32, no autograd (the kernel has no backward: with grad
+    enabled the layers run their differentiable pure step) and `op` (the layer's recurrence) resolving to "cpp"."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() \
+        and op.resolve(impl, "cpu")[0] == "cpp" and _cpp_library.available()
 
 
 def _ptr(t):
@@ -48,16 +49,16 @@ def _proj(x, proj):
         return (0, 0, 0, 0, 0, 0, 0), None
     (inp, outp), D = proj, x.shape[1]
     out = x.new_empty(x.shape[0], D)
-    return (x.data_ptr(), inp.weight.data_ptr(), _ptr(inp.bias), outp.weight.data_ptr(), _ptr(outp.bias),
-            out.data_ptr(), D), out
+    w_in, w_out = inp.weight.contiguous(), outp.weight.contiguous()
+    return (x.data_ptr(), w_in.data_ptr(), _ptr(inp.bias), w_out.data_ptr(), _ptr(outp.bias), out.data_ptr(), D), out
 
 
 def mamba_step_(xz, state, conv_w, conv_b, x_proj, dt_proj_t, dt_bias, A, D, norms=None, eps=0.0, proj=None):
     """xz (B, 2E) in_proj output (x then z; rows may be strided) -> y (B, E) gated; or, with proj = (in_proj,
     out_proj), xz is the layer input x (B, D), both projections run in the kernel and out (B, D) is returned.
-    state {"conv" (B, E, K-1), "ssm" (B, E, N)} updated in place. conv_w (E, K); x_proj (R + 2N, E); dt_proj_t: dt_proj's weight transposed
-    (R, E); dt_bias (E,); A = -exp(A_log) (E, N); D (E,); norms: None or the (dt, B, C) RMSNorm weights (each None
-    when weightless), eps theirs. Weights contiguous fp32."""
+    state {"conv" (B, E, K-1), "ssm" (B, E, N)} updated in place. conv_w (E, K); x_proj (R + 2N, E); dt_proj_t:
+    dt_proj's weight transposed (R, E); dt_bias (E,); A = -exp(A_log) (E, N); D (E,); norms: None or the (dt, B, C)
+    RMSNorm weights (each None when weightless), eps theirs. Weights fp32; conv_w, dt_proj_t, A contiguous."""
     batch, E = xz.shape[0], conv_w.shape[0]
     conv, ssm = own(state, "conv", torch.float32), own(state, "ssm", torch.float32)
     if xz.stride(-1) != 1 or (proj is not None and not xz.is_contiguous()):
@@ -66,7 +67,7 @@ def mamba_step_(xz, state, conv_w, conv_b, x_proj, dt_proj_t, dt_bias, A, D, nor
     y = xz.new_empty(batch, E) if proj is None else None
     nw = (None, None, None) if norms is None else norms
     _cpp_library.load().hybridc_step_mamba(
-        xz.data_ptr(), xz.stride(0), conv.data_ptr(), conv_w.data_ptr(), _ptr(conv_b), x_proj.data_ptr(),
+        xz.data_ptr(), xz.stride(0), conv.data_ptr(), conv_w.data_ptr(), _ptr(conv_b), x_proj.contiguous().data_ptr(),
         dt_proj_t.data_ptr(), dt_bias.data_ptr(), int(norms is not None), _ptr(nw[0]), _ptr(nw[1]), _ptr(nw[2]), eps,
         A.data_ptr(), _ptr(D), ssm.data_ptr(), _ptr(y), batch, E, A.shape[-1], dt_proj_t.shape[0],
         conv_w.shape[1], *pargs)
