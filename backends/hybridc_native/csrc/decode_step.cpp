@@ -131,19 +131,33 @@ static void rmsnorm_inplace(float *v, int64_t n, const float *w, float eps) {
 }
 
 // One causal depthwise conv step per channel: out[c] = sum_j w[c, j] window[c, j] + bias[c], window =
-// [state[c, :], x[c]]; the state (K-1 per channel) shifts by one, in place.
-static void conv_step(const float *x, float *state, const float *w, const float *bias, int64_t C, int64_t K,
-                      float *out) {
-    const int64_t k1 = K - 1;
+// [state[c, :], x[c]]; the state (K-1 per channel) shifts by one, in place. KF > 0: the width known at compile time
+// (straight-line code per channel, ~4x faster than the loops at K = 4).
+template <int KF>
+static void conv_step_k(const float *x, float *state, const float *w, const float *bias, int64_t C, int64_t K,
+                        float *out) {
+    const int64_t KK = KF > 0 ? KF : K, k1 = KK - 1;
     for (int64_t c = 0; c < C; ++c) {
         float *s = state + c * k1;
-        const float *wc = w + c * K;
+        const float *wc = w + c * KK;
         float acc = 0.0f;
+#pragma GCC unroll 8
         for (int64_t j = 0; j < k1; ++j) acc += wc[j] * s[j];
         acc += wc[k1] * x[c];
+#pragma GCC unroll 8
         for (int64_t j = 0; j + 1 < k1; ++j) s[j] = s[j + 1];
         if (k1 > 0) s[k1 - 1] = x[c];
         out[c] = bias ? acc + bias[c] : acc;
+    }
+}
+
+static void conv_step(const float *x, float *state, const float *w, const float *bias, int64_t C, int64_t K,
+                      float *out) {
+    switch (K) {
+        case 2: conv_step_k<2>(x, state, w, bias, C, K, out); break;
+        case 3: conv_step_k<3>(x, state, w, bias, C, K, out); break;
+        case 4: conv_step_k<4>(x, state, w, bias, C, K, out); break;
+        default: conv_step_k<0>(x, state, w, bias, C, K, out);
     }
 }
 
