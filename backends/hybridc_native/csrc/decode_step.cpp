@@ -188,7 +188,7 @@ static void mamba_step(MambaStep a, const Proj &pr) {
         float *u = U.data() + b * Ep, *dt = DT.data() + b * Ep, *g = GATE.data() + b * Ep, *dbl = DBL.data() + b * J;
         conv_step(x, a.conv + b * E * (a.K - 1), a.conv_w, a.conv_b, E, a.K, u);
         silu_padded(u, Ep);
-        for (int64_t j = 0; j < J; ++j) dbl[j] = dot(a.xproj + j * E, u, E);
+        gemv(a.xproj, u, nullptr, dbl, J, E);  // x_proj
         if (a.inner_norm) {
             rmsnorm_inplace(dbl, R, a.dt_norm_w, a.eps);
             rmsnorm_inplace(dbl + R, N, a.b_norm_w, a.eps);
