@@ -1,14 +1,15 @@
 // Fused gated group RMSNorm (Mamba-2's output norm), forward and backward, one row (a token's E channels) at a time,
 // groups of gs channels normalised separately:
-//     mode 1 (norm after the gate, Mamba-2's default):  h = y silu(z);  out = w h r,          r = (mean_g h^2 + eps)^-1/2
+//     mode 1 (norm after the gate, Mamba-2's default):  h = y silu(z);  out = w h r,  r = (mean_g h^2 + eps)^-1/2
 //     mode 2 (norm_before_gate):                         h = y;          out = w h r silu(z)
 //     mode 0 (no norm, the layer's out_norm=false):      out = y silu(z)
 // Reference: mamba_ssm's RMSNormGated (mamba_ssm/ops/triton/layernorm_gated.py); our oracle is hybridc_torch's
 // ops/rms_norm_gated/naive.py.
 //
 // Why: in torch the norm is ~8 elementwise passes forward (silu, mul, pow, mean, rsqrt, mul, mul) and ~15 backward
-// over [rows, E]; here one pass forward and one backward, each reading a row once (plus a second sweep over the row,
-// in L1).
+// over [rows, E]; here one pass forward and one backward, each reading a row once: sweep 1 keeps what sweep 2 needs
+// (forward: h and the gate; backward: sigmoid(z), h, dn) in a row buffer in L1. At the Mamba-2 layer's shape
+// ([4096, 512], z a slice of a [4096, 1160] projection, 1 thread): forward ~2.6 ms, backward ~3.6-3.9 ms.
 //
 // Backward, per row and group (n = h r, dn = dout w (mode 1) or dout w silu(z) (mode 2)):
 //     dh = r (dn - n mean_g(dn n))     (mean_g(dn n) = r sum_g(dn h) / gs: one sweep accumulates sum h^2 and
