@@ -231,7 +231,7 @@ def timed_race(cands: dict, rounds: int, cap: float, skipped: dict) -> dict:
             continue
         w, c, _ = clocked(cands[name])
         first[name] = w  # JAX: the compile
-        if w > cap:
+        if w > cap and name != "hybridc jax":  # JAX's first call is mostly its compile (over 60 s at 4k under load)
             slow[name] = {"wall": w, "cpu": c, "first": w, "capped": True}
             cands.pop(name)
     return {n: t | {"first": first[n]} for n, t in race(cands, rounds).items()} | slow
