@@ -223,7 +223,8 @@ def generate_fns(net, jnet, params, hf, prompt, n: int):
 
 # --- one family (in its own process) ----------------------------------------------------------------------------
 def timed_race(cands: dict, rounds: int, cap: float, skipped: dict) -> dict:
-    """race() with the cap: a candidate whose warm-up call took over `cap` seconds keeps that one call (flagged)."""
+    """race() with the cap: a candidate whose warm-up call took over `cap` seconds keeps that one call (flagged);
+    not JAX, whose warm-up is its compile."""
     slow, first = {}, {}
     for name in list(cands):
         if name in skipped:
