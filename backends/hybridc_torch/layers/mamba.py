@@ -182,5 +182,6 @@ class Mamba(nn.Module):
             self.__dict__["_step_cache"] = cached
         return cached[1]
 
+
 LAYER = Mamba
 OP = "selective_scan"  # the recurrence it runs (`describe --kernels`: hybridc_torch.plan)
