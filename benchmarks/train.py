@@ -6,9 +6,9 @@ model, JAX against torch, and torch DDP on 2 processes against 1.
 
 The model: a 12-layer dim-256 hybrid, `(mamba2 mamba2 mamba2 attn) x3` (Mamba-2 state 128 / 8 heads of 64,
 global attention with an FFN after it, hybridc's defaults), vocab 1024, trained on MQAR (vocab 1024, sequence
-`--length`, 64 pairs or length/4), batch `--batch` sequences, fp32. Per backend, in one process, the candidates in turn within
-each round (a load change hits them alike), min over rounds of the mean seconds per step over `--steps` steps, in
-wall time and in process CPU time (all threads; the measure a loaded machine disturbs least):
+`--length`, 64 pairs or length/4), batch `--batch` sequences, fp32. Per backend, in one process, the candidates in
+turn within each round (a load change hits them alike), min over rounds of the mean seconds per step over `--steps`
+steps, in wall time and in process CPU time (all threads; the measure a loaded machine disturbs least):
 
     bare      loss = cross-entropy(model(x)); loss.backward()  (torch; JAX: jit(value_and_grad(loss)) on params):
               the model's own forward+backward and nothing else
@@ -190,7 +190,8 @@ def cli_seconds(opts, processes: int, threads: int) -> float:
     steps = 2 + 2 * max(1, opts.steps // 2)
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "m.hyb").write_text(MODEL)
-        train = ["m.hyb", "--task", "mqar", "--vocab", "1024", "--seq-len", str(opts.length), "--kv-pairs", str(pairs(opts)),
+        train = ["m.hyb", "--task", "mqar", "--vocab", "1024", "--seq-len", str(opts.length),
+                 "--kv-pairs", str(pairs(opts)),
                  "--steps", str(steps), "--batch", str(opts.batch), "--lr", str(LR), "--warmup", "1",
                  "--eval-every", "2", "--eval-batches", "1", "--out", "run", "--quiet"]
         if processes == 1:

@@ -113,21 +113,25 @@ TRITON_CASES = [(1, False, False), (1, True, True), (3, False, True), (3, True, 
 TRITON_CASE_IDS = ["B1-zero-weak", "B1-init-strong", "B3-zero-strong", "B3-init-weak"]
 
 
-def run_and_grad_f32(fn, inputs: dict, seed=1):
-    """fn(**fresh leaf copies) -> (outputs, {name: grad}) for a random projection of every output."""
-    leaves = {n: None if x is None else x.detach().clone().requires_grad_(x.is_floating_point())
+def run_and_grad_f32(fn, inputs: dict, seed=1, device="cpu"):
+    """fn(**fresh leaf copies on `device`) -> (outputs, {name: grad}) on the CPU, for a random projection of every
+    output (the projection drawn on the CPU, so every device sees the same one)."""
+    leaves = {n: None if x is None else x.detach().to(device, copy=True).requires_grad_(x.is_floating_point())
               for n, x in inputs.items()}
     outs = fn(**leaves)
     gen = torch.Generator().manual_seed(seed)
-    loss = sum((o.float() * torch.randn(o.shape, generator=gen)).sum() for o in outs)
+    loss = sum((o.float() * torch.randn(o.shape, generator=gen).to(o.device)).sum() for o in outs)
     wrt = {n: x for n, x in leaves.items() if x is not None and x.requires_grad}
     grads = torch.autograd.grad(loss, list(wrt.values()), allow_unused=True)
-    return [o.detach() for o in outs], dict(zip(wrt, grads))
+    return ([o.detach().cpu() for o in outs],
+            {n: None if g is None else g.cpu() for n, g in zip(wrt, grads)})
 
 
-def compare_10x_grads(fn_ref, fn_fast, inputs, rtol=1e-4, atol=1e-5):
-    """Outputs (dtype, shape, values) and the gradient of every input of fn_fast against fn_ref (grads: 10x atol)."""
-    (outs_r, grads_r), (outs_f, grads_f) = run_and_grad_f32(fn_ref, inputs), run_and_grad_f32(fn_fast, inputs)
+def compare_10x_grads(fn_ref, fn_fast, inputs, rtol=1e-4, atol=1e-5, device=TRITON_DEVICE):
+    """Outputs (dtype, shape, values) and the gradient of every input of fn_fast (run on `device`: the Triton
+    kernels' device, CUDA under TRITON_INTERPRET=0) against fn_ref on the CPU (grads: 10x atol)."""
+    (outs_r, grads_r), (outs_f, grads_f) = (run_and_grad_f32(fn_ref, inputs),
+                                            run_and_grad_f32(fn_fast, inputs, device=device))
     for i, (o_f, o_r) in enumerate(zip(outs_f, outs_r)):
         assert o_f.dtype == o_r.dtype and o_f.shape == o_r.shape
         close_scaled(o_f, o_r, rtol, atol, f"output {i}")
@@ -283,7 +287,7 @@ def delta_triton_bf16(gated):
     kw_bf["initial_state"] = kw["initial_state"]                            # the state stays fp32
     kw_32 = {n: None if x is None else x.float() for n, x in kw_bf.items()}
     (o_r, S_r), g_r = run_and_grad_f32(triton_gdr_fn("reference", gated=gated), kw_32)
-    (o, S), g = run_and_grad_f32(triton_gdr_fn("triton", gated=gated), kw_bf)
+    (o, S), g = run_and_grad_f32(triton_gdr_fn("triton", gated=gated), kw_bf, device=TRITON_DEVICE)
     assert o.dtype == torch.bfloat16 and S.dtype == torch.float32
     close_scaled(o.float(), o_r, 2e-2, 2e-2, "output")
     close_scaled(S, S_r, 2e-2, 2e-2, "final state")

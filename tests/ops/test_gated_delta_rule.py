@@ -28,8 +28,9 @@ from ops._jax_checks import (CASES, JAX_CPP, auto_and_reference_picks, bf16_inpu
                              chunk_matches_torch_fast, compare_fast, cpp_matches_torch_and_runs_under_vmap,
                              delta_matches_torch_reference, delta_step_matches_torch_step_and_edge_cases,
                              long_sequence_stays_finite, needs_jax_cpp)
-from ops._torch_checks import (FLA_GRAD_TOL, FLA_TOL, TRITON_CASE_IDS, TRITON_CASES, TRITON_CHUNK, TRITON_LENGTHS,
-                               compare_10x_grads, delta_auto_on_cpu, delta_auto_picks_triton_on_cuda_only,
+from ops._torch_checks import (FLA_GRAD_TOL, FLA_TOL, TRITON_CASE_IDS, TRITON_CASES, TRITON_CHUNK, TRITON_DEVICE,
+                               TRITON_LENGTHS, compare_10x_grads, delta_auto_on_cpu,
+                               delta_auto_picks_triton_on_cuda_only,
                                delta_check, delta_cpp_fp64_empty_and_fallback, delta_dtypes,
                                delta_empty_sequence_and_no_state, delta_long_sequence_stays_finite,
                                delta_triton_bf16, fla_grads, fla_module, fla_run, impl_dispatch, needs_fla,
@@ -177,7 +178,8 @@ def test_torch_triton_shapes():
     compare_10x_grads(triton_gdr_fn("reference"), fn, kw)
     kw = triton_gdr_inputs(1, C + 1, init=True, strong=True, H=1, K=8, V=70)
     compare_10x_grads(triton_gdr_fn("reference"), triton_gdr_fn("triton"), kw)
-    o, S = fast(**triton_gdr_inputs(2, C, init=False, strong=False), chunk_size=C)
+    o, S = fast(**{n: x.to(TRITON_DEVICE) if torch.is_tensor(x) else x
+                   for n, x in triton_gdr_inputs(2, C, init=False, strong=False).items()}, chunk_size=C)
     assert S is None and o.shape == (2, C, 2, 6) and o.is_contiguous()
 
 

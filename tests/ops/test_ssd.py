@@ -27,8 +27,8 @@ from hybridc_torch.ops.ssd import naive as ssd_naive
 from ops._inputs import fast_inputs, oracle_ssd_inputs, parity_ssd_inputs, torch_and_jax, triton_ssd_inputs
 from ops._jax_checks import (CASES, JAX_CPP, auto_and_reference_picks, bf16_inputs_keep_their_dtype, case_id,
                              chunk_matches_torch_fast, close_parity, compare_fast, long_sequence_stays_finite)
-from ops._torch_checks import (TRITON_CASE_IDS, TRITON_CASES, TRITON_CHUNK, TRITON_LENGTHS, close_scaled, compare,
-                               compare_10x_grads, decay_matrix, needs_triton, run_and_grad_f32, ssd_fn)
+from ops._torch_checks import (TRITON_CASE_IDS, TRITON_CASES, TRITON_CHUNK, TRITON_DEVICE, TRITON_LENGTHS, close_scaled,
+                               compare, compare_10x_grads, decay_matrix, needs_triton, run_and_grad_f32, ssd_fn)
 
 # the op packages (entry point, step, reference); `from hybridc_jax.ops import ssd` gives the entry callable itself
 jssd, tssd = (importlib.import_module(f"hybridc_{backend}.ops.ssd") for backend in ("jax", "torch"))
@@ -276,7 +276,7 @@ def test_torch_triton_bf16():
     kw_bf = {n: x.bfloat16() if n not in ("A", "initial_states") else x for n, x in kw.items()}
     kw_32 = {n: x.float() for n, x in kw_bf.items()}
     (y_r, S_r), g_r = run_and_grad_f32(lambda **a: ssd_fn("reference", C)(softplus, **a), kw_32)
-    (y, S), g = run_and_grad_f32(lambda **a: ssd_fn("triton", C)(softplus, **a), kw_bf)
+    (y, S), g = run_and_grad_f32(lambda **a: ssd_fn("triton", C)(softplus, **a), kw_bf, device=TRITON_DEVICE)
     assert y.dtype == torch.bfloat16 and S.dtype == torch.float32
     close_scaled(y.float(), y_r, 2e-2, 2e-2, "output")
     close_scaled(S, S_r, 2e-2, 2e-2, "final state")

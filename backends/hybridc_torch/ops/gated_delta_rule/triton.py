@@ -147,7 +147,7 @@ def _forward(q, k, v, g, beta, scale, h0, chunk):
     V = v.shape[-1]
     NC = triton.cdiv(T, chunk)
     BT, BK = _tile(chunk), _tile(K)
-    BV = min(_tile(V), 32 if BK > 128 else 64)
+    BV = min(_tile(V), 32 if BK >= 128 else 64)  # K 128, BV 64: 306 KiB of shared memory on an H200 (limit 227)
     f32 = dict(device=q.device, dtype=torch.float32)
     G = torch.empty(B, H, NC * chunk, **f32)                                # (B, H, T_pad)
     w = torch.empty(B, H, NC * chunk, K, **f32)                             # (B, H, T_pad, K)
@@ -158,7 +158,8 @@ def _forward(q, k, v, g, beta, scale, h0, chunk):
     ht = torch.empty(B, H, K, V, **f32)                                     # (B, H, K, V)
     h0_arg = ht if h0 is None else h0
     _gdr_fwd_kernel[(B * H, triton.cdiv(V, BV))](q, k, G, w, u, h0_arg, o, ht, scale, T, H, K, V, chunk, NC,
-                                                 BT=BT, BK=BK, BV=BV, HAS_H0=h0 is not None, PREC=prec)
+                                                 BT=BT, BK=BK, BV=BV, HAS_H0=h0 is not None, PREC=prec,
+                                                 num_stages=2)
     return o, ht
 
 

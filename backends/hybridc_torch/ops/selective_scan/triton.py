@@ -209,12 +209,14 @@ def _state_cotangent(delta_ptr, dout_ptr, z_ptr, C_ptr, A, bias, rows_d, rows_n,
 def _gate_grad(dout_ptr, z_ptr, dz_ptr, rows_d, dmask, t, L, ydu, omask, HAS_Z: tl.constexpr):
     """The cotangent of the ungated output y + D u (dout silu(z)); stores dz = dout (y + D u) silu'(z)."""
     dout = _load_tile(dout_ptr, rows_d, dmask, t, L)
-    if not HAS_Z:
-        return dout
-    z = _load_tile(z_ptr, rows_d, dmask, t, L)
-    sz = tl.sigmoid(z)
-    _store_tile(dz_ptr, rows_d, t, dout * ydu * sz * (1.0 + z * (1.0 - sz)), omask)
-    return dout * z * sz
+    if HAS_Z:  # one return after the constexpr branch: Triton 3.6 compiles the code after an early return too
+        z = _load_tile(z_ptr, rows_d, dmask, t, L)
+        sz = tl.sigmoid(z)
+        _store_tile(dz_ptr, rows_d, t, dout * ydu * sz * (1.0 + z * (1.0 - sz)), omask)
+        dy = dout * z * sz
+    else:
+        dy = dout
+    return dy
 
 
 @triton.jit
