@@ -14,6 +14,7 @@ Glossary of dimension letters:
 """
 from __future__ import annotations
 
+import torch
 from hybridc_native.choice import Op
 
 from .. import _cpp_library
@@ -36,4 +37,6 @@ def causal_conv1d(x, weight, bias=None, conv_state=None, activation=None, *, imp
     activation None or "silu". Returns (y (B, L, C) in x.dtype, new conv_state (B, C, K-1): the last K-1 inputs)."""
     if activation not in (None, "silu"):
         raise ValueError(f"causal_conv1d: activation must be None or 'silu', not {activation!r}")
+    if impl == "auto" and torch.compiler.is_compiling():  # under torch.compile: torch's conv (no graph break)
+        return reference(x, weight, bias, conv_state, activation)
     return OP.pick(impl, x.device.type)(x, weight, bias, conv_state, activation)

@@ -16,6 +16,7 @@ Glossary of dimension letters:
 """
 from __future__ import annotations
 
+import torch
 from hybridc_native.choice import Op
 
 from .. import _cpp_library
@@ -34,4 +35,6 @@ OP = Op("rms_norm_gated", __name__, {"reference": "naive:reference", "cpp": "cpp
 
 def rms_norm_gated(y, z, weight, group_size: int, eps: float, norm_before_gate: bool = False, *, impl="auto"):
     """y, z (..., E); weight (E,) or None (the gate alone). Returns (..., E) in y.dtype."""
+    if impl == "auto" and torch.compiler.is_compiling():  # under torch.compile: the expression, which inductor
+        return reference(y, z, weight, group_size, eps, norm_before_gate)  # fuses (the C++ op splits the graph)
     return OP.pick(impl, y.device.type)(y, z, weight, group_size, eps, norm_before_gate)
