@@ -101,10 +101,11 @@ def test_stop_tokens_pad_rows_and_end_the_batch():
 
 
 def test_compiled_step_equals_eager():
-    """torch.compile(net.step) runs and gives the eager step's logits (a small model, a few steps)."""
+    """torch.compile(net.step) runs as one graph (no break: the CPU C++ ops step aside under compile) and gives the
+    eager step's logits (a small model, a few steps)."""
     m, net = make("layers mamba2 attn(window=none); vocab 30; output logits")
     p = prompt(b=2, length=3)
-    step = torch.compile(net.step, dynamic=True)
+    step = torch.compile(net.step, dynamic=True, fullgraph=True)
     with torch.no_grad():
         s1 = net.init_state(2, max_len=8)
         s2 = net.init_state(2, max_len=8)
