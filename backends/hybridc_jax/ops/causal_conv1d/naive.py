@@ -1,5 +1,5 @@
 """The causal depthwise conv1d (+ bias, + optional silu), the reference (``impl="reference"``): K shifted
-multiply-adds on the time-major layout (as ``layers/_conv.causal_conv1d_time_major``), then silu.
+multiply-adds on the time-major layout (what ``layers/_conv.causal_conv1d_time_major`` runs), then silu.
 
 Glossary of dimension letters:
     B: batch    L: sequence length    C: channels    K: conv width
