@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,9 @@ def plot_summary(rows: list[dict], out, *, x: str = "dim", title: str | None = N
 
     ticks = sorted({r[_X[x]] for r in rows})
     ax.set_xscale("log")
+    if x == "state" and len(ticks) > 6:  # many sizes: powers of 4 bytes (one tick per point would overlap)
+        lo, hi = math.floor(math.log(ticks[0], 4)), math.ceil(math.log(ticks[-1], 4))
+        ticks = [4.0 ** k for k in range(lo, hi + 1)]
     ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: str(int(v)) if x == "dim" else _bytes(v)))
     ax.xaxis.set_minor_formatter(NullFormatter())
