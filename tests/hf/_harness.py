@@ -59,6 +59,20 @@ def refused(tmp_path, cfg, drop=(), **fields) -> str:
     return str(e.value)
 
 
+def reads_as_zoo_program(tmp_path, config_class, case: str) -> None:
+    """The published config of zoo case `case` (tests/zoo's values), saved by transformers' `config_class`, imports as
+    examples/zoo/<case>.hyb: the same layer kinds in order and the same parameter count."""
+    from pathlib import Path
+
+    from zoo.test_zoo_counts import CASES
+
+    config_class(**CASES[case][2]).save_pretrained(tmp_path)
+    got = hybridc.load_hf(tmp_path / "config.json")
+    want = hybridc.load((Path(__file__).parents[2] / f"examples/zoo/{case}.hyb").read_text())
+    assert [l.mixers[0].kind for l in got.layers] == [l.mixers[0].kind for l in want.layers]
+    assert hybridc.describe(got)["params"] == hybridc.describe(want)["params"]
+
+
 def greedy_hf(hf, prompt, n: int):
     gc = hf.generation_config
     gc.eos_token_id, gc.bos_token_id = None, None  # no early stop: exactly n tokens

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family, refused  # noqa: E402
+from _harness import check_family, reads_as_zoo_program, refused  # noqa: E402
 
 D, V = 64, 100
 
@@ -47,12 +47,4 @@ def test_mamba_unknown_field_is_refused(tmp_path):
 
 def test_mamba_130m_config_reads_as_the_zoo_program(tmp_path):
     """The published config (tests/zoo's values) imports as examples/zoo/mamba_130m.hyb: the same layers and count."""
-    from pathlib import Path
-
-    from zoo.test_zoo_counts import CASES
-
-    tf.MambaConfig(**CASES["mamba_130m"][2]).save_pretrained(tmp_path)
-    got = hybridc.load_hf(tmp_path / "config.json")
-    want = hybridc.load((Path(__file__).parents[2] / "examples/zoo/mamba_130m.hyb").read_text())
-    assert [l.mixers[0].kind for l in got.layers] == [l.mixers[0].kind for l in want.layers]
-    assert hybridc.describe(got)["params"] == hybridc.describe(want)["params"]
+    reads_as_zoo_program(tmp_path, tf.MambaConfig, "mamba_130m")

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family, refused  # noqa: E402
+from _harness import check_family, reads_as_zoo_program, refused  # noqa: E402
 
 D, V = 64, 100
 
@@ -34,12 +34,4 @@ def test_mamba2_heads_that_do_not_fill_the_width_are_refused(tmp_path):
 
 def test_mamba2_2_7b_config_reads_as_the_zoo_program(tmp_path):
     """The published config (tests/zoo's values) imports as examples/zoo/mamba2_2.7b.hyb: the same layers and count."""
-    from pathlib import Path
-
-    from zoo.test_zoo_counts import CASES
-
-    tf.Mamba2Config(**CASES["mamba2_2.7b"][2]).save_pretrained(tmp_path)
-    got = hybridc.load_hf(tmp_path / "config.json")
-    want = hybridc.load((Path(__file__).parents[2] / "examples/zoo/mamba2_2.7b.hyb").read_text())
-    assert [l.mixers[0].kind for l in got.layers] == [l.mixers[0].kind for l in want.layers]
-    assert hybridc.describe(got)["params"] == hybridc.describe(want)["params"]
+    reads_as_zoo_program(tmp_path, tf.Mamba2Config, "mamba2_2.7b")

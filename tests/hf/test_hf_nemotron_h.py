@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
 import hybridc  # noqa: E402
-from _harness import check_family, written_config  # noqa: E402
+from _harness import check_family, reads_as_zoo_program, written_config  # noqa: E402
 from hybridc.hf import export_family  # noqa: E402
 
 D, V = 64, 100
@@ -94,12 +94,4 @@ def test_nemotron_h_export_refuses_an_unclamped_mamba2():
 
 def test_nemotron_h_8b_config_reads_as_the_zoo_program(tmp_path):
     """The published config (tests/zoo's values) imports as examples/zoo/nemotron_h_8b.hyb: the same layers and count."""
-    from pathlib import Path
-
-    from zoo.test_zoo_counts import CASES
-
-    tf.NemotronHConfig(**CASES["nemotron_h_8b"][2]).save_pretrained(tmp_path)
-    got = hybridc.load_hf(tmp_path / "config.json")
-    want = hybridc.load((Path(__file__).parents[2] / "examples/zoo/nemotron_h_8b.hyb").read_text())
-    assert [l.mixers[0].kind for l in got.layers] == [l.mixers[0].kind for l in want.layers]
-    assert hybridc.describe(got)["params"] == hybridc.describe(want)["params"]
+    reads_as_zoo_program(tmp_path, tf.NemotronHConfig, "nemotron_h_8b")
