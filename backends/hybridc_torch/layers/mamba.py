@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import decode_step
-from ..ops.selective_scan import OP as OP_ENTRY
-from ..ops.selective_scan import selective_scan, selective_scan_step
+from ..ops.selective_scan import OP as OP_ENTRY, selective_scan, selective_scan_step
 from ._conv import causal_conv1d, causal_conv1d_step
 
 __all__ = ["Mamba", "inner_width", "init_dt_bias", "recurrent_dtype", "LAYER", "OP"]

@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import decode_step
-from ..ops.ssd import OP as OP_ENTRY
 from ..ops.causal_conv1d import causal_conv1d
 from ..ops.rms_norm_gated import rms_norm_gated
-from ..ops.ssd import ssd, ssd_step
+from ..ops.ssd import OP as OP_ENTRY, ssd, ssd_step
 from ._conv import causal_conv1d_step
 from .mamba import init_dt_bias, recurrent_dtype
 

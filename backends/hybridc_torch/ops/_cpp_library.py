@@ -63,7 +63,7 @@ def _build(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.hybridc_gnorm_forward.restype = None
     lib.hybridc_gnorm_backward.argtypes = [i32, i32, i32] + [vp] * 7 + [i64] * 3 + [f64] + [i64] * 4
     lib.hybridc_gnorm_backward.restype = None
-    f64 = ctypes.c_double  # the fused decoding steps (decode_step.cpp; ops/decode_step.py)
+    # the fused decoding steps (decode_step.cpp; ops/decode_step.py)
     proj = [vp] * 6 + [i64]  # the optional in/out projections (x, in_w, in_b, out_w, out_b, out, D)
     lib.hybridc_step_mamba.argtypes = [vp, i64] + [vp] * 6 + [i32] + [vp] * 3 + [f64] + [vp] * 4 + [i64] * 5 + proj
     lib.hybridc_step_mamba.restype = None

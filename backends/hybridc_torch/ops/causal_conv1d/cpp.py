@@ -28,10 +28,7 @@ def _rows(t):
 
 class ConvFn(torch.autograd.Function):
     """(x, weight, bias, h0, silu) -> y (B, L, C) contiguous. x (B, L, C) with channel stride 1; weight (C, K),
-    bias (C,) or None, h0 (B, C, K-1) or None contiguous; all in one float dtype (fp32 or fp64).
-
-    `backward_into(ctx, dy, dx)` writes dx into a given (B, L, C) view with channel stride 1 (the Mamba-2 layer's
-    projection gradient) and returns (dweight, dbias, dh0)."""
+    bias (C,) or None, h0 (B, C, K-1) or None contiguous; all in one float dtype (fp32 or fp64)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, h0, silu):
@@ -45,11 +42,12 @@ class ConvFn(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward_into(ctx, dy, dx):
+    def backward(ctx, dy):
         x, weight, bias, h0 = ctx.saved_tensors
         batch, length, channels = x.shape
         K = weight.shape[1]
         dy = dy.to(x.dtype).contiguous()
+        dx = x.new_empty(x.shape)
         lib = _cpp_library.load()
         part = x.new_empty(batch * -(-length // lib.hybridc_conv_rows()), K + 1, channels)  # per task: dw^T, dbias
         dh0 = x.new_empty(batch, channels, K - 1) if h0 is not None and ctx.needs_input_grad[3] else None
@@ -57,14 +55,7 @@ class ConvFn(torch.autograd.Function):
                                   ptr(bias), ptr(h0), ptr(dy), ptr(dx), ptr(part), ptr(dh0), batch, length, channels,
                                   K, x.stride(0), x.stride(1), dx.stride(0), dx.stride(1))
         part = part.sum(0)  # (K + 1, C)
-        return part[:K].t(), part[K] if bias is not None else None, dh0
-
-    @staticmethod
-    def backward(ctx, dy):
-        x = ctx.saved_tensors[0]
-        dx = x.new_empty(x.shape)
-        dw, db, dh0 = ConvFn.backward_into(ctx, dy, dx)
-        return dx, dw, db, dh0, None
+        return dx, part[:K].t(), part[K] if bias is not None else None, dh0, None
 
 
 def causal_conv1d_cpp(x, weight, bias=None, conv_state=None, activation=None):

@@ -31,8 +31,7 @@ def _tasks(rows: int) -> int:
 class NormFn(torch.autograd.Function):
     """(y, z, weight, group_size, eps, mode) -> out (R, E) contiguous; y, z (R, E) with channel stride 1, weight (E,)
     contiguous or None (mode 0); one float dtype (fp32 or fp64). mode: 0 gate only, 1 norm after the gate, 2 norm
-    before the gate. `backward_into(ctx, dout, dz)` writes dz into a given (R, E) view with channel stride 1 and
-    returns (dy, dweight)."""
+    before the gate."""
 
     @staticmethod
     def forward(ctx, y, z, weight, group_size, eps, mode):
@@ -46,25 +45,18 @@ class NormFn(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward_into(ctx, dout, dz):
+    def backward(ctx, dout):
         y, z, weight = ctx.saved_tensors
         group_size, eps, mode = ctx.meta
         rows, E = y.shape
         S = _tasks(rows)
         dout = dout.to(y.dtype).contiguous()
-        dy = y.new_empty(rows, E)
+        dy, dz = y.new_empty(rows, E), y.new_empty(rows, E)
         dw_part = y.new_empty(S, E) if mode else None
         _cpp_library.load().hybridc_gnorm_backward(dtype_code(y), torch.get_num_threads(), mode, ptr(y), ptr(z),
                                                    ptr(weight), ptr(dout), ptr(dy), ptr(dz), ptr(dw_part), rows, E,
                                                    group_size, eps, y.stride(0), z.stride(0), dz.stride(0), S)
-        return dy, None if dw_part is None else dw_part.sum(0)
-
-    @staticmethod
-    def backward(ctx, dout):
-        y = ctx.saved_tensors[0]
-        dz = y.new_empty(y.shape)
-        dy, dw = NormFn.backward_into(ctx, dout, dz)
-        return dy, dz, dw, None, None, None
+        return dy, dz, None if dw_part is None else dw_part.sum(0), None, None, None
 
 
 def rms_norm_gated_cpp(y, z, weight, group_size: int, eps: float, norm_before_gate: bool = False):
