@@ -198,7 +198,7 @@ def main(argv=None) -> None:
                     rfb = "" if impl == "triton" or ours is None else f"{fb / ours[1]:.2f}x"
                     print(f"| {kernel} | {shape} | {dname} | {impl} | {f * 1e3:.3f} | {fb * 1e3:.3f} | "
                           f"{moved / f / 1e9:.0f} | {f / bound:.2f} | {rf} | {rfb} |")
-                del args, kw
+                args = kw = cases = None  # the inputs freed before the next shape (the lambdas held them too)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     print(f"(bound: bytes read and written once / {bw / 1e9:.0f} GB/s; fwd GB/s above that is impossible: a bug)")

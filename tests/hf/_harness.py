@@ -84,7 +84,6 @@ def greedy_hf(hf, prompt, n: int):
 def check_family(hf, tmp_path, *, vocab: int, shard: bool = False, jax: bool = True, generate: int = 32,
                  seed: int = 0, expect_in_text: tuple[str, ...] = ()) -> dict:
     from hybridc_torch.generate import generate as our_generate
-    import transformers as tf
 
     hf = hf.float().eval()
     perturb(hf, seed)

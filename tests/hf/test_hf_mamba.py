@@ -6,7 +6,6 @@ import pytest
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")
 
-import hybridc  # noqa: E402
 from _harness import check_family, reads_as_zoo_program, refused  # noqa: E402
 
 D, V = 64, 100
