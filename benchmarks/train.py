@@ -111,7 +111,7 @@ def torch_candidates(opts) -> dict:
     import torch.nn.functional as F
 
     import hybridc
-    from backends.hybridc_torch.train import TorchTrainer
+    from hybridc_torch.train import TorchTrainer
 
     model = hybridc.load(MODEL)
     tr = TorchTrainer(model, lr=LR, warmup=1, steps=100, weight_decay=0.1, seed=0)
@@ -134,8 +134,8 @@ def jax_candidates(opts) -> dict:
     import numpy as np
 
     import hybridc
-    from backends.hybridc_jax import build
-    from backends.hybridc_jax.train import JaxTrainer, masked_loss
+    from hybridc_jax import build
+    from hybridc_jax.train import JaxTrainer, masked_loss
 
     model = hybridc.load(MODEL)
     tr = JaxTrainer(model, build=build, lr=LR, warmup=1, steps=100, weight_decay=0.1, seed=0)
@@ -199,7 +199,8 @@ def cli_seconds(opts, processes: int, threads: int) -> float:
         else:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone",
                    "-m", "hybridc", "train", *train, "--distributed", "ddp"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(Path.cwd())}
+        path = os.pathsep.join(p for p in (str(Path.cwd()), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": path}  # this checkout's hybridc
         out = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, check=False)
         if out.returncode:
             raise SystemExit(f"{' '.join(cmd[:6])} ... failed:\n{out.stderr[-3000:]}")
